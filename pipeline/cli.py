@@ -1,0 +1,120 @@
+"""The `intake` command (also `python -m pipeline`): admins' checks, dry runs and status.
+
+intake check-rules --config FILE            exit 0, or 1 with `file:line: message` lines
+intake route --config FILE --dry-run --json MESSAGE.eml
+intake status --config FILE [--json]
+intake run --config FILE [--once]           the daemon (same as run_daemon.py)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+from pipeline.anonymity import apply_anonymity
+from pipeline.app import App, StartupError, load_rules, scan_keys
+from pipeline.config import Config, ConfigError, load_config
+from pipeline.crypto import CryptoError
+from pipeline.daemon import run_forever, run_once
+from pipeline.parse import ParseError, parse_email
+from pipeline.rules import evaluate
+from pipeline.store import make_engine, status_counts
+
+
+def setup_logging(verbose: bool = False) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
+
+
+def cmd_check_rules(config: Config, _args: argparse.Namespace) -> int:
+    """Like a linter: problems on standard output, one `file:line: message` a line."""
+    try:
+        load_rules(config, scan_keys(config))
+    except StartupError as exc:
+        print(exc)
+        return 1
+    print(f"{config.rules.dir}: rules, services, keys and templates are consistent")
+    return 0
+
+
+def cmd_route(config: Config, args: argparse.Namespace) -> int:
+    """Print the decision for one message; writes nothing and sends nothing."""
+    ruleset = load_rules(config, scan_keys(config))
+    raw = Path(args.message).read_bytes()
+    try:
+        report, _ = parse_email(raw, datetime.now(UTC))
+    except ParseError as exc:
+        print(json.dumps({"quarantined": True, "reason": exc.reason}))
+        return 1
+    intake = config.intake
+    apply_anonymity(report, raw, intake.anonymous_addresses, intake.anonymous_subject_marker)
+    decision = evaluate(ruleset, report).to_json_dict()
+    if args.json:
+        print(json.dumps(decision))
+    else:
+        for key, value in decision.items():
+            print(f"{key}: {value}")
+    return 0
+
+
+def cmd_status(config: Config, args: argparse.Namespace) -> int:
+    engine = make_engine(config.database_url)
+    counts = status_counts(engine)
+    engine.dispose()
+    if args.json:
+        print(json.dumps(counts))
+        return 0
+    for group, states in counts.items():
+        print(f"{group}: " + ", ".join(f"{state} {n}" for state, n in states.items()))
+    return 0
+
+
+def cmd_run(config: Config, args: argparse.Namespace) -> int:
+    setup_logging(args.verbose)
+    app = App.open(config)
+    try:
+        return run_once(app) if args.once else run_forever(app)
+    finally:
+        app.close()
+
+
+COMMANDS: dict[str, Callable[[Config, argparse.Namespace], int]] = {
+    "check-rules": cmd_check_rules,
+    "route": cmd_route,
+    "status": cmd_status,
+    "run": cmd_run,
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="intake", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name in COMMANDS:
+        command = sub.add_parser(name)
+        command.add_argument("--config", required=True, help="the TOML config file")
+    route = sub.choices["route"]
+    route.add_argument("--dry-run", action="store_true", required=True, help="write nothing")
+    route.add_argument("--json", action="store_true", help="one JSON object")
+    route.add_argument("message", help="an RFC 5322 message file (.eml)")
+    sub.choices["status"].add_argument("--json", action="store_true")
+    sub.choices["run"].add_argument("--once", action="store_true", help="run every job once")
+    sub.choices["run"].add_argument("--verbose", action="store_true")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        config = load_config(args.config)
+        return COMMANDS[args.command](config, args)
+    except (ConfigError, StartupError, CryptoError) as exc:
+        print(exc, file=sys.stderr)
+        return 1

@@ -1,0 +1,198 @@
+"""Configuration: one TOML file in, a validated `Config` out.
+
+Relative paths are resolved against the config file's folder. Secrets come from the file, from a
+file named by `*_file`, or from an environment variable named by `*_env`. Every problem is a
+`ConfigError` whose message names the file and the key, e.g. `intake.toml: imap.port: ...`.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+Security = Literal["none", "starttls", "tls"]
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message names the file and the key."""
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SecretSection(Section):
+    """A section with a password given inline, in a file (`password_file`) or by `password_env`."""
+
+    password: str | None = Field(default=None, repr=False)
+    password_file: Path | None = None
+    password_env: str | None = None
+
+    def secret(self) -> str | None:
+        """The password, read from wherever the config says it is."""
+        if self.password_env:
+            value = os.environ.get(self.password_env)
+            if value is None:
+                raise ConfigError(f"environment variable {self.password_env} is not set")
+            return value
+        if self.password_file:
+            return self.password_file.read_text(encoding="utf-8").strip()
+        return self.password
+
+
+class DatabaseConfig(Section):
+    url: str = ""
+
+
+class ImapConfig(SecretSection):
+    host: str
+    port: int = 993
+    security: Security = "tls"
+    username: str
+    auth: Literal["password"] = "password"
+    folder: str = "INBOX"
+    processed_folder: str = "Processed"
+    delete_processed: bool = False
+    batch_size: int = Field(default=20, ge=1)
+    timeout_seconds: float = Field(default=30.0, gt=0)
+
+
+class MaildirConfig(Section):
+    """A local Maildir dropped into by an MTA (and by the demo); messages are removed once stored."""
+
+    path: Path
+
+
+class SmtpConfig(SecretSection):
+    host: str = "localhost"
+    port: int = 25
+    security: Security = "none"
+    username: str | None = None
+    from_: str = Field(default="Report and Support <report@example.ac.uk>", alias="from")
+    timeout_seconds: float = Field(default=30.0, gt=0)
+    retry_seconds: int = Field(default=60, ge=1)
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class IntakeConfig(Section):
+    anonymous_addresses: list[str] = Field(default_factory=list)
+    anonymous_subject_marker: str = "[anonymous]"
+    intake_addresses: list[str] = Field(default_factory=list)
+
+
+class GpgConfig(Section):
+    homedir: Path | None = None
+    records_keys: list[str] = Field(min_length=1)
+    keys_dir: Path = Path("rules/keys")
+    binary: str = "gpg"
+
+    @model_validator(mode="after")
+    def _fingerprints(self) -> GpgConfig:
+        for fpr in self.records_keys:
+            if len(fpr) != 40 or any(c not in "0123456789ABCDEFabcdef" for c in fpr):
+                raise ValueError(f"records_keys: {fpr!r} is not a 40-hex-digit fingerprint")
+        return self
+
+
+class RulesConfig(Section):
+    dir: Path = Path("rules")
+
+
+class TemplatesConfig(Section):
+    dir: Path = Path("templates")
+
+
+class ScheduleConfig(Section):
+    poll_seconds: int = Field(default=60, ge=1)
+    outbox_seconds: int = Field(default=30, ge=1)
+
+
+class Config(Section):
+    source: Path = Path("intake.toml")
+    data_dir: Path = Path("var")
+    database: DatabaseConfig = DatabaseConfig()
+    imap: ImapConfig | None = None
+    maildir: MaildirConfig | None = None
+    smtp: SmtpConfig = SmtpConfig()
+    intake: IntakeConfig = IntakeConfig()
+    gpg: GpgConfig
+    rules: RulesConfig = RulesConfig()
+    templates: TemplatesConfig = TemplatesConfig()
+    schedule: ScheduleConfig = ScheduleConfig()
+
+    @property
+    def database_url(self) -> str:
+        return self.database.url or f"sqlite:///{self.data_dir / 'intake.db'}"
+
+    @property
+    def gpg_home(self) -> Path:
+        return self.gpg.homedir or self.data_dir / "gnupg"
+
+    @property
+    def own_addresses(self) -> set[str]:
+        """Addresses of the intake itself, never acknowledged (mail loops)."""
+        own = {a.lower() for a in self.intake.intake_addresses + self.intake.anonymous_addresses}
+        if self.imap and "@" in self.imap.username:
+            own.add(self.imap.username.lower())
+        return own
+
+
+_PATH_KEYS = {
+    ("data_dir",),
+    ("maildir", "path"),
+    ("gpg", "homedir"),
+    ("gpg", "keys_dir"),
+    ("rules", "dir"),
+    ("templates", "dir"),
+    ("imap", "password_file"),
+    ("smtp", "password_file"),
+}
+
+
+def _resolve_paths(raw: dict[str, object], base: Path) -> None:
+    for keys in _PATH_KEYS:
+        node: object = raw
+        for key in keys[:-1]:
+            node = node.get(key) if isinstance(node, dict) else None
+        if isinstance(node, dict) and isinstance(node.get(keys[-1]), str):
+            node[keys[-1]] = str(base / os.path.expanduser(node[keys[-1]]))
+    if isinstance(raw.get("database"), dict):
+        _resolve_sqlite_url(raw["database"], base)
+
+
+def _resolve_sqlite_url(database: dict[str, object], base: Path) -> None:
+    url = database.get("url")
+    prefix = "sqlite:///"
+    if isinstance(url, str) and url.startswith(prefix) and not url.startswith(prefix + "/"):
+        database["url"] = prefix + str(base / url[len(prefix) :])
+
+
+def _describe(error: ValidationError, source: Path) -> str:
+    lines = []
+    for item in error.errors():
+        key = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        lines.append(f"{source}: {key}: {item['msg']}")
+    return "\n".join(lines)
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate the TOML config at `path`; raise ConfigError naming the key at fault."""
+    source = Path(path).resolve()
+    try:
+        raw = tomllib.loads(source.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{source}: no such config file") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source}: not valid TOML: {exc}") from exc
+    raw.setdefault("data_dir", "var")
+    _resolve_paths(raw, source.parent)
+    raw["source"] = str(source)
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, source)) from None

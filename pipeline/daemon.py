@@ -1,0 +1,62 @@
+"""Daemon: an `App` in, APScheduler jobs (poll the sources, drain the outbox) out.
+
+`run_once` runs every job once and returns an exit status (0 when nothing failed);
+`run_forever` runs the jobs on their intervals until SIGTERM or SIGINT, then lets the job in
+flight finish and stops.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+from datetime import UTC, datetime
+from types import FrameType
+
+from apscheduler.schedulers.blocking import BlockingScheduler
+
+from pipeline.app import App
+
+log = logging.getLogger(__name__)
+
+
+def poll_job(app: App) -> bool:
+    return not any(result.errors for result in app.poll())
+
+
+def drain_job(app: App) -> bool:
+    return not app.drain().errors
+
+
+def run_once(app: App) -> int:
+    """Poll every source, then send what is due. 0 when both went without an error."""
+    ok = poll_job(app)
+    ok = drain_job(app) and ok
+    return 0 if ok else 1
+
+
+def run_forever(app: App) -> int:
+    schedule = app.config.schedule
+    scheduler = BlockingScheduler(timezone="UTC")
+    options = {
+        "max_instances": 1,
+        "coalesce": True,
+        "misfire_grace_time": None,
+        "next_run_time": datetime.now(UTC),  # run both jobs at start, then on their interval
+    }
+    scheduler.add_job(poll_job, "interval", [app], seconds=schedule.poll_seconds, **options)
+    scheduler.add_job(drain_job, "interval", [app], seconds=schedule.outbox_seconds, **options)
+
+    def stop(signum: int, _frame: FrameType | None) -> None:
+        log.info("signal %s: stopping after the job in flight", signal.Signals(signum).name)
+        scheduler.shutdown(wait=False)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    log.info(
+        "daemon started: poll every %ss, outbox every %ss",
+        schedule.poll_seconds,
+        schedule.outbox_seconds,
+    )
+    scheduler.start()
+    log.info("daemon stopped")
+    return 0

@@ -1,0 +1,245 @@
+"""Ingest: one raw input (bytes plus a stable source key) in, one committed report out.
+
+Wires the stages for a single item: dedupe → parse → anonymity → route → render → encrypt →
+store. Everything is encrypted in memory and committed in one transaction; the caller removes
+the input from its source (IMAP MOVE, Maildir unlink) only after `take` returned. An input
+that cannot be parsed is stored encrypted in quarantine with the reason; it is never dropped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import Engine
+
+from pipeline.anonymity import apply_anonymity
+from pipeline.config import Config
+from pipeline.crypto import Crypto, KeyUnusableError
+from pipeline.deliver import build_acknowledgement, build_referral, new_message_id, referral_inner
+from pipeline.models import OutboxRow, OutboxState, ReportRow, ReportState
+from pipeline.parse import ParseError, content_fingerprint, parse_email
+from pipeline.render import DEFAULT_REFERRAL, Renderer
+from pipeline.report import Report
+from pipeline.rules import Decision, RuleSet, Service, evaluate
+from pipeline.store import (
+    decision_json,
+    mark_source,
+    report_by_fingerprint,
+    save_report,
+    source_seen,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What became of one input: `stored`, `quarantined`, `duplicate` or `seen` (already taken)."""
+
+    status: str
+    reference: str | None = None
+    reason: str | None = None
+
+
+class Ingest:
+    """The stages between a source and the outbox, for one configured deployment."""
+
+    def __init__(
+        self, config: Config, engine: Engine, crypto: Crypto, rules: RuleSet, renderer: Renderer
+    ) -> None:
+        self.config = config
+        self.engine = engine
+        self.crypto = crypto
+        self.rules = rules
+        self.renderer = renderer
+
+    def take_email(self, source_key: str, raw: bytes) -> Outcome:
+        """Take in one raw email. Safe to call again for the same input: it is stored once."""
+        if source_seen(self.engine, source_key):
+            return Outcome("seen")
+        fingerprint = content_fingerprint(raw)
+        existing = report_by_fingerprint(self.engine, fingerprint)
+        if existing is not None:
+            mark_source(self.engine, source_key, existing.id)
+            log.info("duplicate of %s (%s)", existing.reference, source_key)
+            return Outcome("duplicate", existing.reference)
+        received_at = datetime.now(UTC)
+        try:
+            report, _ = parse_email(raw, received_at)
+        except ParseError as exc:
+            return self.quarantine(source_key, fingerprint, raw, exc.reason, "email", received_at)
+        original = self._apply_anonymity(report, raw)
+        return self.take_report(report, source_key, fingerprint, original)
+
+    def _apply_anonymity(self, report: Report, raw: bytes) -> bytes:
+        if report.ack_address in self.config.own_addresses:
+            report.ack_address = None  # never acknowledge the intake itself (mail loops)
+        intake = self.config.intake
+        return apply_anonymity(
+            report, raw, intake.anonymous_addresses, intake.anonymous_subject_marker
+        )
+
+    def quarantine(
+        self,
+        source_key: str,
+        fingerprint: str,
+        raw: bytes,
+        reason: str,
+        source: str,
+        received_at: datetime,
+    ) -> Outcome:
+        """Keep an input that cannot be processed, encrypted, with the reason."""
+        row = _report_row(source, fingerprint, received_at, ReportState.QUARANTINED)
+        row.reason = reason
+        records = {"original": self._encrypt_record(raw)}
+        reference = save_report(self.engine, row, source_key, lambda _ref: (records, []))
+        if reference is None:
+            return Outcome("duplicate")
+        log.warning("%s quarantined: %s", reference, reason)
+        return Outcome("quarantined", reference, reason)
+
+    def take_report(
+        self, report: Report, source_key: str, fingerprint: str, original: bytes
+    ) -> Outcome:
+        """Route, render, encrypt and store a parsed report (email or form)."""
+        decision = evaluate(self.rules, report)
+        report.category = decision.category
+        report.urgent = decision.urgent
+        row = _report_row(report.source, fingerprint, report.received_at, ReportState.ROUTED)
+        row.form_id = report.form_id
+        row.category = decision.category
+        row.anonymous = report.anonymous
+        row.urgent = decision.urgent
+        row.decision = decision_json(decision.refer, decision.acknowledge, decision.rules)
+        original_record = self._encrypt_record(original)
+        report_record = self._encrypt_record(json.dumps(report.to_record()).encode())
+
+        def build(reference: str) -> tuple[dict[str, bytes], list[OutboxRow]]:
+            outbox = self._outbox(reference, report, decision)
+            row.state = _report_state(outbox)
+            return {"original": original_record, "report": report_record}, outbox
+
+        reference = save_report(self.engine, row, source_key, build)
+        if reference is None:
+            return Outcome("duplicate")
+        log.info("%s stored: %s, %d mail queued", reference, row.state, len(decision.refer))
+        return Outcome("stored", reference)
+
+    def _encrypt_record(self, data: bytes) -> bytes:
+        return self.crypto.encrypt(data, list(self.config.gpg.records_keys))
+
+    def _outbox(self, reference: str, report: Report, decision: Decision) -> list[OutboxRow]:
+        rows = [self._referral(reference, report, decision, sid) for sid in decision.refer]
+        if decision.acknowledge and report.ack_address:
+            rows.append(self._acknowledgement(reference, report, decision))
+        return rows
+
+    def _referral(
+        self, reference: str, report: Report, decision: Decision, service_id: str
+    ) -> OutboxRow:
+        service = self.rules.services[service_id]
+        sender = self.config.smtp.from_
+        message_id = new_message_id(sender)
+        context = referral_context(reference, report, decision, service)
+        rendered = self.renderer.render(service.template or DEFAULT_REFERRAL, context)
+        row = OutboxRow(
+            report_id=0,
+            kind="referral",
+            target=service.id,
+            message_id=message_id,
+            recipient=service.email,
+        )
+        try:
+            row.payload = build_referral(
+                self.crypto,
+                fingerprint=service.fingerprint,
+                sender=sender,
+                recipient=service.email,
+                outer_subject=f"Referral {reference}",
+                message_id=message_id,
+                rendered=rendered,
+                attachments=report.attachments,
+            )
+        except KeyUnusableError as exc:
+            log.error("%s referral to %s held: %s", reference, service.id, exc)
+            row.state = OutboxState.HELD
+            row.last_error = str(exc)
+            inner = referral_inner(rendered, report.attachments).as_bytes()
+            row.sealed = self.crypto.encrypt_for_outbox(inner)
+        return row
+
+    def _acknowledgement(self, reference: str, report: Report, decision: Decision) -> OutboxRow:
+        assert decision.acknowledge and report.ack_address
+        sender = self.config.smtp.from_
+        message_id = new_message_id(sender)
+        context = {
+            "reference": reference,
+            "anonymous": report.anonymous,
+            "urgent": decision.urgent,
+            "services": [self.rules.services[s].name for s in decision.refer],
+        }
+        rendered = self.renderer.render(decision.acknowledge, context)
+        payload = build_acknowledgement(sender, message_id, rendered)
+        return OutboxRow(
+            report_id=0,
+            kind="ack",
+            target="reporter",
+            message_id=message_id,
+            sealed=self.crypto.encrypt_for_outbox(report.ack_address.encode()),
+            payload=self.crypto.encrypt_for_outbox(payload),
+        )
+
+
+def referral_context(
+    reference: str, report: Report, decision: Decision, service: Service
+) -> dict[str, object]:
+    """What a referral template may use: plain values only."""
+    reporter = None
+    if not report.anonymous:
+        reporter = {
+            "name": report.sender_name,
+            "email": report.sender_address,
+            "role": report.reporter_role,
+        }
+    return {
+        "reference": reference,
+        "service": {"id": service.id, "name": service.name},
+        "report": {
+            "source": report.source,
+            "form": report.form_id,
+            "category": decision.category,
+            "urgent": decision.urgent,
+            "anonymous": report.anonymous,
+            "subject": report.subject,
+            "body": report.body,
+            "received_at": report.received_at.strftime("%Y-%m-%d %H:%M UTC"),
+            "sent_at": report.sent_at.isoformat() if report.sent_at else None,
+            "attachments": [
+                {"filename": a.filename, "content_type": a.content_type, "size": a.size}
+                for a in report.attachments
+            ],
+            "fields": {},
+        },
+        "reporter": reporter,
+        "rules": decision.rules,
+    }
+
+
+def _report_row(source: str, fingerprint: str, received_at: datetime, state: str) -> ReportRow:
+    utc = received_at.astimezone(UTC)
+    return ReportRow(
+        source=source,
+        fingerprint=fingerprint,
+        received_at=utc,
+        month=utc.strftime("%Y-%m"),
+        state=state,
+    )
+
+
+def _report_state(outbox: list[OutboxRow]) -> str:
+    if any(row.state == OutboxState.HELD for row in outbox):
+        return ReportState.HELD
+    return ReportState.QUEUED if outbox else ReportState.ROUTED

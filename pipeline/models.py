@@ -1,0 +1,99 @@
+"""Tables and states. Metadata only: report text, subjects and reporter addresses never appear
+here in plaintext; the report itself lives in `EncryptedRecord` rows as OpenPGP messages.
+
+Report states: `queued` (referrals/acknowledgement waiting in the outbox), `delivered` (every
+outbox mail of the report sent), `routed` (nothing to send), `quarantined` (could not be read;
+the original is kept encrypted with a reason), `held` (a referral cannot be encrypted yet).
+Outbox states: `queued`, `sent`, `held`, `failed` (given up; needs an admin).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import Column, LargeBinary, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class ReportState:
+    QUEUED = "queued"
+    DELIVERED = "delivered"
+    ROUTED = "routed"
+    QUARANTINED = "quarantined"
+    HELD = "held"
+
+
+class OutboxState:
+    QUEUED = "queued"
+    SENT = "sent"
+    HELD = "held"
+    FAILED = "failed"
+
+
+class ReportRow(SQLModel, table=True):
+    """One report's metadata: what statistics and the status view need, nothing more."""
+
+    __tablename__ = "report"
+
+    id: int | None = Field(default=None, primary_key=True)
+    reference: str | None = Field(default=None, unique=True, index=True)
+    source: str  # channel: "email" | "form"
+    form_id: str | None = None
+    fingerprint: str = Field(unique=True, index=True)
+    received_at: datetime
+    month: str  # "2026-11", for statistics
+    category: str | None = None
+    anonymous: bool = False
+    urgent: bool = False
+    decision: str | None = None  # JSON: refer, acknowledge, matched rule names
+    state: str = Field(index=True)
+    reason: str | None = None  # why quarantined or held; never content
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class EncryptedRecord(SQLModel, table=True):
+    """The original message and the parsed report, encrypted to the records keys."""
+
+    __tablename__ = "encrypted_record"
+
+    report_id: int = Field(foreign_key="report.id", primary_key=True)
+    kind: str = Field(primary_key=True)  # "original" | "report"
+    data: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+
+
+class SourceItem(SQLModel, table=True):
+    """An input already taken in (IMAP UIDVALIDITY/UID, Maildir key, form response id)."""
+
+    __tablename__ = "source_item"
+
+    source_key: str = Field(primary_key=True)
+    report_id: int | None = Field(default=None, foreign_key="report.id")
+    seen_at: datetime = Field(default_factory=utcnow)
+
+
+class OutboxRow(SQLModel, table=True):
+    """A mail to send. A referral is already PGP/MIME; an acknowledgement's recipient and
+    payload are encrypted to the outbox key and erased once sent."""
+
+    __tablename__ = "outbox"
+    __table_args__ = (UniqueConstraint("report_id", "target"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    report_id: int = Field(foreign_key="report.id", index=True)
+    kind: str  # "referral" | "ack"
+    target: str  # service id, or "reporter"
+    message_id: str = Field(unique=True)
+    recipient: str | None = None  # a service's address; None for acknowledgements
+    sealed: bytes | None = Field(default=None, sa_column=Column(LargeBinary))
+    payload: bytes | None = Field(default=None, sa_column=Column(LargeBinary))
+    state: str = Field(default=OutboxState.QUEUED, index=True)
+    attempts: int = 0
+    next_attempt_at: datetime = Field(default_factory=utcnow)
+    last_error: str | None = None
+    sent_at: datetime | None = None
+    created_at: datetime = Field(default_factory=utcnow)

@@ -1,0 +1,59 @@
+"""The report: what every intake source turns its input into.
+
+In: nothing (plain values). Out: `Report` and `Attachment`, the in-memory shape that parse
+produces and that the rules, the renderer and the crypto stage read. A `Report` lives only in
+memory; at rest it exists only encrypted (see `store.py`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+
+
+@dataclass(frozen=True)
+class Attachment:
+    """One attachment of a report, kept whole so it can travel inside the encrypted referral."""
+
+    filename: str
+    content_type: str
+    data: bytes = field(repr=False)
+
+    @property
+    def size(self) -> int:
+        return len(self.data)
+
+
+@dataclass
+class Report:
+    """A parsed report. For an anonymous report `sender_name` and `sender_address` are None."""
+
+    source: str  # "email" | "form"
+    subject: str
+    body: str
+    received_at: datetime
+    anonymous: bool = False
+    sender_name: str | None = None
+    sender_address: str | None = None
+    to_addresses: list[str] = field(default_factory=list)
+    message_id: str | None = None
+    sent_at: datetime | None = None
+    attachments: list[Attachment] = field(default_factory=list)
+    category: str | None = None
+    reporter_role: str | None = None
+    urgent: bool = False
+    form_id: str | None = None
+    # Where an acknowledgement may go, or None. Kept only in memory and in the encrypted outbox.
+    ack_address: str | None = None
+
+    def to_record(self) -> dict[str, object]:
+        """The parsed report as a JSON-ready dict, for the encrypted record (attachments by metadata)."""
+        data = asdict(self)
+        data["attachments"] = [
+            {"filename": a.filename, "content_type": a.content_type, "size": a.size}
+            for a in self.attachments
+        ]
+        data["received_at"] = self.received_at.isoformat()
+        data["sent_at"] = self.sent_at.isoformat() if self.sent_at else None
+        data.pop("ack_address")
+        return data

@@ -1,0 +1,150 @@
+"""Store: encrypted reports and their outbox mail in, committed rows out.
+
+One transaction per report writes the report's metadata, its encrypted records, its outbox mail
+(transactional outbox) and the source identity that took it in, so a crash leaves either all of
+it or none of it. Unique constraints (source key, content fingerprint, one mail per report and
+target) are the last line of defence against processing a report twice.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Callable
+from datetime import datetime
+
+from sqlalchemy import Engine, event, func
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, SQLModel, create_engine, select
+
+from pipeline.models import (
+    EncryptedRecord,
+    OutboxRow,
+    OutboxState,
+    ReportRow,
+    ReportState,
+    SourceItem,
+    utcnow,
+)
+
+
+def _sqlite_pragmas(dbapi_connection: object, _record: object) -> None:
+    cursor = dbapi_connection.cursor()  # type: ignore[attr-defined]
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for `url` with the schema created (SQLite in WAL mode, or PostgreSQL)."""
+    engine = create_engine(url, pool_pre_ping=True)
+    if engine.dialect.name == "sqlite":
+        event.listen(engine, "connect", _sqlite_pragmas)
+    SQLModel.metadata.create_all(engine)
+    return engine
+
+
+def source_seen(engine: Engine, source_key: str) -> bool:
+    with Session(engine) as session:
+        return session.get(SourceItem, source_key) is not None
+
+
+def report_by_fingerprint(engine: Engine, fingerprint: str) -> ReportRow | None:
+    with Session(engine) as session:
+        return session.exec(select(ReportRow).where(ReportRow.fingerprint == fingerprint)).first()
+
+
+def mark_source(engine: Engine, source_key: str, report_id: int | None) -> None:
+    """Record that an input was taken in as (or was a duplicate of) `report_id`."""
+    with Session(engine) as session:
+        session.add(SourceItem(source_key=source_key, report_id=report_id))
+        try:
+            session.commit()
+        except IntegrityError:
+            session.rollback()  # already recorded by an earlier run or another instance
+
+
+def reference_for(report_id: int, received_at: datetime) -> str:
+    return f"R-{received_at.year}-{report_id:06d}"
+
+
+Build = Callable[[str], tuple[dict[str, bytes], list[OutboxRow]]]
+
+
+def save_report(engine: Engine, report: ReportRow, source_key: str, build: Build) -> str | None:
+    """Commit a report, its encrypted records, its outbox mail and its source identity at once.
+
+    `build(reference)` encrypts the records and renders the outbox mail; it runs inside the
+    transaction, after the reference is allocated and before anything is committed. Returns the
+    new reference, or None when the report was already stored (a duplicate).
+    """
+    with Session(engine) as session:
+        session.add(report)
+        try:
+            session.flush()
+        except IntegrityError:
+            session.rollback()
+            return None
+        assert report.id is not None
+        report.reference = reference_for(report.id, report.received_at)
+        records, outbox = build(report.reference)
+        for kind, data in records.items():
+            session.add(EncryptedRecord(report_id=report.id, kind=kind, data=data))
+        for row in outbox:
+            row.report_id = report.id
+            session.add(row)
+        session.add(SourceItem(source_key=source_key, report_id=report.id))
+        try:
+            session.commit()
+        except IntegrityError:
+            session.rollback()
+            return None
+        return report.reference
+
+
+def decision_json(refer: list[str], acknowledge: str | None, rules: list[str]) -> str:
+    return json.dumps({"refer": refer, "acknowledge": acknowledge, "rules": rules})
+
+
+def claim_due(session: Session, now: datetime, limit: int = 50) -> list[OutboxRow]:
+    """Queued mail whose time has come, locked for this instance (SKIP LOCKED on PostgreSQL)."""
+    query = (
+        select(OutboxRow)
+        .where(OutboxRow.state == OutboxState.QUEUED, OutboxRow.next_attempt_at <= now)
+        .order_by(OutboxRow.id)  # type: ignore[arg-type]
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    return list(session.exec(query))
+
+
+def settle_report(session: Session, report_id: int) -> None:
+    """Move a queued report to `delivered` once none of its mail is still waiting."""
+    waiting = session.exec(
+        select(func.count())
+        .select_from(OutboxRow)
+        .where(OutboxRow.report_id == report_id, OutboxRow.state != OutboxState.SENT)
+    ).one()
+    report = session.get(ReportRow, report_id)
+    if report is not None and waiting == 0 and report.state == ReportState.QUEUED:
+        report.state = ReportState.DELIVERED
+        report.updated_at = utcnow()
+        session.add(report)
+
+
+def status_counts(engine: Engine) -> dict[str, dict[str, int]]:
+    """Counts of reports by state and outbox mail by state (every known state, zeros too)."""
+    with Session(engine) as session:
+        reports = Counter(dict(session.exec(_count_by(ReportRow.state)).all()))
+        outbox = Counter(dict(session.exec(_count_by(OutboxRow.state)).all()))
+    report_states = [v for k, v in vars(ReportState).items() if k.isupper()]
+    outbox_states = [v for k, v in vars(OutboxState).items() if k.isupper()]
+    return {
+        "reports": {state: reports.get(state, 0) for state in report_states},
+        "outbox": {state: outbox.get(state, 0) for state in outbox_states},
+    }
+
+
+def _count_by(column: object) -> object:
+    return select(column, func.count()).group_by(column)  # type: ignore[call-overload]

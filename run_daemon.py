@@ -1,0 +1,51 @@
+#!/usr/bin/env python3
+"""Run the report-intake daemon.
+
+python run_daemon.py --config intake.toml          run until SIGTERM/SIGINT
+python run_daemon.py --config intake.toml --once   run every job once; exit 0 if all went well
+python run_daemon.py --demo                        a self-contained demo run (no servers needed)
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from pipeline.app import StartupError
+from pipeline.cli import setup_logging
+from pipeline.config import ConfigError, load_config
+from pipeline.crypto import CryptoError
+from pipeline.daemon import run_forever, run_once
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description="Run the report-intake daemon.")
+    parser.add_argument("--config", help="the TOML config file")
+    parser.add_argument("--once", action="store_true", help="run every job once and exit")
+    parser.add_argument("--demo", action="store_true", help="run once on a generated demo setup")
+    parser.add_argument("--demo-dir", default="demo-var", help="folder for the demo (demo-var)")
+    parser.add_argument("--verbose", action="store_true")
+    args = parser.parse_args()
+    setup_logging(args.verbose)
+    if args.demo:
+        from pipeline.demo import run_demo
+
+        return run_demo(Path(args.demo_dir))
+    if not args.config:
+        parser.error("--config is required (or --demo)")
+    from pipeline.app import App
+
+    try:
+        app = App.open(load_config(args.config))
+    except (ConfigError, StartupError, CryptoError) as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    try:
+        return run_once(app) if args.once else run_forever(app)
+    finally:
+        app.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -62,7 +62,7 @@ class ImapConfig(SecretSection):
 
 
 class MaildirConfig(Section):
-    """A local Maildir dropped into by an MTA (and by the demo); messages are removed once stored."""
+    """A local Maildir filled by an MTA (or the demo); a message is removed once stored."""
 
     path: Path
 
@@ -161,8 +161,9 @@ def _resolve_paths(raw: dict[str, object], base: Path) -> None:
             node = node.get(key) if isinstance(node, dict) else None
         if isinstance(node, dict) and isinstance(node.get(keys[-1]), str):
             node[keys[-1]] = str(base / os.path.expanduser(node[keys[-1]]))
-    if isinstance(raw.get("database"), dict):
-        _resolve_sqlite_url(raw["database"], base)
+    database = raw.get("database")
+    if isinstance(database, dict):
+        _resolve_sqlite_url(database, base)
 
 
 def _resolve_sqlite_url(database: dict[str, object], base: Path) -> None:

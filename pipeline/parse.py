@@ -34,8 +34,8 @@ class ParseError(Exception):
 class _TextExtractor(HTMLParser):
     """HTML to plain text: visible text only, no scripts, styles or remote resources."""
 
-    _SKIP = {"script", "style", "head", "title", "noscript", "template"}
-    _BREAK = {"br", "p", "div", "li", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "blockquote"}
+    _SKIP = frozenset({"script", "style", "head", "title", "noscript", "template"})
+    _BREAK = frozenset({"br", "p", "div", "li", "tr", "h1", "h2", "h3", "h4", "blockquote"})
 
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)
@@ -154,7 +154,7 @@ def _body(msg: EmailMessage) -> tuple[str, EmailMessage | None]:
 
 
 def _attachments(msg: EmailMessage, body_part: EmailMessage | None) -> list[Attachment]:
-    found = []
+    found: list[Attachment] = []
     for part in msg.walk():
         if part.is_multipart() or part is body_part:
             continue

@@ -47,7 +47,7 @@ class Report:
     ack_address: str | None = None
 
     def to_record(self) -> dict[str, object]:
-        """The parsed report as a JSON-ready dict, for the encrypted record (attachments by metadata)."""
+        """The parsed report as a JSON-ready dict for the encrypted record (attachment metadata)."""
         data = asdict(self)
         data["attachments"] = [
             {"filename": a.filename, "content_type": a.content_type, "size": a.size}

@@ -12,6 +12,7 @@ import json
 from collections import Counter
 from collections.abc import Callable
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import Engine, event, func
 from sqlalchemy.exc import IntegrityError
@@ -136,8 +137,8 @@ def settle_report(session: Session, report_id: int) -> None:
 def status_counts(engine: Engine) -> dict[str, dict[str, int]]:
     """Counts of reports by state and outbox mail by state (every known state, zeros too)."""
     with Session(engine) as session:
-        reports = Counter(dict(session.exec(_count_by(ReportRow.state)).all()))
-        outbox = Counter(dict(session.exec(_count_by(OutboxRow.state)).all()))
+        reports = Counter(_count_by(session, ReportRow.state))
+        outbox = Counter(_count_by(session, OutboxRow.state))
     report_states = [v for k, v in vars(ReportState).items() if k.isupper()]
     outbox_states = [v for k, v in vars(OutboxState).items() if k.isupper()]
     return {
@@ -146,5 +147,6 @@ def status_counts(engine: Engine) -> dict[str, dict[str, int]]:
     }
 
 
-def _count_by(column: object) -> object:
-    return select(column, func.count()).group_by(column)  # type: ignore[call-overload]
+def _count_by(session: Session, column: Any) -> dict[str, int]:
+    rows = session.exec(select(column, func.count()).group_by(column))
+    return {str(state): int(n) for state, n in rows}

@@ -1,0 +1,177 @@
+"""A whole deployment on real parts: Dovecot, the SMTP sink, gpg keys, SQLite or PostgreSQL.
+
+`deployment` writes a config, a rules folder (the shipped routing rules plus services whose
+keys are the session's test keys) and uses the shipped templates; `Deployment.run_once()` runs
+`run_daemon.py --once` as a separate process, exactly as an operator would.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from pipeline.config import Config, load_config
+from tests.servers.dovecot import Dovecot
+from tests.servers.gpg import KeySet
+from tests.servers.smtp import SmtpSink
+
+REPO = Path(__file__).resolve().parents[2]
+INTAKE = "report@example.ac.uk"
+ANONYMOUS = "anonymous@example.ac.uk"
+
+
+@dataclass
+class Run:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+@dataclass
+class Deployment:
+    root: Path
+    keys: KeySet
+    imap: Dovecot
+    smtp: SmtpSink
+    database_url: str | None = None
+    logs: list[str] = field(default_factory=list)
+
+    @property
+    def config_path(self) -> Path:
+        return self.root / "intake.toml"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.root / "var"
+
+    @property
+    def temp_dir(self) -> Path:
+        """The system temp folder of every process the deployment runs (TMPDIR)."""
+        return self.root / "tmp"
+
+    @property
+    def rules_dir(self) -> Path:
+        return self.root / "rules"
+
+    def config(self) -> Config:
+        return load_config(self.config_path)
+
+    def write(self, extra: str = "") -> None:
+        """(Re)write the config file."""
+        database = f'[database]\nurl = "{self.database_url}"\n' if self.database_url else ""
+        self.config_path.write_text(
+            f"""data_dir = "var"
+{database}
+[imap]
+host = "{self.imap.host}"
+port = {self.imap.port}
+security = "none"
+username = "{self.imap.username}"
+password_env = "TEST_IMAP_PASSWORD"
+timeout_seconds = 10
+
+[smtp]
+host = "{self.smtp.host}"
+port = {self.smtp.port}
+from = "Report and Support <{INTAKE}>"
+timeout_seconds = 10
+
+[intake]
+anonymous_addresses = ["{ANONYMOUS}"]
+intake_addresses = ["{INTAKE}"]
+
+[gpg]
+records_keys = ["{self.keys.records_fpr}"]
+keys_dir = "{self.keys.keys_dir}"
+
+[rules]
+dir = "rules"
+
+[templates]
+dir = "{REPO / "templates"}"
+{extra}"""
+        )
+
+    def intake(self, *args: str) -> Run:
+        """`python -m pipeline ARGS --config ...` as a separate process."""
+        return self._run(
+            [sys.executable, "-m", "pipeline", *args, "--config", str(self.config_path)]
+        )
+
+    def run_once(self) -> Run:
+        run = self._run(
+            [
+                sys.executable,
+                str(REPO / "run_daemon.py"),
+                "--config",
+                str(self.config_path),
+                "--once",
+            ]
+        )
+        self.logs.append(run.stderr)
+        return run
+
+    def _run(self, argv: list[str]) -> Run:
+        self.temp_dir.mkdir(exist_ok=True)
+        env = {**os.environ, "TEST_IMAP_PASSWORD": self.imap.password, "TMPDIR": str(self.temp_dir)}
+        done = subprocess.run(
+            argv, capture_output=True, text=True, env=env, cwd=self.root, timeout=120
+        )
+        return Run(done.returncode, done.stdout, done.stderr)
+
+
+def write_services(rules_dir: Path, keys: KeySet) -> None:
+    names = {
+        "advice-centre": "The Advice and Support Centre",
+        "student-services": "Student Services",
+    }
+    lines = ["services:"]
+    for sid, name in names.items():
+        lines += [
+            f"  - id: {sid}",
+            f"    name: {name}",
+            f"    email: {keys.emails[sid]}",
+            f"    fingerprint: {keys.services[sid]}",
+        ]
+    (rules_dir / "services.yaml").write_text("\n".join(lines) + "\n")
+
+
+@pytest.fixture
+def deployment(
+    tmp_path: Path, gpg_keys: KeySet, dovecot: Dovecot, smtp_sink: SmtpSink
+) -> Iterator[Deployment]:
+    rules_dir = tmp_path / "rules"
+    rules_dir.mkdir()
+    shutil.copy(REPO / "rules" / "routing.yaml", rules_dir / "routing.yaml")
+    write_services(rules_dir, gpg_keys)
+    found = Deployment(tmp_path, gpg_keys, dovecot, smtp_sink)
+    found.write()
+    yield found
+    subprocess.run(
+        ["gpgconf", "--homedir", str(found.data_dir / "gnupg"), "--kill", "gpg-agent"],
+        capture_output=True,
+        check=False,
+    )
+
+
+def email(
+    body: str,
+    *,
+    sender: str = "Sam Student <sam.student@example.ac.uk>",
+    to: str = INTAKE,
+    subject: str = "Something happened",
+    message_id: str = "<m1@example.ac.uk>",
+    extra_headers: str = "",
+) -> bytes:
+    return (
+        f"From: {sender}\r\nTo: {to}\r\nSubject: {subject}\r\nMessage-ID: {message_id}\r\n"
+        f"Date: Tue, 24 Nov 2026 10:00:00 +0000\r\n{extra_headers}"
+        f"MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n{body}\r\n"
+    ).encode()

@@ -154,6 +154,21 @@ _PATH_KEYS = {
 }
 
 
+_DEFAULT_PATHS = {("rules", "dir"): "rules", ("templates", "dir"): "templates"}
+
+
+def _set_default_paths(raw: dict[str, object]) -> None:
+    """Write default folders in, so that they too are resolved against the config's folder."""
+    raw.setdefault("data_dir", "var")
+    for (section, key), value in _DEFAULT_PATHS.items():
+        node = raw.setdefault(section, {})
+        if isinstance(node, dict):
+            node.setdefault(key, value)
+    gpg = raw.get("gpg")
+    if isinstance(gpg, dict):
+        gpg.setdefault("keys_dir", "rules/keys")
+
+
 def _resolve_paths(raw: dict[str, object], base: Path) -> None:
     for keys in _PATH_KEYS:
         node: object = raw
@@ -190,7 +205,7 @@ def load_config(path: str | Path) -> Config:
         raise ConfigError(f"{source}: no such config file") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{source}: not valid TOML: {exc}") from exc
-    raw.setdefault("data_dir", "var")
+    _set_default_paths(raw)
     _resolve_paths(raw, source.parent)
     raw["source"] = str(source)
     try:

@@ -1,0 +1,62 @@
+"""crypto.py against the real gpg: pinned keys only, every failure a specific error."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import pytest
+
+from pipeline.crypto import Crypto, CryptoError, KeyUnusableError, ensure_private_dir
+from tests.servers.gpg import KeySet
+
+
+@pytest.fixture
+def crypto(tmp_path: Path, gpg_keys: KeySet) -> Crypto:
+    found = Crypto(tmp_path / "g")
+    found.import_keys_dir(gpg_keys.keys_dir)
+    yield found
+    found.close()
+
+
+def test_encrypt_to_pinned_key_decrypts_with_its_secret(crypto: Crypto, gpg_keys: KeySet) -> None:
+    armored = crypto.encrypt(b"secret text", [gpg_keys.records_fpr])
+    assert armored.startswith(b"-----BEGIN PGP MESSAGE-----")
+    assert b"secret text" not in armored
+    assert gpg_keys.decrypt(armored) == b"secret text"
+
+
+def test_unknown_key_is_refused(crypto: Crypto) -> None:
+    with pytest.raises(KeyUnusableError, match="no public key"):
+        crypto.encrypt(b"x", ["F" * 40])
+
+
+def test_expired_key_is_refused(crypto: Crypto, gpg_keys: KeySet, tmp_path: Path) -> None:
+    fpr, public = gpg_keys.make_key("Expired", "old@example.ac.uk", expire=dt.date(2020, 1, 1))
+    (tmp_path / "k").mkdir()
+    (tmp_path / "k" / "old.asc").write_text(public)
+    crypto.import_keys_dir(tmp_path / "k")
+    with pytest.raises(KeyUnusableError, match="expired"):
+        crypto.encrypt(b"x", [fpr])
+
+
+def test_outbox_roundtrip_and_only_the_outbox_secret(crypto: Crypto) -> None:
+    sealed = crypto.encrypt_for_outbox(b"reporter@example.org")
+    assert b"reporter" not in sealed
+    assert crypto.decrypt_outbox(sealed) == b"reporter@example.org"
+    crypto.check_secret_keys()  # only the outbox key: no error
+
+
+def test_secret_key_in_keys_dir_is_refused(crypto: Crypto, tmp_path: Path) -> None:
+    (tmp_path / "s").mkdir()
+    (tmp_path / "s" / "x.asc").write_text("-----BEGIN PGP PRIVATE KEY BLOCK-----\n")
+    with pytest.raises(CryptoError, match="secret key"):
+        crypto.import_keys_dir(tmp_path / "s")
+
+
+def test_readable_homedir_is_refused(tmp_path: Path) -> None:
+    home = tmp_path / "open"
+    home.mkdir(mode=0o755)
+    home.chmod(0o755)
+    with pytest.raises(CryptoError, match="chmod 700"):
+        ensure_private_dir(home)

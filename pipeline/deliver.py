@@ -26,9 +26,10 @@ from pipeline.report import Attachment
 class SendError(Exception):
     """A send failed; `temporary` says whether a retry may succeed."""
 
-    def __init__(self, message: str, temporary: bool) -> None:
+    def __init__(self, message: str, temporary: bool, unreachable: bool = False) -> None:
         super().__init__(message)
         self.temporary = temporary
+        self.unreachable = unreachable  # the server itself is down: stop trying other mail
 
 
 class Transport(Protocol):
@@ -157,7 +158,9 @@ class SmtpTransport:
             code = next(iter(exc.recipients.values()))[0]
             raise SendError(f"SMTP {code} for recipient", temporary=code < 500) from None
         except (OSError, smtplib.SMTPException) as exc:
-            raise SendError(f"SMTP connection: {type(exc).__name__}", temporary=True) from None
+            raise SendError(
+                f"SMTP connection: {type(exc).__name__}", temporary=True, unreachable=True
+            ) from None
         if refused:
             code = next(iter(refused.values()))[0]
             raise SendError(f"SMTP {code} for recipient", temporary=code < 500)

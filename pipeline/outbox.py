@@ -28,6 +28,10 @@ QUEUE_LIFETIME = timedelta(days=5)
 MAX_BACKOFF = timedelta(hours=1)
 
 
+class ServerUnreachable(Exception):
+    """The SMTP server cannot be reached: the rest of the queue waits for the next drain."""
+
+
 @dataclass
 class DrainResult:
     sent: int = 0
@@ -78,6 +82,8 @@ def send_one(
         outcome = _record_failure(row, error, _retry_seconds(transport), utcnow())
         level = logging.ERROR if outcome == "failed" else logging.WARNING
         log.log(level, "%s %s to %s: %s (%s)", reference, row.kind, row.target, error, outcome)
+        if error.unreachable:
+            raise ServerUnreachable(str(error)) from None
         return outcome
     row.state = OutboxState.SENT
     row.sent_at = utcnow()
@@ -103,8 +109,11 @@ def drain(engine: Engine, crypto: Crypto, transport: Transport, sender: str) -> 
             if not rows:
                 return result
             row = rows[0]
+            unreachable = False
             try:
                 outcome = send_one(session, crypto, transport, sender, row)
+            except ServerUnreachable:
+                outcome, unreachable = "retrying", True
             except Exception as exc:  # e.g. the outbox key cannot decrypt: keep it, say so
                 row.attempts += 1
                 row.last_error = type(exc).__name__
@@ -115,3 +124,5 @@ def drain(engine: Engine, crypto: Crypto, transport: Transport, sender: str) -> 
             session.add(row)
             settle_report(session, row.report_id)
             session.commit()
+            if unreachable:
+                return result

@@ -24,7 +24,9 @@ def test_daemon_polls_on_schedule_and_stops_cleanly_on_sigterm(deployment: Deplo
     )
     try:
         deployment.smtp.wait_for(2, timeout=30)
-        deployment.imap.append(email("A second one, picked up by the next poll.", message_id="<m2@x>"))
+        deployment.imap.append(
+            email("A second one, picked up by the next poll.", message_id="<m2@x>")
+        )
         deployment.smtp.wait_for(4, timeout=30)
     finally:
         daemon.send_signal(signal.SIGTERM)

@@ -199,3 +199,54 @@ def test_server_without_move_falls_back_to_copy_and_uid_expunge(
     assert server.uids("INBOX") == []
     assert len(server.uids("Processed")) == 1
     assert len(deployment.smtp.wait_for(2)) == 2
+
+
+def test_attachments_travel_inside_the_encrypted_part(deployment: Deployment) -> None:
+    raw = (
+        b"From: Sam <sam.student@example.ac.uk>\r\nTo: report@example.ac.uk\r\n"
+        b"Subject: photo\r\nMessage-ID: <att@x>\r\nMIME-Version: 1.0\r\n"
+        b"Content-Type: multipart/mixed; boundary=B\r\n\r\n"
+        b"--B\r\nContent-Type: text/plain\r\n\r\nSee the screenshot of the messages.\r\n"
+        b"--B\r\nContent-Type: image/png\r\nContent-Disposition: attachment; filename=shot.png\r\n"
+        b"Content-Transfer-Encoding: base64\r\n\r\nQVRUQUNITUVOVC1CWVRFUw==\r\n--B--\r\n"
+    )
+    deployment.imap.append(raw)
+
+    assert deployment.run_once().returncode == 0
+
+    referral = by_recipient(deployment.smtp.wait_for(2))[deployment.keys.emails["advice-centre"]]
+    assert b"shot.png" not in referral.data
+    inner = message_from_bytes(
+        deployment.keys.decrypt(referral_parts(referral)[1]), policy=policy.default
+    )
+    attachments = list(inner.iter_attachments())  # type: ignore[attr-defined]
+    assert [a.get_filename() for a in attachments] == ["shot.png"]
+    assert attachments[0].get_payload(decode=True) == b"ATTACHMENT-BYTES"
+
+
+def test_no_acknowledgement_to_the_intake_itself_or_automatic_mail(deployment: Deployment) -> None:
+    deployment.imap.append(email("Loop?", sender="report@example.ac.uk", message_id="<a@x>"))
+    deployment.imap.append(
+        email("Out of office", message_id="<b@x>", extra_headers="Auto-Submitted: auto-replied\r\n")
+    )
+
+    assert deployment.run_once().returncode == 0
+
+    recipients = [m.rcpt_tos[0] for m in deployment.smtp.wait_for(2)]
+    assert recipients == [deployment.keys.emails["advice-centre"]] * 2
+
+
+def test_delete_processed_removes_the_message_instead_of_moving_it(deployment: Deployment) -> None:
+    config = deployment.config_path.read_text()
+    deployment.config_path.write_text(
+        config.replace(
+            "timeout_seconds = 10\n", "timeout_seconds = 10\ndelete_processed = true\n", 1
+        )
+    )
+    deployment.imap.append(email("Delete me once stored."))
+
+    assert deployment.run_once().returncode == 0
+
+    assert deployment.imap.uids("INBOX") == []
+    assert deployment.imap.uids("Processed") == []
+    assert len(deployment.smtp.wait_for(2)) == 2

@@ -67,20 +67,11 @@ def load_rules(config: Config, keys: dict[str, KeyInfo]) -> RuleSet:
     available = template_names(config.templates.dir)
     problems: list[Problem | str] = list(check_references(ruleset, available, usable))
     renderer = Renderer(config.templates.dir)
-    problems += template_problems(renderer, _used_templates(ruleset) & available)
+    problems += template_problems(renderer, ruleset.template_names() & available)
     problems += key_problems(config, keys)
     if problems:
         raise StartupError("\n".join(str(p) for p in problems))
     return ruleset
-
-
-def _used_templates(ruleset: RuleSet) -> set[str]:
-    names = {s.template_name for s in ruleset.services.values()}
-    names |= {r.acknowledge for r in ruleset.rules if r.acknowledge}
-    if ruleset.default and ruleset.default.acknowledge:
-        names.add(ruleset.default.acknowledge)
-    names.discard("none")
-    return names
 
 
 def scan_keys(config: Config) -> dict[str, KeyInfo]:

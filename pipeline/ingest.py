@@ -21,7 +21,7 @@ from pipeline.crypto import Crypto, KeyUnusableError
 from pipeline.deliver import build_acknowledgement, build_referral, new_message_id, referral_inner
 from pipeline.models import OutboxRow, OutboxState, ReportRow, ReportState
 from pipeline.parse import ParseError, content_fingerprint, parse_email
-from pipeline.render import DEFAULT_REFERRAL, Renderer
+from pipeline.render import Renderer
 from pipeline.report import Report
 from pipeline.rules import Decision, RuleSet, Service, evaluate
 from pipeline.store import (
@@ -108,6 +108,7 @@ class Ingest:
         decision = evaluate(self.rules, report)
         report.category = decision.category
         report.urgent = decision.urgent
+        report.reporter_role = decision.reporter_role or report.reporter_role
         row = _report_row(report.source, fingerprint, report.received_at, ReportState.ROUTED)
         row.form_id = report.form_id
         row.category = decision.category
@@ -144,7 +145,7 @@ class Ingest:
         sender = self.config.smtp.from_
         message_id = new_message_id(sender)
         context = referral_context(reference, report, decision, service)
-        rendered = self.renderer.render(service.template or DEFAULT_REFERRAL, context)
+        rendered = self.renderer.render(service.template_name, context)
         row = OutboxRow(
             report_id=0,
             kind="referral",

@@ -17,7 +17,6 @@ from jinja2 import FileSystemLoader, StrictUndefined, TemplateError, TemplateSyn
 from jinja2.sandbox import SandboxedEnvironment
 
 TEMPLATE_SUFFIX = ".txt"
-DEFAULT_REFERRAL = "referral-default"
 
 
 class RenderError(Exception):

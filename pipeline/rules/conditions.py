@@ -64,7 +64,7 @@ def describe(value: object) -> str:
     if isinstance(value, str):
         return f"the text '{_shorten(value)}'"
     if isinstance(value, list | tuple):
-        return "a list"
+        return "a list" if value else "an empty list"
     if isinstance(value, dict):
         return "a mapping"
     return f"a {type(value).__name__} ({_shorten(str(value))})"

@@ -7,7 +7,7 @@ none) and the names of the rules that matched. Pure: no I/O, the report is not c
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from pipeline.report import Report
 from pipeline.rules.conditions import matches
@@ -25,7 +25,8 @@ class Decision:
     refer: list[str]
     acknowledge: str | None  # a template name, or None for no acknowledgement
     rules: list[str]  # the names of the rules that matched, in order
-    reporter_role: str | None = field(default=None, compare=False)
+    # As reported or as a rule set it; not in to_json_dict, whose shape is fixed.
+    reporter_role: str | None = None
 
     def to_json_dict(self) -> dict[str, object]:
         """The decision as a JSON-ready dict (what `route --dry-run --json` prints)."""

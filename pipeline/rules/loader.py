@@ -8,7 +8,6 @@ every file as `file:line: message` -- nothing is loaded from a folder with any m
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,33 +22,25 @@ from pipeline.rules.model import (
     Rule,
     RuleError,
     RuleSet,
-    Service,
 )
+from pipeline.rules.services import SERVICES_FILE, Services, load_services
 from pipeline.rules.yamlnodes import (
     Fields,
     Source,
     checked_value,
-    compose_file,
     expect_list,
-    expect_scalar,
     expect_text,
     is_null,
     line_of,
     mapping_pairs,
     peek_text,
     read_fields,
+    read_file_fields,
 )
 
-SERVICES_FILE = "services.yaml"
-SERVICE_KEYS = ("id", "name", "email", "fingerprint", "template")
-SERVICE_REQUIRED = ("id", "name", "email", "fingerprint")
 ROUTING_KEYS = ("rules", "default")
 RULE_KEYS = ("name", "description", "when", "set", "refer", "acknowledge", "stop")
 DEFAULT_KEYS = ("refer", "acknowledge")
-# Service ids and template names: safe as file names and easy to write in YAML lists.
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
-_NAME_RULE = "letters, digits, '.', '_' and '-'"
-_FINGERPRINT = re.compile(r"[0-9A-F]{40}")
 
 
 @dataclass
@@ -58,11 +49,7 @@ class _Found:
 
     problems: list[Problem] = field(default_factory=list)
     files: list[Path] = field(default_factory=list)
-    services: dict[str, Service] = field(default_factory=dict)
-    # Every service id written in services.yaml; None if that file could not be read, in
-    # which case `refer:` entries are not checked (it would only repeat the same problem).
-    service_ids: set[str] | None = None
-    service_lines: dict[str, int] = field(default_factory=dict)
+    services: Services = field(default_factory=Services)
     rules: list[Rule] = field(default_factory=list)
     rule_places: dict[str, str] = field(default_factory=dict)
     default: Default | None = None
@@ -74,12 +61,13 @@ def load_ruleset(rules_dir: Path) -> RuleSet:
     found = _Found()
     entries = _list_folder(rules_dir, found.problems)
     if entries is not None:
-        _load_services(rules_dir / SERVICES_FILE, found)
+        found.services = load_services(rules_dir / SERVICES_FILE, found.problems)
+        found.files.append(rules_dir / SERVICES_FILE)
         for path in _routing_files(rules_dir, entries, found.problems):
             _load_routing(path, found)
     if found.problems:
         raise RuleError(_by_file_and_line(found.problems))
-    return RuleSet(found.services, found.rules, found.default, found.files)
+    return RuleSet(found.services.by_id, found.rules, found.default, found.files)
 
 
 def _list_folder(rules_dir: Path, problems: list[Problem]) -> list[Path] | None:
@@ -121,129 +109,13 @@ def _by_file_and_line(problems: list[Problem]) -> list[Problem]:
     return sorted(problems, key=lambda problem: (rank[problem.file], problem.line))
 
 
-def _top_fields(source: Source, allowed: tuple[str, ...]) -> Fields | None:
-    root = compose_file(source)
-    if root is None:
-        return None
-    pairs = mapping_pairs(source, root, "the top level of the file")
-    if pairs is None:
-        return None
-    return read_fields(source, root, pairs, allowed, "this file")
-
-
-# --- services.yaml ----------------------------------------------------------------------
-
-
-def _load_services(path: Path, found: _Found) -> None:
-    if not path.is_file():
-        message = "services.yaml is missing; it must list the services reports are referred to"
-        found.problems.append(Problem(path, 0, message))
-        return
-    found.files.append(path)
-    source = Source(path, found.problems)
-    fields = _top_fields(source, ("services",))
-    if fields is None or not fields.require(["services"]):
-        return
-    example = "[{id: advice-centre, name: ..., email: ..., fingerprint: ...}]"
-    items = expect_list(source, fields.values["services"], fields.label("services"), example)
-    if items is None:
-        return
-    found.service_ids = set()
-    for index, node in enumerate(items, 1):
-        _load_service(source, index, node, found)
-
-
-def _load_service(source: Source, index: int, node: Node, found: _Found) -> None:
-    pairs = mapping_pairs(source, node, f"service #{index}")
-    if pairs is None:
-        return
-    named = peek_text(pairs, "id")
-    owner = f"service '{named}'" if named else f"service #{index}"
-    fields = read_fields(source, node, pairs, SERVICE_KEYS, owner)
-    before = len(source.problems)
-    fields.require(SERVICE_REQUIRED)
-    service_id, name = _service_id(fields, found), fields.text("name")
-    email, fingerprint = _email(fields), _fingerprint(fields)
-    template = _template_name(fields, "template", allow_none=False)
-    if service_id is None or name is None or email is None or fingerprint is None:
-        return
-    if len(source.problems) == before:
-        lines = fields.lines()
-        found.services[service_id] = Service(
-            service_id, name, email, fingerprint, template, source.file, line_of(node), lines
-        )
-
-
-def _service_id(fields: Fields, found: _Found) -> str | None:
-    service_id = fields.text("id")
-    if service_id is None:
-        return None
-    if found.service_ids is not None:
-        found.service_ids.add(service_id)
-    if not _NAME.fullmatch(service_id):
-        expected = f"a short id made of {_NAME_RULE}, e.g. advice-centre"
-        fields.report("id", f"{fields.label('id')} must be {expected}, not '{service_id}'")
-        return None
-    first = found.service_lines.setdefault(service_id, fields.line("id"))
-    if first != fields.line("id"):
-        fields.report("id", f"service id '{service_id}' is used twice (first on line {first})")
-        return None
-    return service_id
-
-
-def _email(fields: Fields) -> str | None:
-    email = fields.text("email", expected="an email address")
-    if email is None:
-        return None
-    local, _, domain = email.rpartition("@")
-    if not local or not domain or any(char.isspace() for char in email):
-        example = "such as advice@example.ac.uk"
-        fields.report(
-            "email", f"{fields.label('email')} must be an email address {example}, not '{email}'"
-        )
-        return None
-    return email
-
-
-def _fingerprint(fields: Fields) -> str | None:
-    node = fields.values.get("fingerprint")
-    if node is None:
-        return None
-    expected = "40 hexadecimal digits (spaces allowed)"
-    written = expect_scalar(fields.source, node, fields.label("fingerprint"), expected)
-    if written is None:
-        return None
-    fingerprint = "".join(written.split()).upper()
-    if not _FINGERPRINT.fullmatch(fingerprint):
-        count = f"{len(fingerprint)} characters"
-        message = f"{fields.label('fingerprint')} must be {expected}, not '{written}' ({count})"
-        fields.report("fingerprint", message)
-        return None
-    return fingerprint
-
-
-def _template_name(fields: Fields, key: str, allow_none: bool) -> str | None:
-    """A template name (templates/NAME.txt); with allow_none, also `none` (no message)."""
-    expected = "a template name or none" if allow_none else "a template name"
-    name = fields.text(key, expected=expected)
-    if name is None:
-        return None
-    if allow_none and name.casefold() == NO_ACKNOWLEDGEMENT:
-        return NO_ACKNOWLEDGEMENT
-    if not _NAME.fullmatch(name):
-        rule = f"made of {_NAME_RULE}, for templates/NAME.txt"
-        fields.report(key, f"{fields.label(key)} must be {expected} {rule}, not '{name}'")
-        return None
-    return name
-
-
 # --- routing files ----------------------------------------------------------------------
 
 
 def _load_routing(path: Path, found: _Found) -> None:
     found.files.append(path)
     source = Source(path, found.problems)
-    fields = _top_fields(source, ROUTING_KEYS)
+    fields = read_file_fields(source, ROUTING_KEYS)
     if fields is None:
         return
     if not fields.node.value:
@@ -270,25 +142,24 @@ def _load_rule(source: Source, index: int, node: Node, found: _Found) -> None:
     description = fields.text("description")
     when, updates = _conditions(fields), _updates(fields)
     refer = _refer(fields, found)
-    acknowledge = _template_name(fields, "acknowledge", allow_none=True)
+    acknowledge = _acknowledge(fields)
     stop = fields.flag("stop")
     _require_action(fields, stop)
     if name is None or len(source.problems) > before:
         return
-    found.rules.append(
-        Rule(
-            name,
-            source.file,
-            line_of(node),
-            description,
-            when,
-            updates,
-            refer,
-            acknowledge,
-            bool(stop),
-            fields.lines(),
-        )
+    rule = Rule(
+        name=name,
+        file=source.file,
+        line=line_of(node),
+        description=description,
+        when=when,
+        updates=updates,
+        refer=refer,
+        acknowledge=acknowledge,
+        stop=bool(stop),
+        lines=fields.lines(),
     )
+    found.rules.append(rule)
 
 
 def _rule_name(fields: Fields, found: _Found) -> str | None:
@@ -315,9 +186,9 @@ def _conditions(fields: Fields) -> dict[str, object]:
     if pairs is None:
         return {}
     known = sorted(CONDITIONS)
-    when = read_fields(fields.source, node, pairs, known, fields.owner, kind="condition")
+    given = read_fields(fields.source, node, pairs, known, fields.owner, kind="condition")
     conditions: dict[str, object] = {}
-    for key, value_node in when.values.items():
+    for key, value_node in given.values.items():
         label = f"condition '{key}' in {fields.owner}"
         readable, value = checked_value(fields.source, value_node, label)
         error = CONDITIONS[key].validate(value) if readable else None
@@ -367,10 +238,16 @@ def _refer(fields: Fields, found: _Found) -> tuple[str, ...]:
     return tuple(refer)
 
 
+def _acknowledge(fields: Fields) -> str | None:
+    """The acknowledgement template named (templates/NAME.txt), or "none"."""
+    return fields.name("acknowledge", "a template name or none", special=NO_ACKNOWLEDGEMENT)
+
+
 def _is_known_service(fields: Fields, node: Node, service_id: str, found: _Found) -> bool:
-    if found.service_ids is None or service_id in found.service_ids:
+    ids = found.services.ids
+    if ids is None or service_id in ids:
         return True
-    known = ", ".join(sorted(found.service_ids)) or "none"
+    known = ", ".join(sorted(ids)) or "none"
     message = (
         f"{fields.owner} refers to unknown service '{service_id}'; "
         f"services defined in services.yaml: {known}"
@@ -409,5 +286,5 @@ def _load_default(fields: Fields, found: _Found) -> None:
         source.report(node, "the default is empty; give it 'refer', 'acknowledge' or both")
     default = read_fields(source, node, pairs, DEFAULT_KEYS, "the default")
     refer = _refer(default, found)
-    acknowledge = _template_name(default, "acknowledge", allow_none=True)
+    acknowledge = _acknowledge(default)
     found.default = Default(source.file, line, refer, acknowledge, default.lines())

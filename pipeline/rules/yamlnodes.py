@@ -8,6 +8,7 @@ line of the offending key or value, and the caller gets None for that value.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,9 +19,11 @@ from yaml.nodes import Node
 from pipeline.rules.conditions import describe as describe_value
 from pipeline.rules.model import Problem
 
+# Service ids and template names: safe as file names and easy to write in YAML lists.
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _STR_TAG = "tag:yaml.org,2002:str"
 _NULL_TAG = "tag:yaml.org,2002:null"
-_INVALID = object()  # a value that could not be constructed (already reported)
+_INVALID = object()  # what plain_value gives for a node YAML cannot build a value from
 
 
 @dataclass
@@ -33,7 +36,12 @@ class Source:
     def report(self, where: Node | int, message: str) -> None:
         """Record a problem at a node's line, or at a line number."""
         line = where if isinstance(where, int) else line_of(where)
-        self.problems.append(Problem(self.file, line, message))
+        self.problems.append(Problem(self.file, line, printable(message)))
+
+
+def printable(message: str) -> str:
+    """The message with control characters (say, from a mistyped key) shown as escapes."""
+    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in message)
 
 
 def line_of(node: Node) -> int:
@@ -91,7 +99,7 @@ def describe(node: Node) -> str:
     if isinstance(node, yaml.MappingNode):
         return "a mapping"
     if isinstance(node, yaml.SequenceNode):
-        return "a list"
+        return "a list" if node.value else "an empty list"
     if node.tag == _STR_TAG:
         return describe_value(node.value) if node.value else "empty text"
     value = plain_value(node)
@@ -132,10 +140,10 @@ def _wrong(source: Source, node: Node, label: str, expected: str) -> None:
 
 def expect_text(source: Source, node: Node, label: str, expected: str = "text") -> str | None:
     """The node's text if it is non-blank text; else report and return None."""
-    if isinstance(node, yaml.ScalarNode) and node.tag == _STR_TAG and node.value.strip():
-        return str(node.value)
-    _wrong(source, node, label, expected)
-    return None
+    text = text_of(node)
+    if text is None:
+        _wrong(source, node, label, expected)
+    return text
 
 
 def expect_scalar(source: Source, node: Node, label: str, expected: str) -> str | None:
@@ -200,6 +208,19 @@ class Fields:
             return None
         return expect_text(self.source, node, self.label(key), expected)
 
+    def name(self, key: str, expected: str, special: str | None = None) -> str | None:
+        """Text safe as a file name (see SAFE_NAME), or the word `special` in any case."""
+        value = self.text(key, expected)
+        if value is None:
+            return None
+        if special is not None and value.casefold() == special:
+            return special
+        if not SAFE_NAME.fullmatch(value):
+            made_of = "made of letters, digits, '.', '_' and '-'"
+            self.report(key, f"{self.label(key)} must be {expected} {made_of}, not '{value}'")
+            return None
+        return value
+
     def flag(self, key: str) -> bool | None:
         node = self.values.get(key)
         return None if node is None else expect_flag(self.source, node, self.label(key))
@@ -251,6 +272,24 @@ def read_fields(
 def peek_text(pairs: list[tuple[str, Node, Node]], key: str) -> str | None:
     """The text value of `key`, if it has one, without reporting anything (to name a mapping)."""
     for name, _, value in pairs:
-        if name == key and isinstance(value, yaml.ScalarNode) and value.tag == _STR_TAG:
-            return str(value.value) if value.value.strip() else None
+        if name == key:
+            return text_of(value)
     return None
+
+
+def text_of(node: Node) -> str | None:
+    """The node's text if it is non-blank text, else None; reports nothing."""
+    if isinstance(node, yaml.ScalarNode) and node.tag == _STR_TAG and node.value.strip():
+        return str(node.value)
+    return None
+
+
+def read_file_fields(source: Source, allowed: Iterable[str]) -> Fields | None:
+    """The top-level keys of a YAML file that must be a mapping; None if it is not."""
+    root = compose_file(source)
+    if root is None:
+        return None
+    pairs = mapping_pairs(source, root, "the top level of the file")
+    if pairs is None:
+        return None
+    return read_fields(source, root, pairs, allowed, "this file")

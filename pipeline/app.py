@@ -19,6 +19,7 @@ from pipeline.crypto import Crypto, CryptoError, KeyInfo, ensure_private_dir
 from pipeline.deliver import SmtpTransport, Transport
 from pipeline.ingest import Ingest
 from pipeline.intake import PollResult, Source
+from pipeline.intake.forms import FormSource
 from pipeline.intake.imap import ImapSource
 from pipeline.intake.maildir import MaildirSource
 from pipeline.outbox import DrainResult, drain
@@ -120,7 +121,7 @@ class App:
         results = []
         for source in self.sources:
             try:
-                result = source.poll(self.ingest.take_email)
+                result = source.poll(self.ingest)
             except Exception as exc:
                 result = PollResult(errors=[f"{source.name}: {type(exc).__name__}: {exc}"])
             for error in result.errors:
@@ -146,4 +147,5 @@ def _sources(config: Config) -> list[Source]:
         sources.append(ImapSource(config.imap))
     if config.maildir:
         sources.append(MaildirSource(config.maildir.path))
+    sources += [FormSource(form, config.data_dir) for form in config.forms]
     return sources

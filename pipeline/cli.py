@@ -2,6 +2,7 @@
 
 intake check-rules --config FILE            exit 0, or 1 with `file:line: message` lines
 intake route --config FILE --dry-run --json MESSAGE.eml
+intake route --config FILE --dry-run --json --form FORM_ID EXPORT_FILE
 intake status --config FILE [--json]
 intake run --config FILE [--once]           the daemon (same as run_daemon.py)
 """
@@ -21,8 +22,10 @@ from pipeline.app import App, StartupError, load_rules, scan_keys
 from pipeline.config import Config, ConfigError, load_config
 from pipeline.crypto import CryptoError
 from pipeline.daemon import run_forever, run_once
+from pipeline.intake.exports import ExportError
+from pipeline.intake.forms import FormSource, RowError, row_report
 from pipeline.parse import ParseError, parse_email
-from pipeline.rules import evaluate
+from pipeline.rules import RuleSet, evaluate
 from pipeline.store import make_engine, status_counts
 
 
@@ -45,9 +48,47 @@ def cmd_check_rules(config: Config, _args: argparse.Namespace) -> int:
     return 0
 
 
+def print_decision(decision: dict[str, object], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(decision))
+        return
+    for key, value in decision.items():
+        print(f"{key}: {value}")
+
+
+def route_export(config: Config, ruleset: RuleSet, args: argparse.Namespace) -> int:
+    """One decision per response of a form export, one JSON object a line."""
+    form = next((f for f in config.forms if f.id == args.form), None)
+    if form is None:
+        known = ", ".join(f.id for f in config.forms) or "none"
+        print(
+            f"{config.source}: forms: no form with id {args.form!r} (known: {known})",
+            file=sys.stderr,
+        )
+        return 1
+    try:
+        export = FormSource(form, config.data_dir).read(Path(args.message))
+    except ExportError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    status = 0
+    for row in export.rows:
+        try:
+            report = row_report(form, export, row, datetime.now(UTC))
+        except RowError as exc:
+            reason = f"{export.path.name}:{row.row}: {exc}"
+            print_decision({"quarantined": True, "reason": reason}, args.json)
+            status = 1
+            continue
+        print_decision(evaluate(ruleset, report).to_json_dict(), args.json)
+    return status
+
+
 def cmd_route(config: Config, args: argparse.Namespace) -> int:
-    """Print the decision for one message; writes nothing and sends nothing."""
+    """Print the decision for one message or export; writes nothing and sends nothing."""
     ruleset = load_rules(config, scan_keys(config))
+    if args.form:
+        return route_export(config, ruleset, args)
     raw = Path(args.message).read_bytes()
     try:
         report, _ = parse_email(raw, datetime.now(UTC))
@@ -56,12 +97,7 @@ def cmd_route(config: Config, args: argparse.Namespace) -> int:
         return 1
     intake = config.intake
     apply_anonymity(report, raw, intake.anonymous_addresses, intake.anonymous_subject_marker)
-    decision = evaluate(ruleset, report).to_json_dict()
-    if args.json:
-        print(json.dumps(decision))
-    else:
-        for key, value in decision.items():
-            print(f"{key}: {value}")
+    print_decision(evaluate(ruleset, report).to_json_dict(), args.json)
     return 0
 
 
@@ -103,7 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
     route = sub.choices["route"]
     route.add_argument("--dry-run", action="store_true", required=True, help="write nothing")
     route.add_argument("--json", action="store_true", help="one JSON object")
-    route.add_argument("message", help="an RFC 5322 message file (.eml)")
+    route.add_argument("--form", help="read MESSAGE as an export of this [[forms]] id")
+    route.add_argument("message", help="an RFC 5322 message file (.eml), or an export with --form")
     sub.choices["status"].add_argument("--json", action="store_true")
     sub.choices["run"].add_argument("--once", action="store_true", help="run every job once")
     sub.choices["run"].add_argument("--verbose", action="store_true")

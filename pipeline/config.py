@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -67,6 +67,36 @@ class MaildirConfig(Section):
     path: Path
 
 
+class AnonymousWhen(Section):
+    column: str
+    equals: list[str] = Field(min_length=1)
+
+
+FormField = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")]
+
+
+class FormConfig(Section):
+    """One web form whose responses are exported to a folder (see README: mapping a form)."""
+
+    id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    path: str  # a glob, relative to the config file's folder
+    dialect: Literal["auto", "google", "microsoft", "qualtrics", "jisc", "generic"] = "auto"
+    id_column: str | None = None
+    date_format: str | None = None
+    anonymous_when: AnonymousWhen | None = None
+    columns: dict[FormField, str] = Field(default_factory=dict)
+    identifying: list[FormField] = Field(default_factory=lambda: ["email", "name"])
+    after: Literal["keep", "delete", "archive-encrypted"] = "archive-encrypted"
+    archive_dir: Path | None = None
+    settle_seconds: float = Field(default=2.0, ge=0)
+
+    @model_validator(mode="after")
+    def _needs_description(self) -> FormConfig:
+        if "description" not in self.columns:
+            raise ValueError("columns: map `description` to the column holding the report")
+        return self
+
+
 class SmtpConfig(SecretSection):
     host: str = "localhost"
     port: int = 25
@@ -118,6 +148,7 @@ class Config(Section):
     database: DatabaseConfig = DatabaseConfig()
     imap: ImapConfig | None = None
     maildir: MaildirConfig | None = None
+    forms: list[FormConfig] = Field(default_factory=list)
     smtp: SmtpConfig = SmtpConfig()
     intake: IntakeConfig = IntakeConfig()
     gpg: GpgConfig
@@ -176,6 +207,11 @@ def _resolve_paths(raw: dict[str, object], base: Path) -> None:
             node = node.get(key) if isinstance(node, dict) else None
         if isinstance(node, dict) and isinstance(node.get(keys[-1]), str):
             node[keys[-1]] = str(base / os.path.expanduser(node[keys[-1]]))
+    forms = raw.get("forms")
+    for form in forms if isinstance(forms, list) else []:
+        for key in ("path", "archive_dir"):
+            if isinstance(form, dict) and isinstance(form.get(key), str):
+                form[key] = str(base / os.path.expanduser(form[key]))
     database = raw.get("database")
     if isinstance(database, dict):
         _resolve_sqlite_url(database, base)

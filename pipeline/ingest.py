@@ -56,9 +56,13 @@ class Ingest:
         self.rules = rules
         self.renderer = renderer
 
+    def seen(self, source_key: str) -> bool:
+        """True when this input was taken in before (by any run or instance)."""
+        return source_seen(self.engine, source_key)
+
     def take_email(self, source_key: str, raw: bytes) -> Outcome:
         """Take in one raw email. Safe to call again for the same input: it is stored once."""
-        if source_seen(self.engine, source_key):
+        if self.seen(source_key):
             return Outcome("seen")
         fingerprint = content_fingerprint(raw)
         existing = report_by_fingerprint(self.engine, fingerprint)
@@ -222,7 +226,7 @@ def referral_context(
                 {"filename": a.filename, "content_type": a.content_type, "size": a.size}
                 for a in report.attachments
             ],
-            "fields": {},
+            "fields": dict(report.fields),
         },
         "reporter": reporter,
         "rules": decision.rules,

@@ -43,6 +43,8 @@ class Report:
     reporter_role: str | None = None
     urgent: bool = False
     form_id: str | None = None
+    # Further mapped form fields (e.g. occurred_at, location): label -> value, for the referral.
+    fields: dict[str, str] = field(default_factory=dict)
     # Where an acknowledgement may go, or None. Kept only in memory and in the encrypted outbox.
     ack_address: str | None = None
 

@@ -1,7 +1,7 @@
-"""Intake sources: each yields raw items with a stable source key to a `Take` callback, and
-removes an item from its source only after the callback returned (the report is committed).
+"""Intake sources: each hands its items, with a stable source key, to the `Ingest` stage and
+removes an item from its source only after that returned (the report is committed).
 
-In: a source's config. Out: calls of `take(source_key, raw_bytes) -> Outcome`; a `PollResult`.
+In: a source's config. Out: calls into `Ingest` (one per item) and a `PollResult`.
 """
 
 from __future__ import annotations
@@ -10,9 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from pipeline.ingest import Outcome
-
-Take = Callable[[str, bytes], Outcome]
+from pipeline.ingest import Ingest, Outcome
 
 
 @dataclass
@@ -29,13 +27,13 @@ class PollResult:
 class Source(Protocol):
     name: str
 
-    def poll(self, take: Take) -> PollResult: ...
+    def poll(self, ingest: Ingest) -> PollResult: ...
 
 
-def take_safely(take: Take, key: str, raw: bytes, result: PollResult) -> bool:
-    """Run `take`; True when the item is committed and may leave its source."""
+def take_safely(key: str, take: Callable[[], Outcome], result: PollResult) -> bool:
+    """Run `take` for the item `key`; True when it is committed and may leave its source."""
     try:
-        outcome = take(key, raw)
+        outcome = take()
     except Exception as exc:  # one bad item never stops the others; it stays for the next poll
         result.errors.append(f"{key}: {type(exc).__name__}: {exc}")
         return False

@@ -14,12 +14,14 @@ from __future__ import annotations
 import logging
 import ssl
 from collections.abc import Callable
+from functools import partial
 
 from imapclient import IMAPClient
 from imapclient.util import to_unicode
 
 from pipeline.config import ImapConfig
-from pipeline.intake import PollResult, Take, take_safely
+from pipeline.ingest import Ingest
+from pipeline.intake import PollResult, take_safely
 
 log = logging.getLogger(__name__)
 
@@ -54,16 +56,16 @@ class ImapSource:
         self.config = config
         self.name = f"imap:{config.username}@{config.host}/{config.folder}"
 
-    def poll(self, take: Take) -> PollResult:
+    def poll(self, ingest: Ingest) -> PollResult:
         result = PollResult()
         client = connect(self.config)
         try:
-            self._poll_folder(client, take, result)
+            self._poll_folder(client, ingest, result)
         finally:
             _logout(client)
         return result
 
-    def _poll_folder(self, client: IMAPClient, take: Take, result: PollResult) -> None:
+    def _poll_folder(self, client: IMAPClient, ingest: Ingest, result: PollResult) -> None:
         cfg = self.config
         selected = client.select_folder(cfg.folder)
         uidvalidity = int(selected[b"UIDVALIDITY"])
@@ -76,14 +78,16 @@ class ImapSource:
             done = [
                 uid
                 for uid in batch
-                if uid in fetched
-                and take_safely(take, self._key(uidvalidity, uid), fetched[uid][b"BODY[]"], result)
+                if uid in fetched and self._take(ingest, uidvalidity, uid, fetched[uid], result)
             ]
             if done:
                 self._remove(client, done)
 
-    def _key(self, uidvalidity: int, uid: int) -> str:
-        return f"{self.name}:{uidvalidity}:{uid}"
+    def _take(
+        self, ingest: Ingest, uidvalidity: int, uid: int, data: dict, result: PollResult
+    ) -> bool:
+        key = f"{self.name}:{uidvalidity}:{uid}"
+        return take_safely(key, partial(ingest.take_email, key, data[b"BODY[]"]), result)
 
     def _remove(self, client: IMAPClient, uids: list[int]) -> None:
         """Take committed messages out of the folder, expunging only our own UIDs."""

@@ -6,9 +6,11 @@ Each message is keyed `maildir:<folder>:<file key>` and removed once its report 
 from __future__ import annotations
 
 import mailbox
+from functools import partial
 from pathlib import Path
 
-from pipeline.intake import PollResult, Take, take_safely
+from pipeline.ingest import Ingest
+from pipeline.intake import PollResult, take_safely
 
 
 class MaildirSource:
@@ -16,11 +18,12 @@ class MaildirSource:
         self.path = path
         self.name = f"maildir:{path}"
 
-    def poll(self, take: Take) -> PollResult:
+    def poll(self, ingest: Ingest) -> PollResult:
         result = PollResult()
         box = mailbox.Maildir(str(self.path), create=True)
         for key in sorted(box.keys()):
             raw = box.get_bytes(key)
-            if take_safely(take, f"{self.name}:{key}", raw, result):
+            source_key = f"{self.name}:{key}"
+            if take_safely(source_key, partial(ingest.take_email, source_key, raw), result):
                 box.discard(key)
         return result

@@ -17,7 +17,9 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.app import App
 from pipeline.config import Config, load_config
+from pipeline.daemon import run_once
 from tests.servers.dovecot import Dovecot
 from tests.servers.gpg import KeySet
 from tests.servers.smtp import SmtpSink
@@ -117,6 +119,16 @@ dir = "{REPO / "templates"}"
         )
         self.logs.append(run.stderr)
         return run
+
+    def run_in_process(self) -> int:
+        """One `--once` run inside the test process (faster; same code path as the daemon)."""
+        os.environ["TEST_IMAP_PASSWORD"] = self.imap.password
+        app = App.open(self.config())
+        try:
+            return run_once(app)
+        finally:
+            app.close()
+            del os.environ["TEST_IMAP_PASSWORD"]
 
     def _run(self, argv: list[str]) -> Run:
         self.temp_dir.mkdir(exist_ok=True)

@@ -1,19 +1,24 @@
 """Wiring: a validated `Config` in, an `App` with every stage connected out.
 
 `App.open` refuses to start (raising `StartupError` with one `file:line: message` per problem)
-when the rules, services, keys and templates do not fit together: the same checks that
-`intake check-rules` prints.
+when the rules, templates and records keys do not fit together: the checks `intake
+check-rules` prints. A service whose key is missing, expired or revoked does not stop the
+daemon: its referrals are held (and an admin alerted) until the key is fixed; `check-rules`
+reports it as a problem.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from sqlalchemy import Engine
 
+from pipeline.alerts import daily_key, raise_alert
 from pipeline.config import Config
 from pipeline.crypto import Crypto, CryptoError, KeyInfo, ensure_private_dir
 from pipeline.deliver import SmtpTransport, Transport
@@ -22,10 +27,10 @@ from pipeline.intake import PollResult, Source
 from pipeline.intake.forms import FormSource
 from pipeline.intake.imap import ImapSource
 from pipeline.intake.maildir import MaildirSource
-from pipeline.outbox import DrainResult, drain
+from pipeline.outbox import DrainResult, drain, release_held
 from pipeline.render import Renderer, RenderError, template_names
 from pipeline.rules import Problem, RuleError, RuleSet, check_references, load_ruleset
-from pipeline.store import make_engine
+from pipeline.store import make_engine, source_lease
 
 log = logging.getLogger(__name__)
 
@@ -58,18 +63,41 @@ def template_problems(renderer: Renderer, names: set[str]) -> list[str]:
     return problems
 
 
-def load_rules(config: Config, keys: dict[str, KeyInfo]) -> RuleSet:
-    """The rules folder, checked against the templates and the usable keys; or StartupError."""
+def service_key_problems(ruleset: RuleSet, keys: dict[str, KeyInfo]) -> list[Problem]:
+    """Services whose pinned key cannot be used now, at the line that pins it."""
+    problems = []
+    for service in ruleset.services.values():
+        info = keys.get(service.fingerprint)
+        reason = (
+            "no public key with this fingerprint in the keys folder"
+            if info is None
+            else info.problem
+        )
+        if reason:
+            line = service.lines.get("fingerprint", service.line)
+            message = f"service '{service.id}' key {service.fingerprint}: {reason}"
+            problems.append(Problem(service.file, line, message))
+    return problems
+
+
+def load_rules(config: Config, keys: dict[str, KeyInfo], *, strict_keys: bool = True) -> RuleSet:
+    """The rules folder, checked against the templates and the keys; or StartupError.
+
+    With `strict_keys` an unusable service key is a problem too (check-rules); without it the
+    daemon starts and holds that service's referrals.
+    """
     try:
         ruleset = load_ruleset(config.rules.dir)
     except RuleError as exc:
         raise StartupError(str(exc)) from None
-    usable = {fpr for fpr, info in keys.items() if info.problem is None}
+    pinned = {service.fingerprint for service in ruleset.services.values()}
     available = template_names(config.templates.dir)
-    problems: list[Problem | str] = list(check_references(ruleset, available, usable))
+    problems: list[Problem | str] = list(check_references(ruleset, available, pinned))
     renderer = Renderer(config.templates.dir)
     problems += template_problems(renderer, ruleset.template_names() & available)
     problems += key_problems(config, keys)
+    if strict_keys:
+        problems += service_key_problems(ruleset, keys)
     if problems:
         raise StartupError("\n".join(str(p) for p in problems))
     return ruleset
@@ -86,6 +114,12 @@ def scan_keys(config: Config) -> dict[str, KeyInfo]:
             crypto.close()
 
 
+def _stamp(*folders: Path) -> tuple[tuple[str, int, int], ...]:
+    """What the rules and templates folders hold now: names, sizes and mtimes."""
+    files = sorted(p for folder in folders for p in folder.glob("*") if p.is_file())
+    return tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files)
+
+
 @dataclass
 class App:
     config: Config
@@ -94,6 +128,7 @@ class App:
     ingest: Ingest
     transport: Transport
     sources: list[Source] = field(default_factory=list)
+    rules_stamp: tuple[tuple[str, int, int], ...] = ()
 
     @classmethod
     def open(cls, config: Config, transport: Transport | None = None) -> App:
@@ -104,41 +139,97 @@ class App:
             crypto.check_secret_keys()
         except CryptoError as exc:
             raise StartupError(str(exc)) from None
-        ruleset = load_rules(config, crypto.keys())
+        stamp = _stamp(config.rules.dir, config.templates.dir)
+        ruleset = load_rules(config, crypto.keys(), strict_keys=False)
         engine = make_engine(config.database_url)
         ingest = Ingest(config, engine, crypto, ruleset, Renderer(config.templates.dir))
-        return cls(
-            config,
-            engine,
-            crypto,
-            ingest,
-            transport or SmtpTransport(config.smtp),
-            _sources(config),
-        )
+        transport = transport or SmtpTransport(config.smtp)
+        app = cls(config, engine, crypto, ingest, transport, _sources(config), stamp)
+        app.check_keys()
+        return app
+
+    @property
+    def rules(self) -> RuleSet:
+        return self.ingest.rules
 
     def poll(self) -> list[PollResult]:
         """Poll every source once; a source that cannot be reached is an error, not 'empty'."""
-        results = []
-        for source in self.sources:
+        self.reload_rules()
+        return [self._poll(source) for source in self.sources]
+
+    def _poll(self, source: Source) -> PollResult:
+        with source_lease(self.engine, source.name) as mine:
+            if not mine:
+                log.debug("poll %s: another instance is polling it", source.name)
+                return PollResult()
             try:
                 result = source.poll(self.ingest)
             except Exception as exc:
                 result = PollResult(errors=[f"{source.name}: {type(exc).__name__}: {exc}"])
-            for error in result.errors:
-                log.error("poll: %s", error)
-            log.info("poll %s: %s", source.name, result.counts or "nothing new")
-            results.append(result)
-        return results
+        for error in result.errors:
+            log.error("poll: %s", error)
+        log.info("poll %s: %s", source.name, result.counts or "nothing new")
+        return result
+
+    def reload_rules(self) -> None:
+        """Take edited rules or templates into use; a broken edit keeps the last good ones."""
+        stamp = _stamp(self.config.rules.dir, self.config.templates.dir)
+        if stamp == self.rules_stamp:
+            return
+        self.rules_stamp = stamp
+        try:
+            ruleset = load_rules(self.config, self.crypto.keys(), strict_keys=False)
+        except StartupError as exc:
+            key = "rules:" + hashlib.sha256(str(exc).encode()).hexdigest()[:16]
+            subject = "rule files have errors: the last good rules stay in force"
+            raise_alert(self.engine, self.config, key, subject, str(exc))
+            log.error("rules not reloaded:\n%s", exc)
+            return
+        self.ingest.rules = ruleset
+        self.ingest.renderer = Renderer(self.config.templates.dir)
+        log.info("rules reloaded from %s", self.config.rules.dir)
 
     def drain(self) -> DrainResult:
-        result = drain(self.engine, self.crypto, self.transport, self.config.smtp.from_)
+        release_held(self.config, self.engine, self.crypto, self.rules.services)
+        result = drain(self.config, self.engine, self.crypto, self.transport)
         for error in result.errors:
             log.error("outbox: %s", error)
         return result
 
+    def check_keys(self) -> None:
+        """Alert (once a day each) about unusable service keys and keys about to expire."""
+        keys = self.crypto.keys()
+        for problem in service_key_problems(self.rules, keys):
+            service = problem.message.split("'")[1]
+            subject = f"referrals to {service} are held: its key cannot be used"
+            raise_alert(self.engine, self.config, daily_key("key", service), subject, str(problem))
+        window = self.config.alerts.key_expiry_days
+        pinned = {s.fingerprint: s.id for s in self.rules.services.values()}
+        pinned |= {f.upper(): "records" for f in self.config.gpg.records_keys}
+        for fpr, days in expiring_keys(keys, pinned, window):
+            subject = f"the {pinned[fpr]} key {fpr} expires in {days} day(s)"
+            log.warning("%s", subject)
+            text = f"{subject}. Import an extended or new key into {self.config.gpg.keys_dir}."
+            raise_alert(self.engine, self.config, daily_key("expiry", fpr), subject, text)
+
     def close(self) -> None:
         self.engine.dispose()
         self.crypto.close()
+
+
+def expiring_keys(
+    keys: dict[str, KeyInfo], pinned: dict[str, str], window_days: int
+) -> list[tuple[str, int]]:
+    """Pinned, still usable keys that expire within `window_days`: (fingerprint, days left)."""
+    now = time.time()
+    found = []
+    for fpr in pinned:
+        info = keys.get(fpr)
+        if info and info.problem is None and info.expires is not None:
+            days = int((info.expires - now) // 86400)
+            if days < window_days:
+                found.append((fpr, days))
+    return found
 
 
 def _sources(config: Config) -> list[Source]:

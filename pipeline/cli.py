@@ -5,6 +5,7 @@ intake route --config FILE --dry-run --json MESSAGE.eml
 intake route --config FILE --dry-run --json --form FORM_ID EXPORT_FILE
 intake status --config FILE [--json]
 intake run --config FILE [--once]           the daemon (same as run_daemon.py)
+intake retry --config FILE [--reference R] [--send]   held referrals and dead letters again
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from pipeline.crypto import CryptoError
 from pipeline.daemon import run_forever, run_once
 from pipeline.intake.exports import ExportError
 from pipeline.intake.forms import FormSource, RowError, row_report
+from pipeline.outbox import release_held, requeue
 from pipeline.parse import ParseError, parse_email
 from pipeline.rules import RuleSet, evaluate
 from pipeline.store import make_engine, status_counts
@@ -86,7 +88,7 @@ def route_export(config: Config, ruleset: RuleSet, args: argparse.Namespace) -> 
 
 def cmd_route(config: Config, args: argparse.Namespace) -> int:
     """Print the decision for one message or export; writes nothing and sends nothing."""
-    ruleset = load_rules(config, scan_keys(config))
+    ruleset = load_rules(config, scan_keys(config), strict_keys=False)
     if args.form:
         return route_export(config, ruleset, args)
     raw = Path(args.message).read_bytes()
@@ -113,6 +115,19 @@ def cmd_status(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_retry(config: Config, args: argparse.Namespace) -> int:
+    """Send held referrals whose key is fixed now, and put dead letters back in the queue."""
+    setup_logging()
+    app = App.open(config)
+    try:
+        released = release_held(config, app.engine, app.crypto, app.rules.services)
+        requeued = requeue(app.engine, args.reference)
+        print(f"released {len(released)} held referral(s); requeued {requeued} failed mail")
+        return run_once(app) if args.send else 0
+    finally:
+        app.close()
+
+
 def cmd_run(config: Config, args: argparse.Namespace) -> int:
     setup_logging(args.verbose)
     app = App.open(config)
@@ -127,6 +142,7 @@ COMMANDS: dict[str, Callable[[Config, argparse.Namespace], int]] = {
     "route": cmd_route,
     "status": cmd_status,
     "run": cmd_run,
+    "retry": cmd_retry,
 }
 
 
@@ -144,6 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.choices["status"].add_argument("--json", action="store_true")
     sub.choices["run"].add_argument("--once", action="store_true", help="run every job once")
     sub.choices["run"].add_argument("--verbose", action="store_true")
+    retry = sub.choices["retry"]
+    retry.add_argument("--reference", help="only this report's dead letters (R-YYYY-NNNNNN)")
+    retry.add_argument("--send", action="store_true", help="then run every job once")
     return parser
 
 

@@ -59,6 +59,7 @@ class ImapConfig(SecretSection):
     delete_processed: bool = False
     batch_size: int = Field(default=20, ge=1)
     timeout_seconds: float = Field(default=30.0, gt=0)
+    idle: bool = True  # IMAP IDLE where the server offers it; polling stays the fallback
 
 
 class MaildirConfig(Section):
@@ -104,7 +105,8 @@ class SmtpConfig(SecretSection):
     username: str | None = None
     from_: str = Field(default="Report and Support <report@example.ac.uk>", alias="from")
     timeout_seconds: float = Field(default=30.0, gt=0)
-    retry_seconds: int = Field(default=60, ge=1)
+    retry_seconds: float = Field(default=60, gt=0)  # first retry within this; doubling after
+    queue_lifetime_days: float = Field(default=5, gt=0)  # then a temporary failure is final
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -113,6 +115,14 @@ class IntakeConfig(Section):
     anonymous_addresses: list[str] = Field(default_factory=list)
     anonymous_subject_marker: str = "[anonymous]"
     intake_addresses: list[str] = Field(default_factory=list)
+
+
+class AlertsConfig(Section):
+    """Admin alerts (never with report content): dead letters, held referrals, keys."""
+
+    admin: list[str] = Field(default_factory=list)
+    key_expiry_days: int = Field(default=30, ge=0)  # warn daily about keys expiring this soon
+    ack_limit_per_hour: int = Field(default=3, ge=0)  # acknowledgements to one sender
 
 
 class GpgConfig(Section):
@@ -155,6 +165,7 @@ class Config(Section):
     rules: RulesConfig = RulesConfig()
     templates: TemplatesConfig = TemplatesConfig()
     schedule: ScheduleConfig = ScheduleConfig()
+    alerts: AlertsConfig = AlertsConfig()
 
     @property
     def database_url(self) -> str:

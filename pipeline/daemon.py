@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import logging
 import signal
+from collections.abc import Callable
 from datetime import UTC, datetime
 from types import FrameType
 
 from apscheduler.schedulers.blocking import BlockingScheduler
 
 from pipeline.app import App
+from pipeline.intake.idle import IdleWatcher
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +45,9 @@ def run_forever(app: App) -> int:
         "misfire_grace_time": None,
         "next_run_time": datetime.now(UTC),  # run both jobs at start, then on their interval
     }
-    scheduler.add_job(poll_job, "interval", [app], seconds=schedule.poll_seconds, **options)
+    poll = scheduler.add_job(poll_job, "interval", [app], seconds=schedule.poll_seconds, **options)
     scheduler.add_job(drain_job, "interval", [app], seconds=schedule.outbox_seconds, **options)
+    watcher = _idle_watcher(app, lambda: poll.modify(next_run_time=datetime.now(UTC)))
 
     def stop(signum: int, _frame: FrameType | None) -> None:
         log.info("signal %s: stopping after the job in flight", signal.Signals(signum).name)
@@ -57,6 +60,17 @@ def run_forever(app: App) -> int:
         schedule.poll_seconds,
         schedule.outbox_seconds,
     )
-    scheduler.start()
+    if watcher:
+        watcher.start()
+    try:
+        scheduler.start()
+    finally:
+        if watcher:
+            watcher.stop()
     log.info("daemon stopped")
     return 0
+
+
+def _idle_watcher(app: App, wake_poller: Callable[[], None]) -> IdleWatcher | None:
+    imap = app.config.imap
+    return IdleWatcher(imap, wake_poller) if imap and imap.idle else None

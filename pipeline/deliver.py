@@ -26,10 +26,13 @@ from pipeline.report import Attachment
 class SendError(Exception):
     """A send failed; `temporary` says whether a retry may succeed."""
 
-    def __init__(self, message: str, temporary: bool, unreachable: bool = False) -> None:
+    def __init__(
+        self, message: str, temporary: bool, unreachable: bool = False, auth: bool = False
+    ) -> None:
         super().__init__(message)
         self.temporary = temporary
         self.unreachable = unreachable  # the server itself is down: stop trying other mail
+        self.auth = auth  # our credentials were refused: a configuration fault, not the mail's
 
 
 class Transport(Protocol):
@@ -107,14 +110,28 @@ def _envelope_headers(
     msg["Message-ID"] = mid
 
 
-def build_acknowledgement(sender: str, message_id: str, rendered: Rendered) -> bytes:
-    """The acknowledgement without its To header: the address is added only when sending."""
+def build_plain(
+    sender: str,
+    message_id: str,
+    rendered: Rendered,
+    *,
+    to: str | None = None,
+    auto_submitted: str = "auto-generated",
+) -> bytes:
+    """A plain-text mail; without `to` it has no To header (added only when sending)."""
     msg = EmailMessage()
     _envelope_headers(msg, sender, one_line(rendered.subject), message_id)
-    msg["Auto-Submitted"] = "auto-replied"
+    if to:
+        msg["To"] = to
+    msg["Auto-Submitted"] = auto_submitted
     msg["X-Auto-Response-Suppress"] = "All"
     msg.set_content(rendered.body, charset="utf-8")
     return msg.as_bytes()
+
+
+def build_acknowledgement(sender: str, message_id: str, rendered: Rendered) -> bytes:
+    """The acknowledgement without its To header: the address is added only when sending."""
+    return build_plain(sender, message_id, rendered, auto_submitted="auto-replied")
 
 
 def add_recipient(message: bytes, recipient: str) -> bytes:
@@ -152,6 +169,8 @@ class SmtpTransport:
                 if self.config.username:
                     client.login(self.config.username, self.config.secret() or "")
                 refused = client.sendmail(envelope_from, [recipient], crlf(message))
+        except smtplib.SMTPAuthenticationError as exc:
+            raise SendError(f"SMTP {exc.smtp_code} authentication", True, auth=True) from None
         except smtplib.SMTPResponseException as exc:
             raise SendError(f"SMTP {exc.smtp_code}", temporary=exc.smtp_code < 500) from None
         except smtplib.SMTPRecipientsRefused as exc:

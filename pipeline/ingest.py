@@ -15,16 +15,19 @@ from datetime import UTC, datetime
 
 from sqlalchemy import Engine
 
+from pipeline.alerts import daily_key, raise_alert
 from pipeline.anonymity import apply_anonymity
 from pipeline.config import Config
 from pipeline.crypto import Crypto, KeyUnusableError
 from pipeline.deliver import build_acknowledgement, build_referral, new_message_id, referral_inner
+from pipeline.faults import crash_point
 from pipeline.models import OutboxRow, OutboxState, ReportRow, ReportState
 from pipeline.parse import ParseError, content_fingerprint, parse_email
 from pipeline.render import Renderer
 from pipeline.report import Report
 from pipeline.rules import Decision, RuleSet, Service, evaluate
 from pipeline.store import (
+    AckLimiter,
     decision_json,
     mark_source,
     report_by_fingerprint,
@@ -55,6 +58,7 @@ class Ingest:
         self.crypto = crypto
         self.rules = rules
         self.renderer = renderer
+        self.limiter = AckLimiter(engine, config.data_dir, config.alerts.ack_limit_per_hour)
 
     def seen(self, source_key: str) -> bool:
         """True when this input was taken in before (by any run or instance)."""
@@ -121,24 +125,43 @@ class Ingest:
         row.decision = decision_json(decision.refer, decision.acknowledge, decision.rules)
         original_record = self._encrypt_record(original)
         report_record = self._encrypt_record(json.dumps(report.to_record()).encode())
+        acknowledge = report.ack_address and self.limiter.allow(report.ack_address)
+        queued: list[tuple[str, str, str | None]] = []  # kind, target, why held (read pre-commit)
 
         def build(reference: str) -> tuple[dict[str, bytes], list[OutboxRow]]:
-            outbox = self._outbox(reference, report, decision)
+            outbox = self._outbox(reference, report, decision, bool(acknowledge))
+            queued.extend((r.kind, r.target, _held_reason(r)) for r in outbox)
             row.state = _report_state(outbox)
             return {"original": original_record, "report": report_record}, outbox
 
         reference = save_report(self.engine, row, source_key, build)
         if reference is None:
             return Outcome("duplicate")
-        log.info("%s stored: %s, %d mail queued", reference, row.state, len(decision.refer))
+        if any(kind == "ack" for kind, _, _ in queued):
+            self.limiter.record(report.ack_address or "")
+        for _, target, reason in queued:
+            if reason:
+                self._alert_held(reference, target, reason)
+        log.info("%s stored, %d mail queued", reference, len(queued))
         return Outcome("stored", reference)
+
+    def _alert_held(self, reference: str, service_id: str, reason: str) -> None:
+        subject = f"referrals to {service_id} are held: its key cannot be used"
+        text = (
+            f"{reference}: the referral to {service_id} is held ({reason}). "
+            "It is sent once the key is fixed: update the key, then run intake retry."
+        )
+        raise_alert(self.engine, self.config, daily_key("key", service_id), subject, text)
 
     def _encrypt_record(self, data: bytes) -> bytes:
         return self.crypto.encrypt(data, list(self.config.gpg.records_keys))
 
-    def _outbox(self, reference: str, report: Report, decision: Decision) -> list[OutboxRow]:
+    def _outbox(
+        self, reference: str, report: Report, decision: Decision, acknowledge: bool
+    ) -> list[OutboxRow]:
+        crash_point("in-gpg")
         rows = [self._referral(reference, report, decision, sid) for sid in decision.refer]
-        if decision.acknowledge and report.ack_address:
+        if decision.acknowledge and report.ack_address and acknowledge:
             rows.append(self._acknowledgement(reference, report, decision))
         return rows
 
@@ -242,6 +265,10 @@ def _report_row(source: str, fingerprint: str, received_at: datetime, state: str
         month=utc.strftime("%Y-%m"),
         state=state,
     )
+
+
+def _held_reason(row: OutboxRow) -> str | None:
+    return row.last_error if row.state == OutboxState.HELD else None
 
 
 def _report_state(outbox: list[OutboxRow]) -> str:

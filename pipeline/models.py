@@ -4,7 +4,8 @@ here in plaintext; the report itself lives in `EncryptedRecord` rows as OpenPGP 
 Report states: `queued` (referrals/acknowledgement waiting in the outbox), `delivered` (every
 outbox mail of the report sent), `routed` (nothing to send), `quarantined` (could not be read;
 the original is kept encrypted with a reason), `held` (a referral cannot be encrypted yet).
-Outbox states: `queued`, `sent`, `held`, `failed` (given up; needs an admin).
+Outbox states: `queued`, `sent`, `held` (waiting for a usable key), `failed` (dead letter: given
+up, an admin was alerted), `bounced` (sent, then a bounce came back for it).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ class OutboxState:
     SENT = "sent"
     HELD = "held"
     FAILED = "failed"
+    BOUNCED = "bounced"
 
 
 class ReportRow(SQLModel, table=True):
@@ -84,9 +86,9 @@ class OutboxRow(SQLModel, table=True):
     __table_args__ = (UniqueConstraint("report_id", "target"),)
 
     id: int | None = Field(default=None, primary_key=True)
-    report_id: int = Field(foreign_key="report.id", index=True)
-    kind: str  # "referral" | "ack"
-    target: str  # service id, or "reporter"
+    report_id: int | None = Field(default=None, foreign_key="report.id", index=True)
+    kind: str  # "referral" | "ack" | "alert"
+    target: str  # service id, "reporter", or the alert's key
     message_id: str = Field(unique=True)
     recipient: str | None = None  # a service's address; None for acknowledgements
     sealed: bytes | None = Field(default=None, sa_column=Column(LargeBinary))
@@ -97,3 +99,22 @@ class OutboxRow(SQLModel, table=True):
     last_error: str | None = None
     sent_at: datetime | None = None
     created_at: datetime = Field(default_factory=utcnow)
+
+
+class AlertRow(SQLModel, table=True):
+    """An admin alert raised once: its key (e.g. `held:advice-centre:2026-11-25`) is unique."""
+
+    __tablename__ = "alert"
+
+    key: str = Field(primary_key=True)
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class AckSent(SQLModel, table=True):
+    """When an acknowledgement went to a sender, by keyed hash only: for the rate limit."""
+
+    __tablename__ = "ack_sent"
+
+    id: int | None = Field(default=None, primary_key=True)
+    sender_hash: str = Field(index=True)
+    sent_at: datetime = Field(default_factory=utcnow, index=True)

@@ -2,9 +2,13 @@
 
 Each row is claimed under a row lock (SKIP LOCKED on PostgreSQL, so several instances share the
 work), sent, and its new state committed on its own. A temporary failure retries with
-exponential backoff and jitter until the queue lifetime runs out; a permanent one is `failed`.
-An acknowledgement's address is decrypted only to send it, and erased once it is sent. Every
-resend of a mail carries the same Message-ID.
+exponential backoff and jitter (the first retry within `retry_seconds`) until the queue
+lifetime runs out; a permanent or expired one is a dead letter (`failed`) with an admin alert.
+An unreachable server ends the drain (the rest waits); refused credentials hold the whole queue
+without using up retries. An acknowledgement's address is decrypted only to send it and erased
+once sent. Every resend of a mail carries the same Message-ID.
+
+`release_held` re-encrypts held referrals once their service's pinned key is usable.
 """
 
 from __future__ import annotations
@@ -15,21 +19,20 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from sqlalchemy import Engine
-from sqlmodel import Session
+from sqlmodel import Session, select
 
-from pipeline.crypto import Crypto
-from pipeline.deliver import SendError, Transport, add_recipient
-from pipeline.models import OutboxRow, OutboxState, ReportRow, utcnow
+from pipeline.alerts import daily_key, raise_alert
+from pipeline.config import Config
+from pipeline.crypto import Crypto, CryptoError
+from pipeline.deliver import SendError, Transport, add_recipient, wrap_pgp_mime
+from pipeline.faults import crash_point
+from pipeline.models import OutboxRow, OutboxState, ReportRow, ReportState, utcnow
+from pipeline.rules import Service
 from pipeline.store import claim_due, settle_report
 
 log = logging.getLogger(__name__)
 
-QUEUE_LIFETIME = timedelta(days=5)
 MAX_BACKOFF = timedelta(hours=1)
-
-
-class ServerUnreachable(Exception):
-    """The SMTP server cannot be reached: the rest of the queue waits for the next drain."""
 
 
 @dataclass
@@ -40,10 +43,15 @@ class DrainResult:
     errors: list[str] = field(default_factory=list)
 
 
-def backoff(attempts: int, base_seconds: int) -> timedelta:
-    """Delay before retry number `attempts` (1-based): doubling, capped, with ±20 % jitter."""
+class QueueHeld(Exception):
+    """Nothing more can be sent now (server unreachable, credentials refused)."""
+
+
+def backoff(attempts: int, base_seconds: float) -> timedelta:
+    """Delay before retry number `attempts` (1-based): doubling, capped, with full jitter in its
+    upper half, so the first retry comes within `base_seconds`."""
     delay = min(base_seconds * 2 ** (attempts - 1), MAX_BACKOFF.total_seconds())
-    return timedelta(seconds=delay * random.uniform(0.8, 1.2))
+    return timedelta(seconds=delay * random.uniform(0.5, 1.0))
 
 
 def _message(crypto: Crypto, row: OutboxRow) -> tuple[str, bytes]:
@@ -56,73 +64,184 @@ def _message(crypto: Crypto, row: OutboxRow) -> tuple[str, bytes]:
 
 
 def _reference(session: Session, row: OutboxRow) -> str:
-    report = session.get(ReportRow, row.report_id)
-    return report.reference if report and report.reference else f"report {row.report_id}"
+    report = session.get(ReportRow, row.report_id) if row.report_id else None
+    return report.reference if report and report.reference else "alert"
 
 
-def _record_failure(row: OutboxRow, error: SendError, retry_seconds: int, now: datetime) -> str:
-    row.attempts += 1
-    row.last_error = str(error)
-    if error.temporary and now - row.created_at < QUEUE_LIFETIME:
-        row.next_attempt_at = now + backoff(row.attempts, retry_seconds)
-        return "retrying"
-    row.state = OutboxState.FAILED
-    return "failed"
+class Drain:
+    """One pass over the due outbox rows, for one configured deployment."""
 
+    def __init__(self, config: Config, engine: Engine, crypto: Crypto, transport: Transport):
+        self.config = config
+        self.engine = engine
+        self.crypto = crypto
+        self.transport = transport
+        self.result = DrainResult()
+        self._alerts: list[tuple[str, str, str]] = []  # raised after each commit (one writer)
 
-def send_one(
-    session: Session, crypto: Crypto, transport: Transport, sender: str, row: OutboxRow
-) -> str:
-    """Send one claimed row and update it: returns `sent`, `retrying` or `failed`."""
-    reference = _reference(session, row)
-    recipient, message = _message(crypto, row)
-    try:
-        transport.send(sender, recipient, message)
-    except SendError as error:
-        outcome = _record_failure(row, error, _retry_seconds(transport), utcnow())
-        level = logging.ERROR if outcome == "failed" else logging.WARNING
-        log.log(level, "%s %s to %s: %s (%s)", reference, row.kind, row.target, error, outcome)
-        if error.unreachable:
-            raise ServerUnreachable(str(error)) from None
-        return outcome
-    row.state = OutboxState.SENT
-    row.sent_at = utcnow()
-    row.attempts += 1
-    if row.kind == "ack":
-        row.sealed = None  # the reporter's address is forgotten once the mail has left
-        row.payload = None
-    log.info("%s %s to %s sent", reference, row.kind, row.target)
-    return "sent"
+    def run(self) -> DrainResult:
+        more = True
+        while more:
+            more = self._next()
+            for key, subject, text in self._alerts:
+                raise_alert(self.engine, self.config, key, subject, text)
+            self._alerts.clear()
+        return self.result
 
-
-def _retry_seconds(transport: Transport) -> int:
-    config = getattr(transport, "config", None)
-    return int(getattr(config, "retry_seconds", 60))
-
-
-def drain(engine: Engine, crypto: Crypto, transport: Transport, sender: str) -> DrainResult:
-    """Send every queued mail that is due, one committed row at a time."""
-    result = DrainResult()
-    while True:
-        with Session(engine) as session:
+    def _next(self) -> bool:
+        """Send one due row; False when there is none left or the queue is held."""
+        with Session(self.engine) as session:
             rows = claim_due(session, utcnow(), limit=1)
             if not rows:
-                return result
+                return False
             row = rows[0]
-            unreachable = False
             try:
-                outcome = send_one(session, crypto, transport, sender, row)
-            except ServerUnreachable:
-                outcome, unreachable = "retrying", True
-            except Exception as exc:  # e.g. the outbox key cannot decrypt: keep it, say so
-                row.attempts += 1
-                row.last_error = type(exc).__name__
-                row.next_attempt_at = utcnow() + backoff(row.attempts, _retry_seconds(transport))
-                outcome = "retrying"
-                result.errors.append(f"outbox {row.id}: {type(exc).__name__}: {exc}")
-            setattr(result, outcome, getattr(result, outcome) + 1)
+                outcome = self._send(session, row)
+            except QueueHeld:
+                session.commit()
+                return False
+            setattr(self.result, outcome, getattr(self.result, outcome) + 1)
             session.add(row)
-            settle_report(session, row.report_id)
+            if row.report_id:
+                settle_report(session, row.report_id)
             session.commit()
-            if unreachable:
-                return result
+            return True
+
+    def _send(self, session: Session, row: OutboxRow) -> str:
+        reference = _reference(session, row)
+        try:
+            recipient, message = _message(self.crypto, row)
+            self.transport.send(self.config.smtp.from_, recipient, message)
+            crash_point("after-smtp")
+        except SendError as error:
+            return self._failed(session, row, reference, error)
+        except CryptoError as error:  # the outbox key cannot open it: keep it, say so
+            self._retry_later(row, f"outbox key: {type(error).__name__}")
+            self.result.errors.append(f"{reference} {row.kind}: {error}")
+            return "retrying"
+        row.state = OutboxState.SENT
+        row.sent_at = utcnow()
+        row.attempts += 1
+        if row.kind == "ack":
+            row.sealed = None  # the reporter's address is forgotten once the mail has left
+            row.payload = None
+        log.info("%s %s to %s sent", reference, row.kind, row.target)
+        return "sent"
+
+    def _failed(self, session: Session, row: OutboxRow, reference: str, error: SendError) -> str:
+        if error.auth:
+            self._alerts.append(
+                (
+                    daily_key("smtp-auth"),
+                    "SMTP authentication refused: outbox held",
+                    f"The SMTP server {self.config.smtp.host} refused our credentials ({error}). "
+                    "Nothing is sent until [smtp] username/password are fixed; no mail is lost.",
+                )
+            )
+            session.rollback()
+            raise QueueHeld(str(error))
+        if error.temporary and utcnow() - row.created_at < self._lifetime():
+            self._retry_later(row, str(error))
+            log.warning("%s %s to %s: %s (will retry)", reference, row.kind, row.target, error)
+            if error.unreachable:
+                session.add(row)
+                raise QueueHeld(str(error))
+            return "retrying"
+        self._dead_letter(row, reference, str(error))
+        return "failed"
+
+    def _retry_later(self, row: OutboxRow, error: str) -> None:
+        row.attempts += 1
+        row.last_error = error
+        row.next_attempt_at = utcnow() + backoff(row.attempts, self.config.smtp.retry_seconds)
+
+    def _lifetime(self) -> timedelta:
+        return timedelta(days=self.config.smtp.queue_lifetime_days)
+
+    def _dead_letter(self, row: OutboxRow, reference: str, error: str) -> None:
+        row.attempts += 1
+        row.last_error = error
+        row.state = OutboxState.FAILED
+        self._alerts.append(
+            (
+                f"dead-letter:{row.message_id}",
+                f"{reference}: {row.kind} to {row.target} could not be delivered",
+                f"The {row.kind} for {reference} to {row.target} failed for good: {error}. "
+                f"See `intake status`; once fixed: intake retry --reference {reference}",
+            )
+        )
+
+
+def drain(config: Config, engine: Engine, crypto: Crypto, transport: Transport) -> DrainResult:
+    """Send every queued mail that is due, one committed row at a time."""
+    return Drain(config, engine, crypto, transport).run()
+
+
+def release_held(
+    config: Config, engine: Engine, crypto: Crypto, services: dict[str, Service]
+) -> list[str]:
+    """Encrypt held referrals whose service key is usable now and queue them; their references."""
+    released = []
+    with Session(engine) as session:
+        held = session.exec(select(OutboxRow).where(OutboxRow.state == OutboxState.HELD)).all()
+        for row in held:
+            service = services.get(row.target)
+            if service is None or not _key_usable(crypto, service):
+                continue
+            reference = _reference(session, row)
+            inner = crypto.decrypt_outbox(row.sealed or b"")
+            armored = crypto.encrypt(inner, [service.fingerprint])
+            subject = f"Referral {reference}"
+            row.payload = wrap_pgp_mime(
+                armored, config.smtp.from_, service.email, subject, row.message_id
+            )
+            row.recipient = service.email
+            row.sealed = None
+            row.state = OutboxState.QUEUED
+            row.next_attempt_at = utcnow()
+            session.add(row)
+            session.flush()
+            _unhold_report(session, row.report_id)
+            released.append(reference)
+            log.info("%s referral to %s released: key usable", reference, service.id)
+        session.commit()
+    return released
+
+
+def _key_usable(crypto: Crypto, service: Service) -> bool:
+    try:
+        crypto.check_key(service.fingerprint)
+    except CryptoError:
+        return False
+    return True
+
+
+def _unhold_report(session: Session, report_id: int | None) -> None:
+    report = session.get(ReportRow, report_id) if report_id else None
+    if report is None or report.state != ReportState.HELD:
+        return
+    still_held = session.exec(
+        select(OutboxRow).where(
+            OutboxRow.report_id == report_id, OutboxRow.state == OutboxState.HELD
+        )
+    ).first()
+    if still_held is None:
+        report.state = ReportState.QUEUED
+        session.add(report)
+
+
+def requeue(engine: Engine, reference: str | None, now: datetime | None = None) -> int:
+    """Put dead letters (of one report, or all) back in the queue; how many."""
+    count = 0
+    with Session(engine) as session:
+        query = select(OutboxRow).where(OutboxRow.state == OutboxState.FAILED)
+        if reference:
+            query = query.join(ReportRow).where(ReportRow.reference == reference)
+        for row in session.exec(query).all():
+            row.state = OutboxState.QUEUED
+            row.attempts = 0
+            row.created_at = row.next_attempt_at = now or utcnow()
+            session.add(row)
+            count += 1
+        session.commit()
+    return count

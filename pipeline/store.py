@@ -8,17 +8,24 @@ target) are the last line of defence against processing a report twice.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
+import os
+import secrets
 from collections import Counter
-from collections.abc import Callable
-from datetime import datetime
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, event, func
+from sqlalchemy import Engine, event, func, text
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, SQLModel, create_engine, select
 
 from pipeline.models import (
+    AckSent,
     EncryptedRecord,
     OutboxRow,
     OutboxState,
@@ -44,6 +51,61 @@ def make_engine(url: str) -> Engine:
         event.listen(engine, "connect", _sqlite_pragmas)
     SQLModel.metadata.create_all(engine)
     return engine
+
+
+@contextmanager
+def source_lease(engine: Engine, name: str) -> Iterator[bool]:
+    """Whether this instance may poll the source `name` now: on PostgreSQL one instance at a
+    time holds a session advisory lock for it; SQLite is single-instance, so always."""
+    if engine.dialect.name != "postgresql":
+        yield True
+        return
+    key = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+    with engine.connect() as connection:
+        got = bool(connection.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar())
+        connection.commit()
+        try:
+            yield got
+        finally:
+            if got:
+                connection.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+                connection.commit()
+
+
+class AckLimiter:
+    """At most `per_hour` acknowledgements to one sender, who is known only by a keyed hash
+    (the key lives in the data folder, mode 0600), so the table names nobody."""
+
+    def __init__(self, engine: Engine, data_dir: Path, per_hour: int) -> None:
+        self.engine = engine
+        self.per_hour = per_hour
+        self.key_file = data_dir / "ack-limit.key"
+
+    def _hash(self, address: str) -> str:
+        if not self.key_file.exists():
+            fd = os.open(self.key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as out:
+                out.write(secrets.token_bytes(32))
+        key = self.key_file.read_bytes()
+        return hmac.new(key, address.lower().encode(), hashlib.sha256).hexdigest()
+
+    def allow(self, address: str) -> bool:
+        since = utcnow() - timedelta(hours=1)
+        with Session(self.engine) as session:
+            sent = session.exec(
+                select(func.count())
+                .select_from(AckSent)
+                .where(AckSent.sender_hash == self._hash(address), AckSent.sent_at >= since)
+            ).one()
+        return sent < self.per_hour
+
+    def record(self, address: str) -> None:
+        with Session(self.engine) as session:
+            session.add(AckSent(sender_hash=self._hash(address)))
+            old = select(AckSent).where(AckSent.sent_at < utcnow() - timedelta(days=1))
+            for row in session.exec(old).all():
+                session.delete(row)
+            session.commit()
 
 
 def source_seen(engine: Engine, source_key: str) -> bool:

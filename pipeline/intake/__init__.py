@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from pipeline.faults import crash_point
 from pipeline.ingest import Ingest, Outcome
 
 
@@ -32,10 +33,12 @@ class Source(Protocol):
 
 def take_safely(key: str, take: Callable[[], Outcome], result: PollResult) -> bool:
     """Run `take` for the item `key`; True when it is committed and may leave its source."""
+    crash_point("after-fetch")
     try:
         outcome = take()
     except Exception as exc:  # one bad item never stops the others; it stays for the next poll
         result.errors.append(f"{key}: {type(exc).__name__}: {exc}")
         return False
     result.add(outcome.status)
+    crash_point("after-commit")
     return True

@@ -20,6 +20,7 @@ from imapclient import IMAPClient
 from imapclient.util import to_unicode
 
 from pipeline.config import ImapConfig
+from pipeline.faults import crash_point
 from pipeline.ingest import Ingest
 from pipeline.intake import PollResult, take_safely
 
@@ -82,6 +83,7 @@ class ImapSource:
             ]
             if done:
                 self._remove(client, done)
+                crash_point("after-move")
 
     def _take(
         self, ingest: Ingest, uidvalidity: int, uid: int, data: dict, result: PollResult

@@ -9,6 +9,7 @@ import mailbox
 from functools import partial
 from pathlib import Path
 
+from pipeline.faults import crash_point
 from pipeline.ingest import Ingest
 from pipeline.intake import PollResult, take_safely
 
@@ -26,4 +27,5 @@ class MaildirSource:
             source_key = f"{self.name}:{key}"
             if take_safely(source_key, partial(ingest.take_email, source_key, raw), result):
                 box.discard(key)
+                crash_point("after-move")
         return result

@@ -49,7 +49,8 @@ def test_imap_down_is_an_error_not_an_empty_mailbox(deployment: Deployment) -> N
         deployment.imap.start()
     assert len(deployment.imap.uids("INBOX")) == 1  # still there, nothing lost
 
-    assert deployment.run_once().returncode == 0
+    run = deployment.run_once()
+    assert run.returncode == 0, run.stderr
     assert len(deployment.smtp.wait_for(2)) == 2
 
 

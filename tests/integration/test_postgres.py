@@ -22,7 +22,7 @@ def test_email_end_to_end_on_postgresql(deployment: Deployment, pg_url: str) -> 
     assert len(messages) == 3
     counts = json.loads(deployment.intake("status", "--json").stdout)
     assert counts["reports"]["delivered"] == 1
-    assert counts["outbox"] == {"queued": 0, "sent": 3, "held": 0, "failed": 0}
+    assert counts["outbox"] == {"queued": 0, "sent": 3, "held": 0, "failed": 0, "bounced": 0}
     with psycopg.connect(pg_url.replace("postgresql+psycopg", "postgresql")) as connection:
         dump = "\n".join(
             str(row)

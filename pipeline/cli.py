@@ -93,7 +93,7 @@ def cmd_route(config: Config, args: argparse.Namespace) -> int:
         return route_export(config, ruleset, args)
     raw = Path(args.message).read_bytes()
     try:
-        report, _ = parse_email(raw, datetime.now(UTC))
+        report = parse_email(raw, datetime.now(UTC))
     except ParseError as exc:
         print(json.dumps({"quarantined": True, "reason": exc.reason}))
         return 1

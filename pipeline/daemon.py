@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
 from types import FrameType
@@ -36,18 +37,52 @@ def run_once(app: App) -> int:
     return 0 if ok else 1
 
 
+class Wakeups:
+    """IDLE's "new mail" while a poll runs is not lost: the poll runs again. A poll that took
+    something in wakes the outbox at once, so a report does not wait for `outbox_seconds`."""
+
+    def __init__(self, scheduler: BlockingScheduler, app: App) -> None:
+        self.scheduler = scheduler
+        self.app = app
+        self.pending = threading.Event()
+
+    def new_mail(self) -> None:
+        self.pending.set()
+        self._run_now("poll")
+
+    def poll(self) -> bool:
+        ok = True
+        self.pending.set()
+        while self.pending.is_set():
+            self.pending.clear()
+            results = self.app.poll()
+            ok = ok and not any(result.errors for result in results)
+            if any(result.counts.get("stored") for result in results):
+                self._run_now("outbox")
+        return ok
+
+    def _run_now(self, job_id: str) -> None:
+        job = self.scheduler.get_job(job_id)
+        if job is not None:
+            job.modify(next_run_time=datetime.now(UTC))
+
+
 def run_forever(app: App) -> int:
     schedule = app.config.schedule
     scheduler = BlockingScheduler(timezone="UTC")
+    wakeups = Wakeups(scheduler, app)
     options = {
         "max_instances": 1,
         "coalesce": True,
         "misfire_grace_time": None,
         "next_run_time": datetime.now(UTC),  # run both jobs at start, then on their interval
     }
-    poll = scheduler.add_job(poll_job, "interval", [app], seconds=schedule.poll_seconds, **options)
-    scheduler.add_job(drain_job, "interval", [app], seconds=schedule.outbox_seconds, **options)
-    watcher = _idle_watcher(app, lambda: poll.modify(next_run_time=datetime.now(UTC)))
+    scheduler.add_job(wakeups.poll, "interval", seconds=schedule.poll_seconds, id="poll", **options)
+    scheduler.add_job(
+        drain_job, "interval", [app], seconds=schedule.outbox_seconds, id="outbox", **options
+    )
+    scheduler.add_job(app.check_keys, "interval", hours=24, max_instances=1, coalesce=True)
+    watcher = _idle_watcher(app, wakeups.new_mail)
 
     def stop(signum: int, _frame: FrameType | None) -> None:
         log.info("signal %s: stopping after the job in flight", signal.Signals(signum).name)

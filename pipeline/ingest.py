@@ -17,12 +17,13 @@ from sqlalchemy import Engine
 
 from pipeline.alerts import daily_key, raise_alert
 from pipeline.anonymity import apply_anonymity
+from pipeline.bounces import Bounce, recognise_bounce
 from pipeline.config import Config
 from pipeline.crypto import Crypto, KeyUnusableError
 from pipeline.deliver import build_acknowledgement, build_referral, new_message_id, referral_inner
 from pipeline.faults import crash_point
 from pipeline.models import OutboxRow, OutboxState, ReportRow, ReportState
-from pipeline.parse import ParseError, content_fingerprint, parse_email
+from pipeline.parse import ParseError, content_fingerprint, read_message, report_from_message
 from pipeline.render import Renderer
 from pipeline.report import Report
 from pipeline.rules import Decision, RuleSet, Service, evaluate
@@ -30,6 +31,7 @@ from pipeline.store import (
     AckLimiter,
     decision_json,
     mark_source,
+    record_bounce,
     report_by_fingerprint,
     save_report,
     source_seen,
@@ -76,11 +78,32 @@ class Ingest:
             return Outcome("duplicate", existing.reference)
         received_at = datetime.now(UTC)
         try:
-            report, _ = parse_email(raw, received_at)
+            msg = read_message(raw)
+            bounce = recognise_bounce(msg)
+            if bounce is not None:
+                return self.take_bounce(source_key, bounce)
+            report = report_from_message(msg, received_at)
         except ParseError as exc:
             return self.quarantine(source_key, fingerprint, raw, exc.reason, "email", received_at)
         original = self._apply_anonymity(report, raw)
         return self.take_report(report, source_key, fingerprint, original)
+
+    def take_bounce(self, source_key: str, bounce: Bounce) -> Outcome:
+        """Record a bounce against the mail it refers to; it is not a report and is not kept."""
+        matched = record_bounce(self.engine, bounce)
+        mark_source(self.engine, source_key, None)
+        for target, reference in matched:
+            log.warning("%s mail to %s: %s (%s)", reference, target, bounce.action, bounce.status)
+            if bounce.permanent:
+                subject = f"{reference}: mail to {target} bounced"
+                text = (
+                    f"The mail for {reference} to {target} bounced (status {bounce.status}). "
+                    "Check the address (services.yaml for a service); see intake status."
+                )
+                raise_alert(self.engine, self.config, f"bounce:{reference}:{target}", subject, text)
+        if not matched:
+            log.info("a bounce for mail we do not know (%s) was set aside", bounce.status)
+        return Outcome("bounce")
 
     def _apply_anonymity(self, report: Report, raw: bytes) -> bytes:
         if report.ack_address in self.config.own_addresses:

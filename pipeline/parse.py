@@ -200,9 +200,13 @@ def read_message(raw: bytes) -> EmailMessage:
     return msg  # type: ignore[return-value]
 
 
-def parse_email(raw: bytes, received_at: datetime) -> tuple[Report, EmailMessage]:
+def parse_email(raw: bytes, received_at: datetime) -> Report:
     """A `Report` from raw RFC 5322 bytes (sender as given; anonymity is applied afterwards)."""
-    msg = read_message(raw)
+    return report_from_message(read_message(raw), received_at)
+
+
+def report_from_message(msg: EmailMessage, received_at: datetime) -> Report:
+    """A `Report` from a parsed message, or ParseError when its body cannot be read."""
     try:
         body, body_part = _body(msg)
         attachments = _attachments(msg, body_part)
@@ -225,4 +229,4 @@ def parse_email(raw: bytes, received_at: datetime) -> tuple[Report, EmailMessage
     )
     if ack_blocked_reason(msg, address) is None:
         report.ack_address = address
-    return report, msg
+    return report

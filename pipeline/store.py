@@ -22,8 +22,9 @@ from typing import Any
 
 from sqlalchemy import Engine, event, func, text
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, SQLModel, create_engine, select
+from sqlmodel import Session, SQLModel, col, create_engine, select
 
+from pipeline.bounces import Bounce
 from pipeline.models import (
     AckSent,
     EncryptedRecord,
@@ -164,6 +165,23 @@ def save_report(engine: Engine, report: ReportRow, source_key: str, build: Build
             session.rollback()
             return None
         return report.reference
+
+
+def record_bounce(engine: Engine, bounce: Bounce) -> list[tuple[str, str]]:
+    """Mark sent mail that bounced for good; (target, reference) of each outbox row matched."""
+    matched = []
+    ids = list(bounce.message_ids)
+    with Session(engine) as session:
+        for row in session.exec(select(OutboxRow).where(col(OutboxRow.message_id).in_(ids))):
+            report = session.get(ReportRow, row.report_id) if row.report_id else None
+            reference = report.reference if report and report.reference else "alert"
+            matched.append((row.target, reference))
+            row.last_error = f"bounced: {bounce.action or 'failed'} {bounce.status or ''}".strip()
+            if bounce.permanent:
+                row.state = OutboxState.BOUNCED
+            session.add(row)
+        session.commit()
+    return matched
 
 
 def decision_json(refer: list[str], acknowledge: str | None, rules: list[str]) -> str:

@@ -27,6 +27,7 @@ from tests.servers.smtp import SmtpSink
 REPO = Path(__file__).resolve().parents[2]
 INTAKE = "report@example.ac.uk"
 ANONYMOUS = "anonymous@example.ac.uk"
+ADMIN = "security-admin@example.ac.uk"
 
 
 @dataclass
@@ -43,6 +44,7 @@ class Deployment:
     imap: Dovecot
     smtp: SmtpSink
     database_url: str | None = None
+    keys_dir: Path | None = None  # a private copy for tests that change keys
     logs: list[str] = field(default_factory=list)
 
     @property
@@ -91,13 +93,16 @@ intake_addresses = ["{INTAKE}"]
 
 [gpg]
 records_keys = ["{self.keys.records_fpr}"]
-keys_dir = "{self.keys.keys_dir}"
+keys_dir = "{self.keys_dir or self.keys.keys_dir}"
 
 [rules]
 dir = "rules"
 
 [templates]
 dir = "{REPO / "templates"}"
+
+[alerts]
+admin = ["{ADMIN}"]
 {extra}"""
         )
 
@@ -107,16 +112,10 @@ dir = "{REPO / "templates"}"
             [sys.executable, "-m", "pipeline", *args, "--config", str(self.config_path)]
         )
 
-    def run_once(self) -> Run:
-        run = self._run(
-            [
-                sys.executable,
-                str(REPO / "run_daemon.py"),
-                "--config",
-                str(self.config_path),
-                "--once",
-            ]
-        )
+    def run_once(self, crash_at: str | None = None) -> Run:
+        """`run_daemon.py --once`; with `crash_at`, INTAKE_CRASH_AT makes it SIGKILL itself."""
+        argv = [sys.executable, str(REPO / "run_daemon.py"), "--config", str(self.config_path)]
+        run = self._run([*argv, "--once"], {"INTAKE_CRASH_AT": crash_at} if crash_at else {})
         self.logs.append(run.stderr)
         return run
 
@@ -130,9 +129,18 @@ dir = "{REPO / "templates"}"
             app.close()
             del os.environ["TEST_IMAP_PASSWORD"]
 
-    def _run(self, argv: list[str]) -> Run:
+    def env(self, extra: dict[str, str] | None = None) -> dict[str, str]:
+        """The environment of the processes this deployment runs."""
         self.temp_dir.mkdir(exist_ok=True)
-        env = {**os.environ, "TEST_IMAP_PASSWORD": self.imap.password, "TMPDIR": str(self.temp_dir)}
+        return {
+            **os.environ,
+            "TEST_IMAP_PASSWORD": self.imap.password,
+            "TMPDIR": str(self.temp_dir),
+            **(extra or {}),
+        }
+
+    def _run(self, argv: list[str], extra_env: dict[str, str] | None = None) -> Run:
+        env = self.env(extra_env)
         done = subprocess.run(
             argv, capture_output=True, text=True, env=env, cwd=self.root, timeout=120
         )

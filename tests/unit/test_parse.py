@@ -19,7 +19,7 @@ def test_plain_message_fields() -> None:
         b"Subject: =?utf-8?q?Caf=C3=A9?=\r\nMessage-ID: <id1@x>\r\n"
         b"Date: Tue, 24 Nov 2026 10:00:00 +0000\r\n\r\nHello\r\n"
     )
-    report, _ = parse_email(raw, NOW)
+    report = parse_email(raw, NOW)
     assert (report.sender_name, report.sender_address) == ("Zoë Example", "zoe@example.org")
     assert report.subject == "Café"
     assert report.to_addresses == ["a@x.example", "b@x.example"]
@@ -33,7 +33,7 @@ def test_html_only_is_converted_without_scripts() -> None:
         b"From: a@x.example\r\nContent-Type: text/html\r\n\r\n"
         b"<p>First</p><script>steal()</script><img src='http://tracker.example/x'><p>Second</p>"
     )
-    report, _ = parse_email(raw, NOW)
+    report = parse_email(raw, NOW)
     assert report.body == "First\n\nSecond"
 
 
@@ -44,7 +44,7 @@ def test_attachments_are_listed_with_type_and_size() -> None:
         b"--B\r\nContent-Type: application/pdf\r\nContent-Disposition: attachment; filename=a.pdf\r\n"
         b"Content-Transfer-Encoding: base64\r\n\r\nJVBERi0xLjQ=\r\n--B--\r\n"
     )
-    report, _ = parse_email(raw, NOW)
+    report = parse_email(raw, NOW)
     assert report.body == "see attached"
     assert [(a.filename, a.content_type, a.size) for a in report.attachments] == [
         ("a.pdf", "application/pdf", 8)
@@ -57,7 +57,7 @@ def test_attachments_are_listed_with_type_and_size() -> None:
 )
 def test_no_acknowledgement_to_automatic_or_list_mail(headers: bytes) -> None:
     raw = b"From: a@x.example\r\n" + headers + b"\r\nbody\r\n"
-    assert parse_email(raw, NOW)[0].ack_address is None
+    assert parse_email(raw, NOW).ack_address is None
 
 
 @pytest.mark.parametrize(
@@ -66,7 +66,7 @@ def test_no_acknowledgement_to_automatic_or_list_mail(headers: bytes) -> None:
 )
 def test_no_acknowledgement_to_daemons_or_ambiguous_senders(sender: bytes) -> None:
     raw = b"From: " + sender + b"\r\n\r\nbody\r\n"
-    assert parse_email(raw, NOW)[0].ack_address is None
+    assert parse_email(raw, NOW).ack_address is None
 
 
 @pytest.mark.parametrize("raw", [b"", b"   \r\n", b"no headers here at all"])
@@ -89,7 +89,7 @@ def test_html_to_text_keeps_entities_and_drops_style() -> None:
 @given(st.binary(max_size=2000))
 def test_arbitrary_bytes_give_a_report_or_a_parse_error(raw: bytes) -> None:
     try:
-        report, _ = parse_email(raw, NOW)
+        report = parse_email(raw, NOW)
     except ParseError as exc:
         assert exc.reason
     else:
@@ -109,7 +109,7 @@ def test_arbitrary_headers_and_charsets_never_crash(subject: str, body: str, cha
         f"Content-Type: text/plain; charset={charset}\r\n\r\n{body}"
     ).encode("utf-8", "surrogateescape")
     try:
-        report, _ = parse_email(raw, NOW)
+        report = parse_email(raw, NOW)
     except ParseError:
         return
     assert "\n" not in report.subject

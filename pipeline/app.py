@@ -135,8 +135,9 @@ class App:
         ensure_private_dir(config.data_dir)
         crypto = Crypto(config.gpg_home, config.gpg.binary)
         try:
-            crypto.import_keys_dir(config.gpg.keys_dir)
-            crypto.check_secret_keys()
+            with crypto.setup_lock():  # instances starting together on one homedir take turns
+                crypto.import_keys_dir(config.gpg.keys_dir)
+                crypto.check_secret_keys()
         except CryptoError as exc:
             raise StartupError(str(exc)) from None
         stamp = _stamp(config.rules.dir, config.templates.dir)

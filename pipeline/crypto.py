@@ -13,9 +13,12 @@ addresses. It holds nothing that opens a stored report.
 
 from __future__ import annotations
 
+import fcntl
 import stat
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -90,6 +93,16 @@ class Crypto:
         self.gpg = gnupg.GPG(gnupghome=str(homedir), gpgbinary=binary, options=_GPG_OPTIONS)
         self.gpg.encoding = "utf-8"
         self._outbox_fpr: str | None = None
+
+    @contextmanager
+    def setup_lock(self) -> Iterator[None]:
+        """An exclusive lock on the homedir for changes to the keyring (imports, key generation)."""
+        with (self.homedir / ".intake.lock").open("w") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     def import_keys_dir(self, keys_dir: Path) -> list[str]:
         """Import every public key `*.asc` in `keys_dir`; refuse files that hold secret keys."""

@@ -11,9 +11,11 @@ import logging
 import signal
 import threading
 from collections.abc import Callable
+from contextlib import suppress
 from datetime import UTC, datetime
 from types import FrameType
 
+from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.blocking import BlockingScheduler
 
 from pipeline.app import App
@@ -62,9 +64,8 @@ class Wakeups:
         return ok
 
     def _run_now(self, job_id: str) -> None:
-        job = self.scheduler.get_job(job_id)
-        if job is not None:
-            job.modify(next_run_time=datetime.now(UTC))
+        with suppress(JobLookupError):  # shutting down: the jobs are gone
+            self.scheduler.modify_job(job_id, next_run_time=datetime.now(UTC))
 
 
 def run_forever(app: App) -> int:
@@ -86,7 +87,8 @@ def run_forever(app: App) -> int:
 
     def stop(signum: int, _frame: FrameType | None) -> None:
         log.info("signal %s: stopping after the job in flight", signal.Signals(signum).name)
-        scheduler.shutdown(wait=False)
+        # Not from inside the handler: it may have interrupted the scheduler's own loop.
+        threading.Thread(target=scheduler.shutdown, kwargs={"wait": False}).start()
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)

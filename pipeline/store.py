@@ -50,8 +50,16 @@ def make_engine(url: str) -> Engine:
     engine = create_engine(url, pool_pre_ping=True)
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
-    SQLModel.metadata.create_all(engine)
+    with engine.begin() as connection:
+        if engine.dialect.name == "postgresql":  # instances starting together take turns
+            connection.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _lock_key("schema")})
+        SQLModel.metadata.create_all(connection)
     return engine
+
+
+def _lock_key(name: str) -> int:
+    """A PostgreSQL advisory lock number for a name."""
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
 
 
 @contextmanager
@@ -61,7 +69,7 @@ def source_lease(engine: Engine, name: str) -> Iterator[bool]:
     if engine.dialect.name != "postgresql":
         yield True
         return
-    key = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+    key = _lock_key(f"source:{name}")
     with engine.connect() as connection:
         got = bool(connection.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar())
         connection.commit()

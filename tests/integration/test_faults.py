@@ -236,3 +236,34 @@ def test_broken_rule_edit_keeps_last_good_rules(deployment: Deployment) -> None:
     alerts = [m for m in received if m.rcpt_tos == [ADMIN]]
     assert any("rule files have errors" in str(a.message["Subject"]) for a in alerts)
     assert sum(deployment.keys.emails["advice-centre"] in m.rcpt_tos for m in received) == 2
+
+
+def test_bounce_is_recorded_against_the_referral_not_taken_as_a_report(
+    deployment: Deployment,
+) -> None:
+    deployment.imap.append(email("A report whose referral bounces."))
+    assert deployment.run_once().returncode == 0
+    referral = next(
+        m for m in deployment.smtp.messages if m.message.get_content_type() == "multipart/encrypted"
+    )
+    message_id = str(referral.message["Message-ID"])
+    dsn = (
+        "From: MAILER-DAEMON@mx.example.ac.uk\r\nReturn-Path: <>\r\nTo: report@example.ac.uk\r\n"
+        "Subject: Undelivered Mail Returned to Sender\r\nMessage-ID: <dsn1@mx>\r\nMIME-Version: 1.0\r\n"
+        'Content-Type: multipart/report; report-type=delivery-status; boundary="B"\r\n\r\n'
+        "--B\r\nContent-Type: text/plain\r\n\r\nThe mail could not be delivered.\r\n"
+        "--B\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx.example.ac.uk\r\n\r\n"
+        f"Final-Recipient: rfc822; {referral.rcpt_tos[0]}\r\nAction: failed\r\nStatus: 5.1.1\r\n\r\n"
+        "--B\r\nContent-Type: text/rfc822-headers\r\n\r\n"
+        f"From: report@example.ac.uk\r\nMessage-ID: {message_id}\r\nSubject: Referral\r\n\r\n--B--\r\n"
+    ).encode()
+    deployment.imap.append(dsn)
+
+    assert deployment.run_once().returncode == 0
+
+    counts = status(deployment)
+    assert sum(counts["reports"].values()) == 1  # the bounce is no report
+    assert counts["outbox"]["bounced"] == 1
+    alerts = [m for m in deployment.smtp.messages if m.rcpt_tos == [ADMIN]]
+    assert any("bounced" in str(a.message["Subject"]) for a in alerts)
+    assert deployment.imap.uids("INBOX") == []

@@ -169,6 +169,9 @@ class App:
                 result = PollResult(errors=[f"{source.name}: {type(exc).__name__}: {exc}"])
         for error in result.errors:
             log.error("poll: %s", error)
+        for notice in set(result.notices):
+            log.warning("%s", notice)
+            raise_alert(self.engine, self.config, daily_key(notice[:80]), notice, notice)
         log.info("poll %s: %s", source.name, result.counts or "nothing new")
         return result
 

@@ -28,7 +28,7 @@ from pipeline.intake.forms import FormSource, RowError, row_report
 from pipeline.outbox import release_held, requeue
 from pipeline.parse import ParseError, parse_email
 from pipeline.rules import RuleSet, evaluate
-from pipeline.store import make_engine, status_counts
+from pipeline.store import make_engine, needs_attention, recent_alerts, status_counts
 
 
 def setup_logging(verbose: bool = False) -> None:
@@ -106,12 +106,17 @@ def cmd_route(config: Config, args: argparse.Namespace) -> int:
 def cmd_status(config: Config, args: argparse.Namespace) -> int:
     engine = make_engine(config.database_url)
     counts = status_counts(engine)
+    problems, alerts = needs_attention(engine), recent_alerts(engine)
     engine.dispose()
     if args.json:
         print(json.dumps(counts))
         return 0
     for group, states in counts.items():
         print(f"{group}: " + ", ".join(f"{state} {n}" for state, n in states.items()))
+    for line in problems:
+        print(f"  needs attention: {line}")
+    for line in alerts:
+        print(f"  alert: {line}")
     return 0
 
 

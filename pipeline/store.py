@@ -27,6 +27,7 @@ from sqlmodel import Session, SQLModel, col, create_engine, select
 from pipeline.bounces import Bounce
 from pipeline.models import (
     AckSent,
+    AlertRow,
     EncryptedRecord,
     OutboxRow,
     OutboxState,
@@ -233,6 +234,28 @@ def status_counts(engine: Engine) -> dict[str, dict[str, int]]:
         "reports": {state: reports.get(state, 0) for state in report_states},
         "outbox": {state: outbox.get(state, 0) for state in outbox_states},
     }
+
+
+def needs_attention(engine: Engine) -> list[str]:
+    """Held, failed and bounced mail: reference, target, state and the reason (no content)."""
+    stuck = (OutboxState.HELD, OutboxState.FAILED, OutboxState.BOUNCED)
+    with Session(engine) as session:
+        query = select(OutboxRow).where(col(OutboxRow.state).in_(stuck)).order_by(col(OutboxRow.id))
+        lines = []
+        for row in session.exec(query).all():
+            report = session.get(ReportRow, row.report_id) if row.report_id else None
+            reference = report.reference if report else "alert"
+            lines.append(f"{reference} {row.kind} to {row.target}: {row.state} ({row.last_error})")
+    return lines
+
+
+def recent_alerts(engine: Engine, days: int = 7) -> list[str]:
+    """The alerts raised in the last `days` days, newest first."""
+    since = utcnow() - timedelta(days=days)
+    with Session(engine) as session:
+        query = select(AlertRow).where(AlertRow.created_at >= since)
+        rows = sorted(session.exec(query).all(), key=lambda a: a.created_at, reverse=True)
+        return [f"{a.created_at:%Y-%m-%d %H:%M} {a.key}" for a in rows]
 
 
 def _count_by(session: Session, column: Any) -> dict[str, int]:

@@ -20,6 +20,7 @@ class PollResult:
 
     counts: dict[str, int] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
+    notices: list[str] = field(default_factory=list)  # for an admin; shown by intake status
 
     def add(self, status: str) -> None:
         self.counts[status] = self.counts.get(status, 0) + 1

@@ -81,8 +81,12 @@ class ImapSource:
                 for uid in batch
                 if uid in fetched and self._take(ingest, uidvalidity, uid, fetched[uid], result)
             ]
+            if done and not self._remove(client, done):
+                result.notices.append(
+                    f"{self.name}: the server lacks UIDPLUS, so processed messages are left "
+                    "flagged \\Deleted in the folder; expunge them with your mail client"
+                )
             if done:
-                self._remove(client, done)
                 crash_point("after-move")
 
     def _take(
@@ -91,23 +95,20 @@ class ImapSource:
         key = f"{self.name}:{uidvalidity}:{uid}"
         return take_safely(key, partial(ingest.take_email, key, data[b"BODY[]"]), result)
 
-    def _remove(self, client: IMAPClient, uids: list[int]) -> None:
-        """Take committed messages out of the folder, expunging only our own UIDs."""
+    def _remove(self, client: IMAPClient, uids: list[int]) -> bool:
+        """Take committed messages out of the folder, expunging only our own UIDs; False when
+        they could only be flagged \\Deleted (no UIDPLUS: a bare EXPUNGE is never sent)."""
         cfg = self.config
         if not cfg.delete_processed and client.has_capability("MOVE"):
             client.move(uids, cfg.processed_folder)
-            return
+            return True
         if not cfg.delete_processed:
             client.copy(uids, cfg.processed_folder)
         client.add_flags(uids, [DELETED], silent=True)
         if client.has_capability("UIDPLUS"):
             client.uid_expunge(uids)
-        else:
-            log.warning(
-                "%s: server lacks UIDPLUS; %d processed message(s) left flagged \\Deleted",
-                self.name,
-                len(uids),
-            )
+            return True
+        return False
 
 
 def _logout(client: IMAPClient) -> None:

@@ -267,3 +267,44 @@ def test_bounce_is_recorded_against_the_referral_not_taken_as_a_report(
     alerts = [m for m in deployment.smtp.messages if m.rcpt_tos == [ADMIN]]
     assert any("bounced" in str(a.message["Subject"]) for a in alerts)
     assert deployment.imap.uids("INBOX") == []
+
+
+def test_server_without_move_or_uidplus_leaves_messages_flagged_and_says_so(
+    deployment: Deployment, dovecot_factory
+) -> None:
+    server = dovecot_factory(capabilities_without={"MOVE", "UIDPLUS"})
+    deployment.imap = server
+    deployment.write()
+    server.append(email("No MOVE, no UIDPLUS."))
+
+    assert deployment.run_once().returncode == 0
+    assert deployment.run_once().returncode == 0  # flagged messages are not taken again
+
+    assert len(deployment.smtp.messages) == 3  # referral, acknowledgement, one admin alert
+    with server.client() as imap:
+        imap.select_folder("INBOX", readonly=True)
+        assert imap.search(["DELETED"]) == imap.search(["ALL"]) != []
+    assert len(server.uids("Processed")) == 1
+    assert "UIDPLUS" in deployment.intake("status").stdout
+
+
+def test_key_about_to_expire_is_warned_about(deployment: Deployment) -> None:
+    keys_dir = deployment.root / "keys"
+    shutil.copytree(deployment.keys.keys_dir, keys_dir)
+    deployment.keys_dir = keys_dir
+    deployment.write()
+    soon, public = deployment.keys.make_key(
+        "Soon advice", "advice@su.example.ac.uk", expire=dt.date.today() + dt.timedelta(days=10)
+    )
+    (keys_dir / "advice-centre.asc").write_text(public)
+    services = deployment.rules_dir / "services.yaml"
+    services.write_text(
+        services.read_text().replace(deployment.keys.services["advice-centre"], soon)
+    )
+
+    run = deployment.run_once()
+
+    assert run.returncode == 0
+    assert f"key {soon} expires in" in run.stderr
+    alerts = [m for m in deployment.smtp.messages if m.rcpt_tos == [ADMIN]]
+    assert [str(a.message["Subject"]).count("expires in") for a in alerts] == [1]

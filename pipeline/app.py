@@ -23,7 +23,7 @@ from pipeline.config import Config
 from pipeline.crypto import Crypto, CryptoError, KeyInfo, ensure_private_dir
 from pipeline.deliver import SmtpTransport, Transport
 from pipeline.ingest import Ingest
-from pipeline.intake import PollResult, Source
+from pipeline.intake import PollResult, Source, describe
 from pipeline.intake.forms import FormSource
 from pipeline.intake.imap import ImapSource
 from pipeline.intake.maildir import MaildirSource
@@ -166,7 +166,7 @@ class App:
             try:
                 result = source.poll(self.ingest)
             except Exception as exc:
-                result = PollResult(errors=[f"{source.name}: {type(exc).__name__}: {exc}"])
+                result = PollResult(errors=[f"{source.name}: {describe(exc)}"])
         for error in result.errors:
             log.error("poll: %s", error)
         for notice in set(result.notices):

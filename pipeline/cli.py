@@ -6,6 +6,7 @@ intake route --config FILE --dry-run --json --form FORM_ID EXPORT_FILE
 intake status --config FILE [--json]
 intake run --config FILE [--once]           the daemon (same as run_daemon.py)
 intake retry --config FILE [--reference R] [--send]   held referrals and dead letters again
+intake purge --config FILE [--dry-run]      remove records past their retention period
 """
 
 from __future__ import annotations
@@ -18,8 +19,12 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
+from sqlmodel import Session
+
+from pipeline import audit
 from pipeline.anonymity import apply_anonymity
 from pipeline.app import App, StartupError, load_rules, scan_keys
+from pipeline.audit import current_user
 from pipeline.config import Config, ConfigError, load_config
 from pipeline.crypto import CryptoError
 from pipeline.daemon import run_forever, run_once
@@ -27,6 +32,7 @@ from pipeline.intake.exports import ExportError
 from pipeline.intake.forms import FormSource, RowError, row_report
 from pipeline.outbox import release_held, requeue
 from pipeline.parse import ParseError, parse_email
+from pipeline.retention import due_for_purge, purge
 from pipeline.rules import RuleSet, evaluate
 from pipeline.store import make_engine, needs_attention, recent_alerts, status_counts
 
@@ -133,6 +139,34 @@ def cmd_retry(config: Config, args: argparse.Namespace) -> int:
         app.close()
 
 
+def cmd_purge(config: Config, args: argparse.Namespace) -> int:
+    """Remove encrypted records past their retention period ([retention] in the config)."""
+    engine = make_engine(config.database_url)
+    try:
+        due = due_for_purge(engine, config.retention)
+        for item in due:
+            verb = "would purge" if args.dry_run else "purging"
+            print(f"{verb} {item.reference} ({item.state} since {item.updated_at:%Y-%m-%d})")
+        if not args.dry_run:
+            purge(engine, due, actor=current_user())
+        print(f"{len(due)} report(s) {'due' if args.dry_run else 'purged'}")
+        return 0
+    finally:
+        engine.dispose()
+
+
+def audit_command(config: Config, args: argparse.Namespace) -> None:
+    """One audit line for an admin command that changes something."""
+    if args.command not in {"retry", "purge"} or getattr(args, "dry_run", False):
+        return
+    engine = make_engine(config.database_url)
+    with Session(engine) as session:
+        reference = getattr(args, "reference", None)
+        audit.record(session, "command", reference, f"intake {args.command}", current_user())
+        session.commit()
+    engine.dispose()
+
+
 def cmd_run(config: Config, args: argparse.Namespace) -> int:
     setup_logging(args.verbose)
     app = App.open(config)
@@ -148,6 +182,7 @@ COMMANDS: dict[str, Callable[[Config, argparse.Namespace], int]] = {
     "status": cmd_status,
     "run": cmd_run,
     "retry": cmd_retry,
+    "purge": cmd_purge,
 }
 
 
@@ -165,6 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.choices["status"].add_argument("--json", action="store_true")
     sub.choices["run"].add_argument("--once", action="store_true", help="run every job once")
     sub.choices["run"].add_argument("--verbose", action="store_true")
+    sub.choices["purge"].add_argument("--dry-run", action="store_true", help="list, change nothing")
     retry = sub.choices["retry"]
     retry.add_argument("--reference", help="only this report's dead letters (R-YYYY-NNNNNN)")
     retry.add_argument("--send", action="store_true", help="then run every job once")
@@ -175,6 +211,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         config = load_config(args.config)
+        audit_command(config, args)
         return COMMANDS[args.command](config, args)
     except (ConfigError, StartupError, CryptoError) as exc:
         print(exc, file=sys.stderr)

@@ -125,6 +125,27 @@ class AlertsConfig(Section):
     ack_limit_per_hour: int = Field(default=3, ge=0)  # acknowledgements to one sender
 
 
+class LimitsConfig(Section):
+    """What one message may be; beyond a limit it is quarantined with the limit named."""
+
+    message_bytes: int = Field(default=25 * 1024 * 1024, ge=1)
+    attachments: int = Field(default=20, ge=0)
+    depth: int = Field(default=10, ge=1)  # MIME nesting
+    parts: int = Field(default=100, ge=1)
+    headers: int = Field(default=500, ge=1)  # header fields per part
+    header_bytes: int = Field(default=64 * 1024, ge=1)  # one header field, unfolded
+    archive_bytes: int = Field(default=100 * 1024 * 1024, ge=1)  # decompressed, when we look in
+    parse_seconds: float = Field(default=10.0, gt=0)
+
+
+class RetentionConfig(Section):
+    """Days after which a report's encrypted records are purged, by state (absent: kept)."""
+
+    delivered: int | None = Field(default=None, ge=1)
+    routed: int | None = Field(default=None, ge=1)
+    quarantined: int | None = Field(default=None, ge=1)
+
+
 class GpgConfig(Section):
     homedir: Path | None = None
     records_keys: list[str] = Field(min_length=1)
@@ -166,6 +187,8 @@ class Config(Section):
     templates: TemplatesConfig = TemplatesConfig()
     schedule: ScheduleConfig = ScheduleConfig()
     alerts: AlertsConfig = AlertsConfig()
+    limits: LimitsConfig = LimitsConfig()
+    retention: RetentionConfig = RetentionConfig()
 
     @property
     def database_url(self) -> str:

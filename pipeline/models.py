@@ -54,6 +54,7 @@ class ReportRow(SQLModel, table=True):
     decision: str | None = None  # JSON: refer, acknowledge, matched rule names
     state: str = Field(index=True)
     reason: str | None = None  # why quarantined or held; never content
+    purged_at: datetime | None = None  # encrypted records removed under the retention policy
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
 
@@ -118,3 +119,17 @@ class AckSent(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     sender_hash: str = Field(index=True)
     sent_at: datetime = Field(default_factory=utcnow, index=True)
+
+
+class AuditRow(SQLModel, table=True):
+    """Append-only (a trigger refuses UPDATE and DELETE): every state change and admin command,
+    with who, when and which reference; never content."""
+
+    __tablename__ = "audit"
+
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime = Field(default_factory=utcnow, index=True)
+    actor: str  # "daemon", or the OS user who ran an admin command
+    action: str  # e.g. "state", "purge", "command"
+    reference: str | None = Field(default=None, index=True)
+    detail: str = ""

@@ -21,6 +21,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import Engine
 from sqlmodel import Session, select
 
+from pipeline import audit
 from pipeline.alerts import daily_key, raise_alert
 from pipeline.config import Config
 from pipeline.crypto import Crypto, CryptoError
@@ -147,7 +148,7 @@ class Drain:
                 session.add(row)
                 raise QueueHeld(str(error))
             return "retrying"
-        self._dead_letter(row, reference, str(error))
+        self._dead_letter(session, row, reference, str(error))
         return "failed"
 
     def _retry_later(self, row: OutboxRow, error: str) -> None:
@@ -158,10 +159,11 @@ class Drain:
     def _lifetime(self) -> timedelta:
         return timedelta(days=self.config.smtp.queue_lifetime_days)
 
-    def _dead_letter(self, row: OutboxRow, reference: str, error: str) -> None:
+    def _dead_letter(self, session: Session, row: OutboxRow, reference: str, error: str) -> None:
         row.attempts += 1
         row.last_error = error
         row.state = OutboxState.FAILED
+        audit.record(session, "state", reference, f"{row.kind} to {row.target}: failed, {error}")
         self._alerts.append(
             (
                 f"dead-letter:{row.message_id}",
@@ -228,6 +230,7 @@ def _unhold_report(session: Session, report_id: int | None) -> None:
     if still_held is None:
         report.state = ReportState.QUEUED
         session.add(report)
+        audit.record(session, "state", report.reference, f"{ReportState.QUEUED}: key fixed")
 
 
 def requeue(engine: Engine, reference: str | None, now: datetime | None = None) -> int:

@@ -24,6 +24,8 @@ from sqlalchemy import Engine, event, func, text
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, SQLModel, col, create_engine, select
 
+from pipeline import audit
+from pipeline.audit import make_append_only
 from pipeline.bounces import Bounce
 from pipeline.models import (
     AckSent,
@@ -48,13 +50,14 @@ def _sqlite_pragmas(dbapi_connection: object, _record: object) -> None:
 
 def make_engine(url: str) -> Engine:
     """An engine for `url` with the schema created (SQLite in WAL mode, or PostgreSQL)."""
-    engine = create_engine(url, pool_pre_ping=True)
+    engine = create_engine(url, pool_pre_ping=True, hide_parameters=True)  # no data in errors
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
     with engine.begin() as connection:
         if engine.dialect.name == "postgresql":  # instances starting together take turns
             connection.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _lock_key("schema")})
         SQLModel.metadata.create_all(connection)
+        make_append_only(connection)
     return engine
 
 
@@ -168,6 +171,7 @@ def save_report(engine: Engine, report: ReportRow, source_key: str, build: Build
             row.report_id = report.id
             session.add(row)
         session.add(SourceItem(source_key=source_key, report_id=report.id))
+        audit.record(session, "state", report.reference, f"{report.source}: {report.state}")
         try:
             session.commit()
         except IntegrityError:
@@ -221,6 +225,7 @@ def settle_report(session: Session, report_id: int) -> None:
         report.state = ReportState.DELIVERED
         report.updated_at = utcnow()
         session.add(report)
+        audit.record(session, "state", report.reference, ReportState.DELIVERED)
 
 
 def status_counts(engine: Engine) -> dict[str, dict[str, int]]:

@@ -32,13 +32,24 @@ class Source(Protocol):
     def poll(self, ingest: Ingest) -> PollResult: ...
 
 
+def describe(exc: BaseException) -> str:
+    """An error for a log line: the message only where we know it carries no report content
+    (our own exceptions, OS and network errors); otherwise just the exception's class."""
+    module = type(exc).__module__
+    if module.startswith(("pipeline.", "imapclient", "socket", "ssl")) or type(exc) is OSError:
+        return f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, OSError):
+        return f"{type(exc).__name__} (errno {exc.errno})"
+    return type(exc).__name__
+
+
 def take_safely(key: str, take: Callable[[], Outcome], result: PollResult) -> bool:
     """Run `take` for the item `key`; True when it is committed and may leave its source."""
     crash_point("after-fetch")
     try:
         outcome = take()
     except Exception as exc:  # one bad item never stops the others; it stays for the next poll
-        result.errors.append(f"{key}: {type(exc).__name__}: {exc}")
+        result.errors.append(f"{key}: {describe(exc)}")
         return False
     result.add(outcome.status)
     crash_point("after-commit")

@@ -264,7 +264,7 @@ def referral_context(
             "category": decision.category,
             "urgent": decision.urgent,
             "anonymous": report.anonymous,
-            "subject": report.subject,
+            "subject": None if report.anonymous else report.subject,  # may identify: withheld
             "body": report.body,
             "received_at": report.received_at.strftime("%Y-%m-%d %H:%M UTC"),
             "sent_at": report.sent_at.isoformat() if report.sent_at else None,

@@ -16,6 +16,7 @@ from email import message_from_bytes, policy
 from pathlib import Path
 
 import gnupg
+import yaml
 from aiosmtpd.controller import Controller
 from sqlmodel import Session, select
 
@@ -107,22 +108,21 @@ def _make_keys(folder: Path) -> tuple[gnupg.GPG, dict[str, str]]:
     return gpg, fingerprints
 
 
-def _write_rules(folder: Path, fingerprints: dict[str, str]) -> None:
-    rules = folder / "rules"
+SERVICE_NAMES = {
+    "advice-centre": "The Advice and Support Centre (Students' Union)",
+    "student-services": "Student Services Wellbeing Team",
+}
+
+
+def write_rules(rules: Path, emails: dict[str, str], fingerprints: dict[str, str]) -> None:
+    """The shipped routing rules plus a services.yaml for the two example services."""
     shutil.copy(REPO / "rules" / "routing.yaml", rules / "routing.yaml")
-    names = {
-        "advice-centre": "The Advice and Support Centre (Students' Union)",
-        "student-services": "Student Services Wellbeing Team",
-    }
-    lines = ["services:"]
-    for sid, name in names.items():
-        lines += [
-            f"  - id: {sid}",
-            f'    name: "{name}"',
-            f"    email: {KEYS[sid]}",
-            f"    fingerprint: {fingerprints[sid]}",
-        ]
-    (rules / "services.yaml").write_text("\n".join(lines) + "\n")
+    services = [
+        {"id": sid, "name": name, "email": emails[sid], "fingerprint": fingerprints[sid]}
+        for sid, name in SERVICE_NAMES.items()
+    ]
+    text = yaml.safe_dump({"services": services}, sort_keys=False, allow_unicode=True)
+    (rules / "services.yaml").write_text(text)
 
 
 def _write_config(folder: Path, fingerprint: str, smtp_port: int) -> Path:
@@ -183,7 +183,7 @@ def run_demo(folder: Path) -> int:
     folder = folder.resolve()
     _prepare_folder(folder)
     keyholders, fingerprints = _make_keys(folder)
-    _write_rules(folder, fingerprints)
+    write_rules(folder / "rules", KEYS, fingerprints)
     _drop_samples(folder)
     sink = Sink()
     controller = Controller(sink, hostname="127.0.0.1", port=_free_port())

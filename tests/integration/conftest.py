@@ -20,6 +20,7 @@ import pytest
 from pipeline.app import App
 from pipeline.config import Config, load_config
 from pipeline.daemon import run_once
+from pipeline.demo import write_rules
 from tests.servers.dovecot import Dovecot
 from tests.servers.gpg import KeySet
 from tests.servers.smtp import SmtpSink
@@ -139,6 +140,23 @@ admin = ["{ADMIN}"]
             **(extra or {}),
         }
 
+    def own_keys(self) -> Path:
+        """Give this deployment a private copy of the keys folder, to change keys in."""
+        self.keys_dir = self.root / "keys"
+        shutil.copytree(self.keys.keys_dir, self.keys_dir)
+        self.write()
+        return self.keys_dir
+
+    def assert_nowhere(self, canaries: list[str], files: list[Path]) -> None:
+        """None of the canaries in these files nor in any log of the runs so far."""
+        for path in files:
+            data = path.read_bytes()
+            for canary in canaries:
+                assert canary.encode() not in data, f"{canary} in {path}"
+        for log in self.logs:
+            for canary in canaries:
+                assert canary not in log
+
     def _run(self, argv: list[str], extra_env: dict[str, str] | None = None) -> Run:
         env = self.env(extra_env)
         done = subprocess.run(
@@ -147,30 +165,13 @@ admin = ["{ADMIN}"]
         return Run(done.returncode, done.stdout, done.stderr)
 
 
-def write_services(rules_dir: Path, keys: KeySet) -> None:
-    names = {
-        "advice-centre": "The Advice and Support Centre",
-        "student-services": "Student Services",
-    }
-    lines = ["services:"]
-    for sid, name in names.items():
-        lines += [
-            f"  - id: {sid}",
-            f"    name: {name}",
-            f"    email: {keys.emails[sid]}",
-            f"    fingerprint: {keys.services[sid]}",
-        ]
-    (rules_dir / "services.yaml").write_text("\n".join(lines) + "\n")
-
-
 @pytest.fixture
 def deployment(
     tmp_path: Path, gpg_keys: KeySet, dovecot: Dovecot, smtp_sink: SmtpSink
 ) -> Iterator[Deployment]:
     rules_dir = tmp_path / "rules"
     rules_dir.mkdir()
-    shutil.copy(REPO / "rules" / "routing.yaml", rules_dir / "routing.yaml")
-    write_services(rules_dir, gpg_keys)
+    write_rules(rules_dir, gpg_keys.emails, gpg_keys.services)
     found = Deployment(tmp_path, gpg_keys, dovecot, smtp_sink)
     found.write()
     yield found

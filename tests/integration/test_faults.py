@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import shutil
 import signal
 import subprocess
 import sys
@@ -170,10 +169,7 @@ def test_uidvalidity_change_processes_nothing_twice(deployment: Deployment) -> N
 
 
 def test_expired_then_removed_key_holds_referral_until_fixed(deployment: Deployment) -> None:
-    keys_dir = deployment.root / "keys"
-    shutil.copytree(deployment.keys.keys_dir, keys_dir)
-    deployment.keys_dir = keys_dir
-    deployment.write()
+    keys_dir = deployment.own_keys()
     expired, public = deployment.keys.make_key(
         "Old advice", "advice@su.example.ac.uk", expire=dt.date(2020, 1, 1)
     )
@@ -289,10 +285,7 @@ def test_server_without_move_or_uidplus_leaves_messages_flagged_and_says_so(
 
 
 def test_key_about_to_expire_is_warned_about(deployment: Deployment) -> None:
-    keys_dir = deployment.root / "keys"
-    shutil.copytree(deployment.keys.keys_dir, keys_dir)
-    deployment.keys_dir = keys_dir
-    deployment.write()
+    keys_dir = deployment.own_keys()
     soon, public = deployment.keys.make_key(
         "Soon advice", "advice@su.example.ac.uk", expire=dt.date.today() + dt.timedelta(days=10)
     )

@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from dataclasses import replace
+from pathlib import PurePath
 
+from pipeline.clean import clean_attachment
 from pipeline.parse import split_raw
-from pipeline.report import Report
+from pipeline.report import Attachment, Report
 
 IDENTIFYING_HEADERS = frozenset(
     {
@@ -90,6 +93,28 @@ def apply_anonymity(
     anonymise(report)
     report.subject = strip_marker(report.subject, marker)
     return redact_headers(raw)
+
+
+def _neutral_name(number: int, filename: str) -> str:
+    suffix = "".join(c for c in PurePath(filename).suffix.lower() if c.isalnum() or c == ".")
+    return f"attachment-{number}{suffix[:8]}"
+
+
+def clean_attachments(report: Report, max_archive_bytes: int) -> None:
+    """For an anonymous report: the attachments the referral may carry, renamed (a file name
+    can name its author) and stripped of metadata, or withheld; `attachment_notes` says which.
+    The untouched originals stay only in the encrypted record."""
+    if not report.anonymous:
+        return
+    kept: list[Attachment] = []
+    for number, attachment in enumerate(report.attachments, start=1):
+        renamed = replace(attachment, filename=_neutral_name(number, attachment.filename))
+        cleaned = clean_attachment(renamed, max_archive_bytes=max_archive_bytes)
+        if cleaned.attachment is not None:
+            kept.append(cleaned.attachment)
+        if cleaned.note:
+            report.attachment_notes.append(cleaned.note)
+    report.attachments = kept
 
 
 def redact_headers(raw: bytes) -> bytes:

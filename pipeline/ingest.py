@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from sqlalchemy import Engine
 
 from pipeline.alerts import daily_key, raise_alert
-from pipeline.anonymity import apply_anonymity
+from pipeline.anonymity import apply_anonymity, clean_attachments
 from pipeline.bounces import Bounce, recognise_bounce
 from pipeline.config import Config
 from pipeline.crypto import Crypto, KeyUnusableError
@@ -148,6 +148,7 @@ class Ingest:
         row.decision = decision_json(decision.refer, decision.acknowledge, decision.rules)
         original_record = self._encrypt_record(original)
         report_record = self._encrypt_record(json.dumps(report.to_record()).encode())
+        clean_attachments(report, self.config.limits.archive_bytes)  # for the referral only
         acknowledge = report.ack_address and self.limiter.allow(report.ack_address)
         queued: list[tuple[str, str, str | None]] = []  # kind, target, why held (read pre-commit)
 
@@ -273,6 +274,7 @@ def referral_context(
                 for a in report.attachments
             ],
             "fields": dict(report.fields),
+            "attachment_notes": list(report.attachment_notes),
         },
         "reporter": reporter,
         "rules": decision.rules,

@@ -45,6 +45,8 @@ class Report:
     form_id: str | None = None
     # Further mapped form fields (e.g. occurred_at, location): label -> value, for the referral.
     fields: dict[str, str] = field(default_factory=dict)
+    # What the referral says about attachments cleaned or withheld (anonymous reports).
+    attachment_notes: list[str] = field(default_factory=list)
     # Where an acknowledgement may go, or None. Kept only in memory and in the encrypted outbox.
     ack_address: str | None = None
 
@@ -58,4 +60,5 @@ class Report:
         data["received_at"] = self.received_at.isoformat()
         data["sent_at"] = self.sent_at.isoformat() if self.sent_at else None
         data.pop("ack_address")
+        data.pop("attachment_notes")
         return data

@@ -19,17 +19,38 @@ from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.blocking import BlockingScheduler
 
 from pipeline.app import App
+from pipeline.intake import describe
 from pipeline.intake.idle import IdleWatcher
 
 log = logging.getLogger(__name__)
 
 
+def guarded(job: Callable[[], bool], name: str) -> bool:
+    """Run a job; an unexpected error is logged by class and message we own, no traceback
+    (a traceback's values could carry report content), and the daemon goes on."""
+    try:
+        return job()
+    except Exception as exc:
+        log.error("%s failed: %s", name, describe(exc))
+        return False
+
+
 def poll_job(app: App) -> bool:
-    return not any(result.errors for result in app.poll())
+    return guarded(lambda: not any(result.errors for result in app.poll()), "poll")
 
 
 def drain_job(app: App) -> bool:
-    return not app.drain().errors
+    return guarded(lambda: not app.drain().errors, "outbox")
+
+
+def key_job(app: App) -> bool:
+    """The daily check of keys: unusable service keys, keys about to expire."""
+
+    def check() -> bool:
+        app.check_keys()
+        return True
+
+    return guarded(check, "key check")
 
 
 def run_once(app: App) -> int:
@@ -53,6 +74,9 @@ class Wakeups:
         self._run_now("poll")
 
     def poll(self) -> bool:
+        return guarded(self._poll_until_quiet, "poll")
+
+    def _poll_until_quiet(self) -> bool:
         ok = True
         self.pending.set()
         while self.pending.is_set():
@@ -82,7 +106,7 @@ def run_forever(app: App) -> int:
     scheduler.add_job(
         drain_job, "interval", [app], seconds=schedule.outbox_seconds, id="outbox", **options
     )
-    scheduler.add_job(app.check_keys, "interval", hours=24, max_instances=1, coalesce=True)
+    scheduler.add_job(key_job, "interval", [app], hours=24, max_instances=1, coalesce=True)
     watcher = _idle_watcher(app, wakeups.new_mail)
 
     def stop(signum: int, _frame: FrameType | None) -> None:

@@ -99,7 +99,7 @@ def cmd_route(config: Config, args: argparse.Namespace) -> int:
         return route_export(config, ruleset, args)
     raw = Path(args.message).read_bytes()
     try:
-        report = parse_email(raw, datetime.now(UTC))
+        report = parse_email(raw, datetime.now(UTC), limits=config.limits)
     except ParseError as exc:
         print(json.dumps({"quarantined": True, "reason": exc.reason}))
         return 1

@@ -16,15 +16,21 @@ from datetime import UTC, datetime
 from sqlalchemy import Engine
 
 from pipeline.alerts import daily_key, raise_alert
-from pipeline.anonymity import apply_anonymity, clean_attachments
+from pipeline.anonymity import apply_anonymity, clean_attachments, is_anonymous
 from pipeline.bounces import Bounce, recognise_bounce
 from pipeline.config import Config
 from pipeline.crypto import Crypto, KeyUnusableError
 from pipeline.deliver import build_acknowledgement, build_referral, new_message_id, referral_inner
 from pipeline.faults import crash_point
 from pipeline.models import OutboxRow, OutboxState, ReportRow, ReportState
-from pipeline.parse import ParseError, content_fingerprint, read_message, report_from_message
-from pipeline.render import Renderer
+from pipeline.parse import (
+    ParseError,
+    content_fingerprint,
+    read_message,
+    report_from_headers,
+    report_from_message,
+)
+from pipeline.render import Renderer, template_names
 from pipeline.report import Report
 from pipeline.rules import Decision, RuleSet, Service, evaluate
 from pipeline.store import (
@@ -38,6 +44,8 @@ from pipeline.store import (
 )
 
 log = logging.getLogger(__name__)
+
+TOO_LARGE_TEMPLATE = "ack-too-large"
 
 
 @dataclass(frozen=True)
@@ -78,13 +86,17 @@ class Ingest:
             return Outcome("duplicate", existing.reference)
         received_at = datetime.now(UTC)
         try:
-            msg = read_message(raw)
+            limits = self.config.limits
+            msg = read_message(raw, limits=limits)
             bounce = recognise_bounce(msg)
             if bounce is not None:
                 return self.take_bounce(source_key, bounce)
-            report = report_from_message(msg, received_at)
+            report = report_from_message(msg, received_at, limits=limits)
         except ParseError as exc:
-            return self.quarantine(source_key, fingerprint, raw, exc.reason, "email", received_at)
+            notify = self._too_large_notice(raw, received_at) if exc.limit else None
+            return self.quarantine(
+                source_key, fingerprint, raw, exc.reason, "email", received_at, notify
+            )
         original = self._apply_anonymity(report, raw)
         return self.take_report(report, source_key, fingerprint, original)
 
@@ -121,16 +133,39 @@ class Ingest:
         reason: str,
         source: str,
         received_at: datetime,
+        notify: Report | None = None,
     ) -> Outcome:
-        """Keep an input that cannot be processed, encrypted, with the reason."""
+        """Keep an input that cannot be processed, encrypted, with the reason; `notify` is a
+        named sender to tell that the message arrived but was too large to open."""
         row = _report_row(source, fingerprint, received_at, ReportState.QUARANTINED)
         row.reason = reason
         records = {"original": self._encrypt_record(raw)}
-        reference = save_report(self.engine, row, source_key, lambda _ref: (records, []))
+
+        def build(reference: str) -> tuple[dict[str, bytes], list[OutboxRow]]:
+            if notify is None:
+                return records, []
+            notice = Decision(None, False, False, [], TOO_LARGE_TEMPLATE, [])
+            return records, [self._acknowledgement(reference, notify, notice)]
+
+        reference = save_report(self.engine, row, source_key, build)
         if reference is None:
             return Outcome("duplicate")
         log.warning("%s quarantined: %s", reference, reason)
         return Outcome("quarantined", reference, reason)
+
+    def _too_large_notice(self, raw: bytes, received_at: datetime) -> Report | None:
+        """The named sender of a message refused by a limit, when the rules would acknowledge
+        it and the `ack-too-large` template exists; read from the headers alone."""
+        if TOO_LARGE_TEMPLATE not in template_names(self.renderer.dir):
+            return None
+        report = report_from_headers(raw, received_at, limits=self.config.limits)
+        if report is None or report.ack_address in {None, *self.config.own_addresses}:
+            return None
+        intake = self.config.intake
+        marker = intake.anonymous_subject_marker
+        if is_anonymous(report.to_addresses, report.subject, intake.anonymous_addresses, marker):
+            return None  # an anonymous sender is not written to about a message we could not read
+        return report if evaluate(self.rules, report).acknowledge else None
 
     def take_report(
         self, report: Report, source_key: str, fingerprint: str, original: bytes

@@ -113,3 +113,86 @@ def test_arbitrary_headers_and_charsets_never_crash(subject: str, body: str, cha
     except ParseError:
         return
     assert "\n" not in report.subject
+
+
+_CHARSETS = st.sampled_from(["utf-8", "latin-1", "x-unknown", "utf-7", "rot13", "idna", ""])
+_HEADER_VALUES = st.one_of(
+    st.text(max_size=60),
+    st.builds(
+        "=?{}?{}?{}?=".format,
+        _CHARSETS,
+        st.sampled_from(["q", "b", "Q", "x"]),
+        st.text(alphabet="=ABCDEFabc0123456789_<>@\r\n", max_size=30),
+    ),
+    st.sampled_from(['"a@evil.example"@good.example', "a@b.example, c@d.example", "(((", "<"]),
+)
+_HEADERS = st.lists(
+    st.tuples(
+        st.sampled_from(
+            [
+                "From",
+                "To",
+                "Subject",
+                "Message-ID",
+                "Date",
+                "Content-Disposition",
+                "Content-Transfer-Encoding",
+                "X-Other",
+                "List-Id",
+            ]
+        ),
+        _HEADER_VALUES,
+    ),
+    max_size=4,
+)
+_LEAVES = st.builds(
+    lambda subtype, charset, headers, body: ("leaf", subtype, charset, headers, body),
+    st.sampled_from(["plain", "html", "octet-stream", "rfc822"]),
+    _CHARSETS,
+    _HEADERS,
+    st.binary(max_size=60),
+)
+
+
+def _trees(children: st.SearchStrategy) -> st.SearchStrategy:
+    return st.builds(
+        lambda subtype, headers, parts: ("multipart", subtype, "", headers, parts),
+        st.sampled_from(["mixed", "alternative", "related", "digest", "report"]),
+        _HEADERS,
+        st.lists(children, max_size=4),
+    )
+
+
+def _render(node: tuple, boundary: int = 0) -> bytes:
+    kind, subtype, charset, headers, content = node
+    lines = "".join(f"{name}: {value}\r\n" for name, value in headers)
+    if kind == "leaf":
+        maintype = {"octet-stream": "application", "rfc822": "message"}.get(subtype, "text")
+        params = f"; charset={charset}" if charset else ""
+        head = f"{lines}Content-Type: {maintype}/{subtype}{params}\r\n\r\n"
+        return head.encode("utf-8", "surrogateescape") + content
+    mark = f"b{boundary}"
+    head = f"{lines}Content-Type: multipart/{subtype}; boundary={mark}\r\n\r\n".encode(
+        "utf-8", "surrogateescape"
+    )
+    body = b"".join(
+        f"--{mark}\r\n".encode() + _render(child, boundary * 10 + i + 1) + b"\r\n"
+        for i, child in enumerate(content)
+    )
+    return head + body + f"--{mark}--\r\n".encode()
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.recursive(_LEAVES, _trees, max_leaves=12))
+def test_random_mime_trees_give_a_report_or_a_parse_error(tree: tuple) -> None:
+    raw = b"From: x@y.example\r\nMIME-Version: 1.0\r\n" + _render(tree)
+    try:
+        report = parse_email(raw, NOW)
+    except ParseError as exc:
+        assert exc.reason and "\n" not in exc.reason
+        return
+    assert isinstance(report.body, str)
+    assert not any(c in report.subject for c in "\r\n\x00")
+    for attachment in report.attachments:
+        assert "\n" not in attachment.filename and "/" in attachment.content_type
+    assert report.ack_address in (None, "x@y.example")

@@ -1,0 +1,390 @@
+"""Limits: raw message bytes (or a parsed message) and a `LimitsConfig` in; `Refused` out when
+the message exceeds one.
+
+Python's `email` parser spends time and stack on what a sender chooses: every MIME part costs
+CPU, every nesting level costs recursion, and CPython 3.11's header registry is quadratic in the
+length of a malformed structured header (a 60 KB `From` of quotes takes seconds). So before the
+parser sees a message, `prescan` walks the raw bytes the way `email.feedparser` will (the same
+line breaks, boundaries, nested messages and delivery-status blocks), counting parts, nesting
+and header fields, and refuses the message at the first limit it exceeds: a 10,000-part or
+1,000-deep message costs milliseconds, not seconds or a RecursionError.
+
+`guarded_policy()` is `email.policy.default` with two changes: a structured header that would be
+slow to parse (malformed and long) raises `UnsafeHeader` instead of reaching the header registry,
+and parsed headers are cached per message. `walk` checks a parsed message's parts against the
+same limits without recursion. `Deadline` is the cooperative time limit (`limits.parse_seconds`):
+parsing runs in worker threads, so no signals.
+
+A `Refused` reason names the problem and the limit, never the message's content.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from email.headerregistry import HeaderRegistry, UnstructuredHeader
+from email.message import EmailMessage, Message
+from email.policy import EmailPolicy
+from typing import Any
+
+from pipeline.config import LimitsConfig
+
+#: A malformed structured header up to this many characters is parsed (cheap even if quadratic).
+PARSE_ANY_CHARS = 256
+#: A well-formed MIME header (Content-Type, -Disposition, -Transfer-Encoding) up to this many.
+MIME_HEADER_CHARS = 4096
+
+_MIME_HEADERS = frozenset({"content-type", "content-disposition", "content-transfer-encoding"})
+_REGISTRY = HeaderRegistry()
+_TOKEN = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
+_QUOTED = r'"(?:[^"\\]|\\.)*"'
+_WELL_FORMED_MIME = re.compile(
+    rf"[ \t]*{_TOKEN}(?:[ \t]*/[ \t]*{_TOKEN})?"
+    rf"(?:[ \t]*;[ \t]*{_TOKEN}[ \t]*=[ \t]*(?:{_TOKEN}|{_QUOTED}))*[ \t]*;?[ \t]*"
+)
+
+# The lines email.feedparser sees: split at \r\n, \r or \n (StringIO with newline="").
+_EOL = rb"(?:\r\n|\r|\n)"
+_HEADER_RUN = re.compile(rb"(?:(?:From |[\x21-\x39\x3b-\x7e]*:|[\t ])[^\r\n]*(?:\r\n|\r|\n|\Z))*")
+_FIELD = re.compile(rb"(?:From |[\x21-\x39\x3b-\x7e]*:)[^\r\n]*(?:" + _EOL + rb"[\t ][^\r\n]*)*")
+_ORPHAN_LINES = re.compile(rb"[\t ][^\r\n]*(?:" + _EOL + rb"[\t ][^\r\n]*)*")
+_LINE = re.compile(rb"[^\r\n]*" + _EOL + rb"?")
+_BLANK = re.compile(_EOL)
+
+
+class Refused(Exception):
+    """The message is refused before (or while) it is parsed; `reason` says why, without its
+    content; `limit` names the `[limits]` key that was exceeded, or is None."""
+
+    def __init__(self, reason: str, limit: str | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.limit = limit
+
+
+class UnsafeHeader(ValueError):
+    """A structured header too long and malformed to hand to the header registry."""
+
+
+def _size(n: float) -> str:
+    for unit, scale in (("GB", 2**30), ("MB", 2**20), ("KB", 2**10)):
+        if n >= scale and n % scale == 0:
+            return f"{int(n // scale)} {unit}"
+    return f"{int(n)} bytes"
+
+
+_REASONS = {
+    "message_bytes": "the message is larger than {size}",
+    "parts": "the message has more than {n} MIME parts",
+    "depth": "the message's MIME parts are nested more than {n} levels deep",
+    "headers": "a part of the message has more than {n} header fields",
+    "header_bytes": "a header field of the message is longer than {size}",
+    "attachments": "the message has more than {n} attachments",
+    "parse_seconds": "reading the message took longer than {n} seconds",
+}
+
+
+def exceeded(key: str, limits: LimitsConfig) -> Refused:
+    """The `Refused` for exceeding `limits.<key>`, e.g. "... (limit: limits.parts)"."""
+    value = getattr(limits, key)
+    text = _REASONS[key].format(n=f"{value:g}", size=_size(value))
+    return Refused(f"{text} (limit: limits.{key})", key)
+
+
+class Deadline:
+    """`limits.parse_seconds` from now; `check()` raises `Refused` once it has passed."""
+
+    def __init__(self, limits: LimitsConfig) -> None:
+        self.limits = limits
+        self.end = time.monotonic() + limits.parse_seconds
+
+    def check(self) -> None:
+        if time.monotonic() > self.end:
+            raise exceeded("parse_seconds", self.limits)
+
+
+# --- the header guard ---------------------------------------------------------------------------
+
+
+def safe_to_parse(name: str, value: str) -> bool:
+    """Whether the header registry may parse this header in linear time.
+
+    Unstructured headers (Subject, unknown names) always; a structured one when it is short, or
+    when it is a well-formed MIME header of sane length (long filenames are legitimate).
+    """
+    key = name.lower()
+    kind = _REGISTRY.registry.get(key, _REGISTRY.default_class)
+    if issubclass(kind, UnstructuredHeader) or len(value) <= PARSE_ANY_CHARS:
+        return True
+    if key in _MIME_HEADERS and len(value) <= MIME_HEADER_CHARS:
+        return _WELL_FORMED_MIME.fullmatch(re.sub(r"[\r\n]", "", value)) is not None
+    return False
+
+
+class GuardedPolicy(EmailPolicy):
+    """`policy.default`, except that unsafe headers raise `UnsafeHeader` and parsed headers are
+    cached (the parser reads Content-Type several times per part). One instance per message."""
+
+    header_cache: dict[tuple[str, str], Any]
+
+    def __init__(self, **kw: Any) -> None:
+        super().__init__(**kw)
+        object.__setattr__(self, "header_cache", {})  # policies are frozen once built
+
+    def header_fetch_parse(self, name: str, value: str) -> Any:
+        if hasattr(value, "name"):
+            return value
+        if not safe_to_parse(name, value):
+            raise UnsafeHeader(f"the {name[:40]} header is too long and malformed to read")
+        key = (name.lower(), value)
+        if key not in self.header_cache:
+            self.header_cache[key] = super().header_fetch_parse(name, value)
+        return self.header_cache[key]
+
+
+def guarded_policy() -> GuardedPolicy:
+    """A fresh policy (with its own header cache) for one message."""
+    return GuardedPolicy()
+
+
+# --- a parsed message -------------------------------------------------------------------------
+
+
+def _check_headers(part: Message, limits: LimitsConfig) -> None:
+    items = part.raw_items()
+    for count, (name, value) in enumerate(items, start=1):
+        if count > limits.headers:
+            raise exceeded("headers", limits)
+        if len(name) + 1 + len(re.sub(r"[\r\n]", "", str(value))) > limits.header_bytes:
+            raise exceeded("header_bytes", limits)
+
+
+def walk(msg: Message, limits: LimitsConfig, deadline: Deadline) -> Iterator[Message]:
+    """The message and its parts in `walk()` order, without recursion; `Refused` beyond the
+    parts, depth and header limits or the deadline."""
+    stack: list[tuple[Message, int]] = [(msg, 0)]
+    count = 0
+    while stack:
+        part, depth = stack.pop()
+        deadline.check()
+        if depth:
+            count += 1
+            if count > limits.parts:
+                raise exceeded("parts", limits)
+            if depth > limits.depth:
+                raise exceeded("depth", limits)
+        _check_headers(part, limits)
+        yield part
+        if part.is_multipart():
+            children = [child for child in part.get_payload() if isinstance(child, Message)]
+            stack.extend((child, depth + 1) for child in reversed(children))
+
+
+# --- the pre-scan -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Shape:
+    """What the pre-scan counted: MIME parts below the message, and the deepest level reached."""
+
+    parts: int
+    depth: int
+
+
+def prescan(
+    raw: bytes,
+    limits: LimitsConfig,
+    deadline: Deadline | None = None,
+    policy: GuardedPolicy | None = None,
+) -> Shape:
+    """Check the raw message against the limits before it is parsed; `Refused` at the first
+    limit exceeded. `message_bytes` is checked first, before anything is read. Pass the policy
+    the message will be parsed with: the Content-Type headers read here are then parsed once."""
+    if len(raw) > limits.message_bytes:
+        raise exceeded("message_bytes", limits)
+    scanner = _Scanner(raw, limits, deadline or Deadline(limits), policy or guarded_policy())
+    try:
+        scanner.entity(0, None)
+    except RecursionError:
+        raise exceeded("depth", limits) from None
+    return Shape(scanner.parts, scanner.deepest)
+
+
+@dataclass
+class _Fields:
+    """One header block: its first Content-Type, -Transfer-Encoding and -Disposition, as text."""
+
+    mime: dict[str, list[str]]
+
+
+class _Scanner:
+    """Walks raw bytes as `email.feedparser` does, without building messages.
+
+    `eofs` mirrors the parser's stack of false-EOF matchers: enclosing boundaries (bytes) and,
+    inside a delivery-status part, the blank line (None). A line matching any of them ends the
+    part being read, at any depth (RFC 2046 5.1.2).
+    """
+
+    def __init__(
+        self, raw: bytes, limits: LimitsConfig, deadline: Deadline, policy: GuardedPolicy
+    ) -> None:
+        self.raw = raw
+        self.limits = limits
+        self.deadline = deadline
+        self.policy = policy
+        self.pos = 0
+        self.eofs: list[bytes | None] = []
+        self.parts = 0
+        self.deepest = 0
+        self._patterns: dict[tuple[bytes | None, ...], tuple[re.Pattern[bytes], ...]] = {}
+
+    # -- lines ---------------------------------------------------------------------------------
+
+    def _compiled(self, matchers: tuple[bytes | None, ...]) -> tuple[re.Pattern[bytes], ...]:
+        if matchers not in self._patterns:
+            alternatives = [
+                _EOL if b is None else b"--" + re.escape(b) + rb"(?:--)?[ \t]*(?:\r\n|\r|\n|\Z)"
+                for b in matchers
+            ]
+            line = b"(?:" + b"|".join(alternatives or [b"(?!)"]) + b")"
+            self._patterns[matchers] = (re.compile(line), re.compile(rb"(?:\n|\r(?!\n))" + line))
+        return self._patterns[matchers]
+
+    def _matches(self, pos: int, matchers: tuple[bytes | None, ...]) -> bool:
+        return bool(matchers) and self._compiled(matchers)[0].match(self.raw, pos) is not None
+
+    def at_eof(self, pos: int | None = None) -> bool:
+        """Whether the parser's readline() returns '' here: end of data or a false EOF."""
+        pos = self.pos if pos is None else pos
+        return pos >= len(self.raw) or self._matches(pos, tuple(self.eofs))
+
+    def next_eof(self, pos: int, extra: bytes | None = None, end: int | None = None) -> int:
+        """Where the first line from `pos` that ends the current part (or matches `extra`)
+        starts; `end` (or the end of data) when there is none."""
+        matchers = tuple(self.eofs) + ((extra,) if extra is not None else ())
+        stop = len(self.raw) if end is None else end
+        if pos >= stop or self._matches(pos, matchers):
+            return pos
+        found = self._compiled(matchers)[1].search(self.raw, pos, stop) if matchers else None
+        return found.start() + 1 if found else stop
+
+    def line_end(self, pos: int) -> int:
+        found = _LINE.match(self.raw, pos)
+        return found.end() if found else len(self.raw)
+
+    # -- entities ------------------------------------------------------------------------------
+
+    def entity(self, depth: int, default_type: str | None) -> None:
+        """One message or part from `pos`: its headers, then its body by content type."""
+        self.deadline.check()
+        if depth:
+            self.parts += 1
+            if self.parts > self.limits.parts:
+                raise exceeded("parts", self.limits)
+            if depth > self.limits.depth:
+                raise exceeded("depth", self.limits)
+            self.deepest = max(self.deepest, depth)
+        ctype, boundary = self.content_type(self.header_block(), default_type)
+        if ctype == "message/delivery-status":
+            self.status_blocks(depth)
+        elif ctype.startswith("message/"):
+            self.entity(depth + 1, None)
+        elif ctype.startswith("multipart/") and boundary is not None:
+            digest = "message/rfc822" if ctype == "multipart/digest" else None
+            self.multipart(depth, boundary, digest)
+        else:
+            self.pos = self.next_eof(self.pos)
+
+    def multipart(self, depth: int, boundary: bytes, default_type: str | None) -> None:
+        own = (boundary,)
+        while True:
+            self.pos = self.next_eof(self.pos, extra=boundary)
+            if self.at_eof():
+                return  # no (further) part: an enclosing boundary or the end of data
+            if self.raw.startswith(b"--" + boundary + b"--", self.pos):
+                self.pos = self.next_eof(self.line_end(self.pos))  # the epilogue
+                return
+            self.pos = self.line_end(self.pos)
+            while not self.at_eof() and self._matches(self.pos, own):
+                self.pos = self.line_end(self.pos)  # repeated boundary lines make no part
+            self.eofs.append(boundary)
+            self.entity(depth + 1, default_type)
+            self.eofs.pop()
+
+    def status_blocks(self, depth: int) -> None:
+        """message/delivery-status: blocks of header fields separated by blank lines."""
+        while True:
+            self.eofs.append(None)
+            self.entity(depth + 1, None)
+            self.eofs.pop()
+            if not self.at_eof():
+                self.pos = self.line_end(self.pos)  # the blank line between blocks
+            if self.at_eof():
+                return
+
+    # -- header blocks -------------------------------------------------------------------------
+
+    def header_block(self) -> _Fields:
+        """Read the header fields from `pos` (and the blank line after them), checking counts
+        and lengths; return the MIME fields the parser will look at."""
+        start = self.pos
+        if self.at_eof():
+            return _Fields({})
+        run = _HEADER_RUN.match(self.raw, start)
+        end = self.next_eof(start, end=run.end() if run else start)
+        self.pos = end
+        if not self.at_eof() and _BLANK.match(self.raw, self.pos):
+            self.pos = self.line_end(self.pos)
+        return self.fields(start, end)
+
+    def fields(self, start: int, end: int) -> _Fields:
+        raw, limits = self.raw, self.limits
+        mime: dict[str, list[str]] = {}
+        count, pos = 0, start
+        while pos < end:
+            field = _FIELD.match(raw, pos, end)
+            if field is None:  # a continuation line with no field before it: the parser drops it
+                orphan = _ORPHAN_LINES.match(raw, pos, end)
+                pos = self.line_end(orphan.end() if orphan else pos)
+                continue
+            count += 1
+            if count > limits.headers:
+                raise exceeded("headers", limits)
+            folds = raw.count(b"\r", field.start(), field.end())
+            folds += raw.count(b"\n", field.start(), field.end())
+            if field.end() - field.start() - folds > limits.header_bytes:
+                raise exceeded("header_bytes", limits)
+            colon = raw.find(b":", pos, field.end())
+            key = raw[pos:colon].lower().decode("ascii", "replace") if colon > 0 else ""
+            if key in _MIME_HEADERS and key not in mime:
+                text = field.group(0).decode("ascii", "surrogateescape")
+                mime[key] = io.StringIO(text, newline="").readlines()
+            pos = self.line_end(field.end())
+        return _Fields(mime)
+
+    def content_type(self, fields: _Fields, default_type: str | None) -> tuple[str, bytes | None]:
+        """The content type and boundary the parser will see, read with the parser's policy."""
+        msg = EmailMessage(policy=self.policy)
+        if default_type:
+            msg.set_default_type(default_type)
+        for name, lines in fields.mime.items():
+            header, value = self.policy.header_source_parse(lines)
+            if not safe_to_parse(header, value):
+                raise Refused(f"a MIME part has a malformed {name.title()} header too long to read")
+            msg.set_raw(header, value)
+        try:  # what the parser does with these headers, in its order
+            ctype = msg.get_content_type()
+            if not ctype.startswith("multipart/"):
+                return ctype, None
+            boundary = msg.get_boundary()
+            str(msg.get("content-transfer-encoding", "8bit"))
+        except Exception as exc:
+            reason = f"a MIME part's content type cannot be read ({type(exc).__name__})"
+            raise Refused(reason) from None
+        try:
+            return ctype, None if boundary is None else boundary.encode("ascii", "surrogateescape")
+        except UnicodeEncodeError:  # decoded to characters no raw line can contain: no parts
+            return ctype, None

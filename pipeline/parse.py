@@ -7,7 +7,8 @@ same limits and a cooperative time limit. Header fields are read leniently (a he
 library cannot parse is decoded as plain text or treated as absent); addresses strictly (one
 plain addr-spec, or none). Never raises anything but `ParseError` for bad input: a message it
 cannot read is quarantined by the caller, never dropped. A reason names the problem and the
-limit (`ParseError.limit`), never the content.
+limit (`ParseError.limit`), never the content. `report_from_headers` reads just the sender of a
+message refused by a limit, so that they can be told.
 """
 
 from __future__ import annotations

@@ -191,11 +191,31 @@ def test_limits_also_hold_for_a_message_parsed_elsewhere() -> None:
 # --- the slow corners of Python's email package -------------------------------------------------
 
 
-def test_a_long_malformed_mime_header_never_reaches_the_header_registry() -> None:
-    raw = FROM + b'Content-Type: text/plain; a="' + b'"' * 60_000 + b"\r\n\r\nbody\r\n"
+@pytest.mark.parametrize(
+    "header",
+    [
+        b'Content-Type: text/plain; a="' + b'"' * 60_000,  # malformed and long: quadratic
+        b"Content-Type: text/plain; " + b"; ".join(b"p%d=1" % i for i in range(500)),  # params
+        b"Content-Disposition: inline; " + b";" * 3000,
+    ],
+)
+def test_a_costly_mime_header_never_reaches_the_header_registry(
+    header: bytes, no_email_parser: None
+) -> None:
     with within(1.0):
-        error = refusal(raw)
-    assert error.limit is None and "Content-Type" in error.reason
+        error = refusal(FROM + header + b"\r\n\r\nbody\r\n")
+    assert error.limit is None and "header too long to read" in error.reason
+
+
+def test_a_hundred_parts_with_costly_but_allowed_mime_headers_stay_fast() -> None:
+    def part(number: int) -> bytes:  # all different, so no parsed header is reused
+        params = b"; ".join(b"p%d=%d" % (i, number) for i in range(60))
+        return b"Content-Type: text/x; " + params + b"\r\nContent-Disposition: inline; " + params
+
+    body = b"".join(b"--B\r\n" + part(n) + b"\r\n\r\nx\r\n" for n in range(99))
+    raw = FROM + b"Content-Type: multipart/mixed; boundary=B\r\n\r\n" + body + b"--B--\r\n"
+    with within(2.0):
+        assert parse_email(raw, NOW).attachments == []
 
 
 @pytest.mark.parametrize("name", [b"From", b"To", b"Cc", b"Reply-To", b"Message-ID", b"Date"])

@@ -215,12 +215,12 @@ def claim_due(session: Session, now: datetime, limit: int = 50) -> list[OutboxRo
 
 def settle_report(session: Session, report_id: int) -> None:
     """Move a queued report to `delivered` once none of its mail is still waiting."""
+    report = session.get(ReportRow, report_id, with_for_update=True)  # instances take turns
     waiting = session.exec(
         select(func.count())
         .select_from(OutboxRow)
         .where(OutboxRow.report_id == report_id, OutboxRow.state != OutboxState.SENT)
     ).one()
-    report = session.get(ReportRow, report_id)
     if report is not None and waiting == 0 and report.state == ReportState.QUEUED:
         report.state = ReportState.DELIVERED
         report.updated_at = utcnow()

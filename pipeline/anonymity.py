@@ -85,10 +85,17 @@ def anonymise(report: Report) -> Report:
 
 
 def apply_anonymity(
-    report: Report, raw: bytes, anonymous_addresses: Iterable[str], marker: str
+    report: Report,
+    raw: bytes,
+    anonymous_addresses: Iterable[str],
+    marker: str,
+    *,
+    forced: bool = False,
 ) -> bytes:
-    """Anonymise the report when it is anonymous; return the original as it may be stored."""
-    if not is_anonymous(report.to_addresses, report.subject, anonymous_addresses, marker):
+    """Anonymise the report when it is anonymous (`forced`: it came from an anonymous source);
+    return the original as it may be stored."""
+    anonymous = is_anonymous(report.to_addresses, report.subject, anonymous_addresses, marker)
+    if not (forced or anonymous):
         return raw
     anonymise(report)
     report.subject = strip_marker(report.subject, marker)

@@ -55,8 +55,13 @@ class ImapConfig(SecretSection):
     username: str
     auth: Literal["password"] = "password"
     folder: str = "INBOX"
-    processed_folder: str = "Processed"
-    delete_processed: bool = False
+    # Folders of the same mailbox polled as well; every message in them is anonymous, whatever
+    # its headers say (an anonymous alias routed there by a mail-flow rule).
+    anonymous_folders: list[str] = Field(default_factory=list)
+    # Opt-in: keep named originals in this folder once stored. Unset (default): expunged.
+    # Anonymous originals are never kept in the mailbox.
+    processed_folder: str | None = None
+    delete_processed: bool = False  # forces expunging even when processed_folder is set
     batch_size: int = Field(default=20, ge=1)
     timeout_seconds: float = Field(default=30.0, gt=0)
     idle: bool = True  # IMAP IDLE where the server offers it; polling stays the fallback
@@ -66,6 +71,7 @@ class MaildirConfig(Section):
     """A local Maildir filled by an MTA (or the demo); a message is removed once stored."""
 
     path: Path
+    anonymous: bool = False  # every message in this Maildir is anonymous
 
 
 class AnonymousWhen(Section):
@@ -83,7 +89,9 @@ class FormConfig(Section):
     path: str  # a glob, relative to the config file's folder
     dialect: Literal["auto", "google", "microsoft", "qualtrics", "jisc", "generic"] = "auto"
     id_column: str | None = None
-    date_format: str | None = None
+    date_format: str | None = None  # the submission timestamp's format
+    # Per mapped date column (header -> strptime format), e.g. {"When did it happen?" = "%d/%m/%Y"}
+    date_formats: dict[str, str] = Field(default_factory=dict)
     anonymous_when: AnonymousWhen | None = None
     columns: dict[FormField, str] = Field(default_factory=dict)
     identifying: list[FormField] = Field(default_factory=lambda: ["email", "name"])
@@ -115,6 +123,21 @@ class IntakeConfig(Section):
     anonymous_addresses: list[str] = Field(default_factory=list)
     anonymous_subject_marker: str = "[anonymous]"
     intake_addresses: list[str] = Field(default_factory=list)
+    # The authserv-id our receiving host writes in Authentication-Results (e.g. "mx.uni.ac.uk");
+    # when set, no acknowledgement goes to a sender it could not verify (dmarc=fail and the like).
+    authserv_id: str | None = None
+
+
+WITHHOLD_KINDS = ("executable", "macro", "external")
+
+
+class AttachmentsConfig(Section):
+    """Attachments of named reports withheld from the referral by kind (with a note): inside
+    PGP they pass the service's mail scanner unseen. Anonymous attachments are always cleaned."""
+
+    withhold: list[Literal["executable", "macro", "external"]] = Field(
+        default_factory=lambda: list(WITHHOLD_KINDS)
+    )
 
 
 class AlertsConfig(Section):
@@ -151,6 +174,11 @@ class GpgConfig(Section):
     records_keys: list[str] = Field(min_length=1)
     keys_dir: Path = Path("rules/keys")
     binary: str = "gpg"
+    # The outbox key's passphrase, from outside data_dir (required): a file, or an environment
+    # variable (e.g. a systemd credential), or inline (tests and the demo only).
+    outbox_passphrase: str | None = Field(default=None, repr=False)
+    outbox_passphrase_file: Path | None = None
+    outbox_passphrase_env: str | None = None
 
     @model_validator(mode="after")
     def _fingerprints(self) -> GpgConfig:
@@ -187,6 +215,7 @@ class Config(Section):
     templates: TemplatesConfig = TemplatesConfig()
     schedule: ScheduleConfig = ScheduleConfig()
     alerts: AlertsConfig = AlertsConfig()
+    attachments: AttachmentsConfig = AttachmentsConfig()
     limits: LimitsConfig = LimitsConfig()
     retention: RetentionConfig = RetentionConfig()
 
@@ -216,6 +245,7 @@ _PATH_KEYS = {
     ("templates", "dir"),
     ("imap", "password_file"),
     ("smtp", "password_file"),
+    ("gpg", "outbox_passphrase_file"),
 }
 
 

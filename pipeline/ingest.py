@@ -50,11 +50,14 @@ TOO_LARGE_TEMPLATE = "ack-too-large"
 
 @dataclass(frozen=True)
 class Outcome:
-    """What became of one input: `stored`, `quarantined`, `duplicate` or `seen` (already taken)."""
+    """What became of one input: `stored`, `quarantined`, `duplicate`, `seen` (already taken),
+    `bounce` or `auto_reply`. `anonymous` is True when the input was (or may have been) an
+    anonymous report: its source must not keep a readable copy."""
 
     status: str
     reference: str | None = None
     reason: str | None = None
+    anonymous: bool = False
 
 
 class Ingest:
@@ -74,8 +77,9 @@ class Ingest:
         """True when this input was taken in before (by any run or instance)."""
         return source_seen(self.engine, source_key)
 
-    def take_email(self, source_key: str, raw: bytes) -> Outcome:
-        """Take in one raw email. Safe to call again for the same input: it is stored once."""
+    def take_email(self, source_key: str, raw: bytes, *, anonymous: bool = False) -> Outcome:
+        """Take in one raw email. Safe to call again for the same input: it is stored once.
+        `anonymous` marks every message of an anonymous source (folder, Maildir)."""
         if self.seen(source_key):
             return Outcome("seen")
         fingerprint = content_fingerprint(raw)
@@ -97,7 +101,7 @@ class Ingest:
             return self.quarantine(
                 source_key, fingerprint, raw, exc.reason, "email", received_at, notify
             )
-        original = self._apply_anonymity(report, raw)
+        original = self._apply_anonymity(report, raw, forced=anonymous)
         return self.take_report(report, source_key, fingerprint, original)
 
     def take_bounce(self, source_key: str, bounce: Bounce) -> Outcome:
@@ -117,12 +121,12 @@ class Ingest:
             log.info("a bounce for mail we do not know (%s) was set aside", bounce.status)
         return Outcome("bounce")
 
-    def _apply_anonymity(self, report: Report, raw: bytes) -> bytes:
+    def _apply_anonymity(self, report: Report, raw: bytes, *, forced: bool) -> bytes:
         if report.ack_address in self.config.own_addresses:
             report.ack_address = None  # never acknowledge the intake itself (mail loops)
         intake = self.config.intake
         return apply_anonymity(
-            report, raw, intake.anonymous_addresses, intake.anonymous_subject_marker
+            report, raw, intake.anonymous_addresses, intake.anonymous_subject_marker, forced=forced
         )
 
     def quarantine(
@@ -202,7 +206,7 @@ class Ingest:
             if reason:
                 self._alert_held(reference, target, reason)
         log.info("%s stored, %d mail queued", reference, len(queued))
-        return Outcome("stored", reference)
+        return Outcome("stored", reference, anonymous=report.anonymous)
 
     def _alert_held(self, reference: str, service_id: str, reason: str) -> None:
         subject = f"referrals to {service_id} are held: its key cannot be used"
@@ -310,6 +314,8 @@ def referral_context(
             ],
             "fields": dict(report.fields),
             "attachment_notes": list(report.attachment_notes),
+            "forwarded": list(report.forwarded),
+            "notes": list(report.notes),
         },
         "reporter": reporter,
         "rules": decision.rules,

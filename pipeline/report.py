@@ -45,8 +45,12 @@ class Report:
     form_id: str | None = None
     # Further mapped form fields (e.g. occurred_at, location): label -> value, for the referral.
     fields: dict[str, str] = field(default_factory=dict)
-    # What the referral says about attachments cleaned or withheld (anonymous reports).
+    # What the referral says about attachments cleaned or withheld.
     attachment_notes: list[str] = field(default_factory=list)
+    # Messages the reporter forwarded (attached `message/rfc822`), as text for the referral.
+    forwarded: list[str] = field(default_factory=list)
+    # What the referral says was removed from the report's text (e.g. a signature block).
+    notes: list[str] = field(default_factory=list)
     # Where an acknowledgement may go, or None. Kept only in memory and in the encrypted outbox.
     ack_address: str | None = None
 
@@ -61,4 +65,5 @@ class Report:
         data["sent_at"] = self.sent_at.isoformat() if self.sent_at else None
         data.pop("ack_address")
         data.pop("attachment_notes")
+        data.pop("notes")
         return data

@@ -29,20 +29,32 @@ from pipeline.config import Config, ConfigError, load_config
 from pipeline.crypto import CryptoError
 from pipeline.daemon import run_forever, run_once
 from pipeline.intake.exports import ExportError
-from pipeline.intake.forms import FormSource, RowError, row_report
+from pipeline.intake.forms import FormSource, RowError, known_categories, row_report
 from pipeline.outbox import release_held, requeue
 from pipeline.parse import ParseError, parse_email
 from pipeline.retention import due_for_purge, purge
 from pipeline.rules import RuleSet, evaluate
 from pipeline.store import make_engine, needs_attention, recent_alerts, status_counts
 
+OWN_LOGGERS = ("pipeline", "__main__")
+
+
+def _own_or_warning(record: logging.LogRecord) -> bool:
+    """Let through our own records at any level, and others' from WARNING up: libraries log
+    protocol data at DEBUG and INFO (imapclient's commands and literals, gnupg's status lines,
+    aiosmtpd's and SQLAlchemy's traffic), which can carry message content."""
+    own = record.name in OWN_LOGGERS or record.name.startswith("pipeline.")
+    return own or record.levelno >= logging.WARNING
+
 
 def setup_logging(verbose: bool = False) -> None:
+    """Log to standard error; `verbose` opens our own DEBUG lines, never third-party ones."""
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_own_or_warning)
 
 
 def cmd_check_rules(config: Config, _args: argparse.Namespace) -> int:
@@ -82,7 +94,7 @@ def route_export(config: Config, ruleset: RuleSet, args: argparse.Namespace) -> 
     status = 0
     for row in export.rows:
         try:
-            report = row_report(form, export, row, datetime.now(UTC))
+            report = row_report(form, export, row, datetime.now(UTC), known_categories(ruleset))
         except RowError as exc:
             reason = f"{export.path.name}:{row.row}: {exc}"
             print_decision({"quarantined": True, "reason": reason}, args.json)
@@ -104,7 +116,8 @@ def cmd_route(config: Config, args: argparse.Namespace) -> int:
         print(json.dumps({"quarantined": True, "reason": exc.reason}))
         return 1
     intake = config.intake
-    apply_anonymity(report, raw, intake.anonymous_addresses, intake.anonymous_subject_marker)
+    marker = intake.anonymous_subject_marker
+    apply_anonymity(report, raw, intake.anonymous_addresses, marker, limits=config.limits)
     print_decision(evaluate(ruleset, report).to_json_dict(), args.json)
     return 0
 

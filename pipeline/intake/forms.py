@@ -2,11 +2,24 @@
 
 Each `[[forms]]` entry names a glob of export files and maps report fields to columns. A file
 still being written (a temporary name, or a size or mtime that changes between two looks) waits
-for the next poll. Every response is keyed `form:<form id>:<response id>` and taken in once,
-ever, however often cumulative exports repeat it. A bad row (missing column, unreadable or
-ambiguous date, empty description) is quarantined, encrypted, with `file:row: reason`; the
-other rows go through. Once every row of a file is committed the plaintext export is handled
-per `after`: kept, deleted, or (default) encrypted to the records keys into an archive folder.
+for the next poll. Every response is keyed `form:<form id>:<sha256 of its response id>` and
+taken in once, ever, however often cumulative exports repeat it. A file without a mapped column,
+or without the `anonymous_when` question, is refused and left where it is. A bad row (a
+submission time that cannot be read, an empty description, a JSON response without the
+anonymity question) is quarantined, encrypted, with `file:row: reason`; the other rows go
+through. Once every row of a file is committed the plaintext export is handled per `after`:
+kept, deleted, or (default) encrypted to the records keys into an archive folder.
+
+Anonymity fails closed: a response is anonymous when its `anonymous_when` answer is one of
+`equals`, is blank, or is missing (a JSON object without the key: also quarantined, as
+anonymous). A form is never read as named because its anonymity question cannot be found.
+
+Privacy: a reason, an error or a log line names a column and a problem, never an answer. The
+category answer becomes the report's category (a database column) only when the rules know that
+category; any other answer travels, encrypted, in the referral as "Reported as". Values are
+normalised before they reach `Report.fields`: every kind of line break becomes "\\n" (the
+referral template indents continuation lines, so a value cannot forge a line of its own) and
+other control characters are removed; one-line fields (name, role) lose their line breaks.
 """
 
 from __future__ import annotations
@@ -17,6 +30,7 @@ import json
 import logging
 import re
 import time
+from collections.abc import Collection
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
@@ -26,16 +40,23 @@ from pipeline.config import FormConfig
 from pipeline.crypto import ensure_private_dir
 from pipeline.ingest import Ingest, Outcome
 from pipeline.intake import PollResult, take_safely
+from pipeline.intake.dates import answer_date
 from pipeline.intake.exports import Export, ExportError, ExportRow, is_temporary_name, read_export
-from pipeline.intake.exports import parse_date as parse_export_date
 from pipeline.parse import strict_address
+from pipeline.render import one_line
 from pipeline.report import Report
+from pipeline.rules import RuleSet
+from pipeline.rules.conditions import as_words
 
 log = logging.getLogger(__name__)
 
 # Report fields that are not copied into `Report.fields` (they have their own places).
 _OWN_FIELDS = {"description", "category", "email", "name", "reporter_role"}
 _DATE_FIELDS = {"occurred_at"}
+# The field that shows a category answer the rules do not know (label "Reported as").
+CATEGORY_ANSWER = "reported_as"
+# C0 and C1 control characters other than tab, left after line breaks are split off.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
 class RowError(Exception):
@@ -47,16 +68,57 @@ def slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.strip().lower()).strip("-")
 
 
+def as_lines(text: str) -> str:
+    """Text whose only line break is "\\n": CR, CRLF, U+2028/2029, NEL, form feed, vertical tab
+    and the other separators str.splitlines knows all become "\\n"; other control characters
+    (but tab) are removed."""
+    return "\n".join(_CONTROL.sub("", line) for line in text.splitlines()).strip()
+
+
+def mapped_headers(form: FormConfig) -> list[str]:
+    """Every header the form reads: its mapped columns, then the anonymity question."""
+    headers = list(form.columns.values())
+    if form.anonymous_when is not None:
+        headers.append(form.anonymous_when.column)
+    return list(dict.fromkeys(headers))
+
+
+def known_categories(rules: RuleSet) -> frozenset[str]:
+    """The categories the rules name (in `when: category` or `set: category`), folded."""
+    found: set[str] = set()
+    for rule in rules.rules:
+        found.update(as_words(rule.when.get("category")))
+        found.update(as_words(rule.updates.get("category")))
+    return frozenset(word.casefold() for word in found)
+
+
 def check_columns(form: FormConfig, export: Export) -> None:
-    """Refuse an export that lacks a mapped column, naming what was expected and found."""
-    if export.rows and not export.columns:
-        return  # JSON: columns vary per object, checked row by row
-    missing = [header for header in form.columns.values() if header not in export.columns]
-    if missing:
+    """Refuse an export that lacks a mapped column or the anonymity question, naming what was
+    expected and (only when the header row was recognised) what was found."""
+    unmapped = [header for header in form.date_formats if header not in form.columns.values()]
+    if unmapped:
         raise ExportError(
-            f"{export.path}: unknown layout for form {form.id!r}: expected the columns "
-            f"{sorted(form.columns.values())}, missing {missing}; found {export.columns}"
+            f"{export.path}: form {form.id!r}: date_formats names {unmapped}, which "
+            "[forms.columns] does not map; use the header of a mapped column"
         )
+    if not export.rows and not export.columns:
+        return  # a JSON file without responses: no layout to check
+    wanted = mapped_headers(form)
+    present = set(export.headers())
+    missing = [header for header in wanted if header not in present]
+    if not missing:
+        return
+    anonymity = ""
+    if form.anonymous_when is not None and form.anonymous_when.column in missing:
+        anonymity = (
+            f" The anonymity question {form.anonymous_when.column!r} (anonymous_when) is "
+            "missing, so no response of this file can be known to be named; if the question "
+            "was reworded, update anonymous_when.column."
+        )
+    raise ExportError(
+        f"{export.path}: unknown layout for form {form.id!r}: expected the columns "
+        f"{sorted(wanted)}, missing {missing}; found {export.describe_headers()}.{anonymity}"
+    )
 
 
 def _value(form: FormConfig, row: ExportRow, field: str) -> str | None:
@@ -69,36 +131,80 @@ def _value(form: FormConfig, row: ExportRow, field: str) -> str | None:
 
 
 def is_anonymous_row(form: FormConfig, row: ExportRow) -> bool:
+    """True when the form has an anonymity question and this response's answer is one of
+    `equals`, blank, or missing (fail closed)."""
     rule = form.anonymous_when
     if rule is None:
         return False
-    answer = row.values.get(rule.column, "").strip().lower()
-    return answer in {value.strip().lower() for value in rule.equals}
+    if rule.column not in row.values or rule.column in row.missing:
+        return True
+    answer = row.values[rule.column].strip().casefold()
+    return not answer or answer in {value.strip().casefold() for value in rule.equals}
 
 
-def _fields(form: FormConfig, row: ExportRow, dialect: str) -> dict[str, str]:
+def _check_anonymity_answered(form: FormConfig, row: ExportRow) -> None:
+    rule = form.anonymous_when
+    if rule is not None and (rule.column not in row.values or rule.column in row.missing):
+        raise RowError(
+            f"{rule.column!r}: the response has no such field, so it is kept as anonymous "
+            "(identifying columns removed)"
+        )
+
+
+def _date_headers(form: FormConfig) -> set[str]:
+    """Mapped columns read as dates: the date fields, and any header given a date format."""
+    return {
+        header
+        for field, header in form.columns.items()
+        if field in _DATE_FIELDS or header in form.date_formats
+    }
+
+
+def _fields(form: FormConfig, row: ExportRow) -> dict[str, str]:
     fields = {}
-    for field in form.columns:
-        value = _value(form, row, field)
+    dates = _date_headers(form)
+    for field, header in form.columns.items():
+        value = as_lines(_value(form, row, field) or "")
         if field in _OWN_FIELDS or not value:
             continue
-        if field in _DATE_FIELDS:
-            try:
-                value = parse_export_date(value, dialect, form.date_format).isoformat()
-            except ValueError as exc:
-                raise RowError(f"{form.columns[field]}: {exc}") from None
+        if header in dates:  # a date, or the text as written (never a reason to quarantine)
+            value = answer_date(value, form.date_formats.get(header))
         fields[field] = value
     return fields
 
 
-def row_report(form: FormConfig, export: Export, row: ExportRow, now: datetime) -> Report:
-    """The report for one response (anonymised when the form says so), or RowError."""
+def _category(
+    form: FormConfig, row: ExportRow, categories: Collection[str] | None
+) -> tuple[str | None, str | None]:
+    """(the report's category, the answer to show as "Reported as"): an answer becomes the
+    category only when the rules know it (`categories`; None: any answer does)."""
+    answer = one_line(as_lines(_value(form, row, "category") or ""))
+    category = slug(answer) or None
+    if category is None or categories is None or category in categories:
+        return category, None
+    return None, answer
+
+
+def row_report(
+    form: FormConfig,
+    export: Export,
+    row: ExportRow,
+    now: datetime,
+    categories: Collection[str] | None = None,
+) -> Report:
+    """The report for one response (anonymised when the form says so), or RowError.
+    `categories`: the categories the rules know (see `known_categories`); None keeps any."""
     if row.problems:
         raise RowError(row.problems[0])
-    description = _value(form, row, "description")
+    _check_anonymity_answered(form, row)
+    description = as_lines(_value(form, row, "description") or "")
     if not description:
         raise RowError("the description is empty")
     email = strict_address(_value(form, row, "email") or "")
+    category, answer = _category(form, row, categories)
+    fields = _fields(form, row)
+    if answer:
+        fields = {CATEGORY_ANSWER: answer, **fields}
     report = Report(
         source="form",
         form_id=form.id,
@@ -106,12 +212,12 @@ def row_report(form: FormConfig, export: Export, row: ExportRow, now: datetime) 
         body=description,
         received_at=now,
         sent_at=row.submitted_at,
-        category=slug(_value(form, row, "category") or "") or None,
-        reporter_role=_value(form, row, "reporter_role") or None,
-        sender_name=_value(form, row, "name") or None,
+        category=category,
+        reporter_role=one_line(_value(form, row, "reporter_role") or "") or None,
+        sender_name=one_line(_value(form, row, "name") or "") or None,
         sender_address=email,
         ack_address=email,
-        fields=_fields(form, row, export.dialect),
+        fields=fields,
     )
     if is_anonymous_row(form, row):
         anonymise(report)
@@ -131,15 +237,21 @@ def stored_row(form: FormConfig, export: Export, row: ExportRow, anonymous: bool
     return json.dumps(record, ensure_ascii=False).encode()
 
 
+def source_key(form: FormConfig, row: ExportRow) -> str:
+    """`form:<form id>:<sha256 of the response id>`: an id column may hold what a person typed
+    (a student number), so the database keeps only its hash."""
+    return f"form:{form.id}:{hashlib.sha256(row.response_id.encode()).hexdigest()}"
+
+
 def take_row(ingest: Ingest, form: FormConfig, export: Export, row: ExportRow) -> Outcome:
     """Take one response in, once: stored and routed, or quarantined with `file:row: reason`."""
-    key = f"form:{form.id}:{row.response_id}"
-    if ingest.seen(key):
+    key = source_key(form, row)
+    if ingest.seen(key) or ingest.seen(f"form:{form.id}:{row.response_id}"):  # or as keyed before
         return Outcome("seen")
     fingerprint = hashlib.sha256(key.encode()).hexdigest()
     now = datetime.now(UTC)
     try:
-        report = row_report(form, export, row, now)
+        report = row_report(form, export, row, now, known_categories(ingest.rules))
     except RowError as exc:
         original = stored_row(form, export, row, is_anonymous_row(form, row))
         reason = f"{export.path.name}:{row.row}: {exc}"
@@ -171,7 +283,9 @@ class FormSource:
 
     def read(self, path: Path) -> Export:
         form = self.form
-        export = read_export(path, form.dialect, form.id_column, form.date_format)
+        export = read_export(
+            path, form.dialect, form.id_column, form.date_format, mapped_headers(form)
+        )
         check_columns(form, export)
         return export
 

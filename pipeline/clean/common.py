@@ -1,0 +1,77 @@
+"""Shared pieces of the cleaners: the outcome type, the reasons a file is withheld, safe names.
+
+In: a reason or a file name. Out: `Cleaned` values and the sentences the referral shows.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass
+
+from pipeline.report import Attachment
+
+MAX_NAME_LENGTH = 100
+
+KEPT = "the original is kept in the encrypted record"
+METADATA = "withheld because its metadata could not be removed"
+UNKNOWN = "withheld because this kind of file cannot be checked for hidden details"
+TOO_LARGE = "withheld because it is too large to check safely"
+UNREADABLE = "withheld because it could not be read"
+PROTECTED = "withheld because it is password-protected"
+EMBEDDED = "withheld because it contains embedded files or macros that cannot be checked"
+FAILED = "withheld because it could not be checked"
+IMAGE_REMOVED = "hidden details such as location, camera and author were removed"
+DOCUMENT_REMOVED = "hidden details such as author and title were removed"
+
+
+@dataclass(frozen=True)
+class Cleaned:
+    """The outcome for one attachment: a cleaned copy or None (withheld), and a referral note."""
+
+    attachment: Attachment | None
+    note: str | None
+
+
+class Withhold(Exception):
+    """Raised inside this module to withhold an attachment for the given reason."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def kept(name: str, content_type: str, data: bytes, removed: str | None) -> Cleaned:
+    note = f"{name}: {removed}." if removed else None
+    return Cleaned(Attachment(filename=name, content_type=content_type, data=data), note)
+
+
+def withheld(name: str, reason: str) -> Cleaned:
+    return Cleaned(None, f"{name}: {reason}; {KEPT}.")
+
+
+# -- File names -------------------------------------------------------------------------------
+
+_UNSAFE_CHARACTERS = str.maketrans(dict.fromkeys('<>:"|?*', "_"))
+
+
+def safe_name_or_default(attachment: Attachment) -> str:
+    try:
+        return safe_name(attachment.filename)
+    except Exception:
+        return "attachment"
+
+
+def safe_name(filename: str) -> str:
+    """Basename only; no separators, control or format characters; at most 100 characters."""
+    base = re.split(r"[/\\]", unicodedata.normalize("NFC", filename))[-1]
+    base = "".join(c for c in base if unicodedata.category(c) not in {"Cc", "Cf", "Zl", "Zp"})
+    base = base.translate(_UNSAFE_CHARACTERS).strip(" .")
+    if not base:
+        return "attachment"
+    if len(base) <= MAX_NAME_LENGTH:
+        return base
+    stem, dot, extension = base.rpartition(".")
+    if dot and stem and len(extension) <= 16:
+        return stem[: MAX_NAME_LENGTH - len(extension) - 1].rstrip(" .") + "." + extension
+    return base[:MAX_NAME_LENGTH]

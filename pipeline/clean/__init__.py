@@ -6,51 +6,77 @@ note for the referral whenever something was removed or withheld. The type is de
 content (magic bytes and Pillow), never by the declared type or file name alone:
 
 - JPEG, PNG, GIF, WebP, TIFF: re-saved by Pillow in the same format, upright, with no EXIF, XMP,
-  ICC profile, text chunks or comments;
+  ICC profile, text chunks or comments; HEIC/HEIF and AVIF photos re-saved as JPEG (`images`);
 - PDF: rewritten by pypdf without the document information dictionary, XMP streams, private
-  application data (/PieceInfo) and markup-annotation authors;
-- Office Open XML and OpenDocument packages: rewritten with their metadata parts replaced by
-  empty ones, every other member byte-identical;
-- plain text (.txt, .csv): kept as it is;
-- anything else, or anything that cannot be read, checked or safely rewritten: withheld.
+  application data (/PieceInfo) and markup-annotation authors; withheld when it holds inline
+  images or JPEG images with comments or APPn metadata (`pdf`);
+- Office Open XML and OpenDocument packages: rebuilt from an allowlist of parts and XML
+  vocabularies, without authors, comments, tracked changes (accepted), thumbnails, custom XML,
+  external relationships and absolute paths, every embedded image cleaned (`packages`);
+- plain text (.txt, .csv): kept as it is (`text`);
+- anything else, anything that cannot be read, checked or safely rewritten, or anything that
+  takes longer than its `Deadline`: withheld.
 
-The untouched original stays in the encrypted record; that is not this module's concern.
-`clean_attachment` never raises and logs nothing about the content.
+For named reports nothing is cleaned: `screen_attachments` only withholds programs, macro-enabled
+documents and documents that fetch content from elsewhere (`screen`).
+
+The untouched original stays in the encrypted record; that is not this package's concern.
+`clean_attachment` and `screen_attachment` never raise and log nothing about the content.
 """
 
 from __future__ import annotations
+
+from pathlib import PurePath
 
 from PIL import Image
 
 from pipeline.clean.common import (
     DOCUMENT_REMOVED,
     FAILED,
+    HEIF_CONVERTED,
     IMAGE_REMOVED,
     METADATA,
     TOO_LARGE,
     UNKNOWN,
     Cleaned,
+    Deadline,
     Withhold,
     kept,
     safe_name_or_default,
     withheld,
 )
-from pipeline.clean.images import clean_image, is_heif, open_image
+from pipeline.clean.images import clean_image, converted, is_heif, open_image
 from pipeline.clean.packages import clean_package
 from pipeline.clean.pdf import clean_pdf
+from pipeline.clean.screen import screen_attachment, screen_attachments
 from pipeline.clean.text import text_charset, text_type
 from pipeline.report import Attachment
 
-__all__ = ["Cleaned", "clean_attachment"]
+__all__ = [
+    "ATTACHMENT_SECONDS",
+    "REPORT_SECONDS",
+    "Cleaned",
+    "Deadline",
+    "clean_attachment",
+    "screen_attachment",
+    "screen_attachments",
+]
+
+ATTACHMENT_SECONDS = 20.0  # the budget of one attachment when no report deadline is given
+REPORT_SECONDS = 20.0  # the budget of all attachments of one report together
 
 
 def clean_attachment(
-    attachment: Attachment, *, max_archive_bytes: int = 100 * 1024 * 1024
+    attachment: Attachment,
+    *,
+    max_archive_bytes: int = 100 * 1024 * 1024,
+    deadline: Deadline | None = None,
 ) -> Cleaned:
-    """A copy of `attachment` that may leave the encrypted record, or None with a reason."""
+    """A copy of `attachment` that may leave the encrypted record, or None with a reason.
+    Past `deadline` (by default `ATTACHMENT_SECONDS` from now) the attachment is withheld."""
     name = safe_name_or_default(attachment)
     try:
-        return _clean(attachment, name, max_archive_bytes)
+        return _clean(attachment, name, max_archive_bytes, deadline or Deadline(ATTACHMENT_SECONDS))
     except Withhold as refusal:
         return withheld(name, refusal.reason)
     except Image.DecompressionBombError:
@@ -59,24 +85,34 @@ def clean_attachment(
         return withheld(name, FAILED)
 
 
-def _clean(attachment: Attachment, name: str, max_archive_bytes: int) -> Cleaned:
+def _clean(
+    attachment: Attachment, name: str, max_archive_bytes: int, deadline: Deadline
+) -> Cleaned:
     """Sniff the content and hand it to the cleaner for its type."""
+    deadline.check()
     data = attachment.data
-    if is_heif(data):
-        raise Withhold(METADATA)
     image = open_image(data)
     if image is not None:
         with image:
-            cleaned, content_type, removed = clean_image(image)
+            cleaned, content_type, removed = clean_image(image, deadline)
+            if converted(image):
+                return kept(_as_jpeg(name), content_type, cleaned, HEIF_CONVERTED)
         return kept(name, content_type, cleaned, IMAGE_REMOVED if removed else None)
+    if is_heif(data):
+        raise Withhold(METADATA)
     if data.startswith((b"PK\x03\x04", b"PK\x05\x06")):
-        cleaned, content_type, removed = clean_package(data, max_archive_bytes)
+        cleaned, content_type, removed = clean_package(data, max_archive_bytes, deadline)
         return kept(name, content_type, cleaned, DOCUMENT_REMOVED if removed else None)
     if b"%PDF-" in data[:1024]:
-        cleaned, removed = clean_pdf(data)
+        cleaned, removed = clean_pdf(data, deadline)
         return kept(name, "application/pdf", cleaned, DOCUMENT_REMOVED if removed else None)
     charset = text_charset(attachment, name)
     if charset is not None:
         return kept(name, f"{text_type(attachment, name)}; charset={charset}", data, None)
     declared_image = attachment.content_type.lower().startswith("image/")
     raise Withhold(METADATA if declared_image else UNKNOWN)
+
+
+def _as_jpeg(name: str) -> str:
+    """`IMG_0001.HEIC` → `IMG_0001.jpg`: the name says what the file now is."""
+    return f"{PurePath(name).stem or 'attachment'}.jpg"

@@ -6,7 +6,9 @@ In: a reason or a file name. Out: `Cleaned` values and the sentences the referra
 from __future__ import annotations
 
 import re
+import time
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from pipeline.report import Attachment
@@ -23,6 +25,11 @@ EMBEDDED = "withheld because it contains embedded files or macros that cannot be
 FAILED = "withheld because it could not be checked"
 IMAGE_REMOVED = "hidden details such as location, camera and author were removed"
 DOCUMENT_REMOVED = "hidden details such as author and title were removed"
+TOO_SLOW = "withheld because it took too long to check"
+PART_UNKNOWN = "withheld because it holds parts that cannot be checked for hidden details"
+HEIF_CONVERTED = (
+    "converted to JPEG, and hidden details such as location, camera and author were removed"
+)
 
 
 @dataclass(frozen=True)
@@ -39,6 +46,24 @@ class Withhold(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+class Deadline:
+    """A time budget checked between steps: past it, `check` withholds what is being cleaned.
+
+    One deadline may span a whole report, so one slow attachment cannot hold up the rest for
+    longer than the budget: the attachments after it are withheld at once."""
+
+    def __init__(self, seconds: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._end = clock() + seconds
+
+    def expired(self) -> bool:
+        return self._clock() > self._end
+
+    def check(self) -> None:
+        if self.expired():
+            raise Withhold(TOO_SLOW)
 
 
 def kept(name: str, content_type: str, data: bytes, removed: str | None) -> Cleaned:

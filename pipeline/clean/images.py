@@ -1,20 +1,29 @@
 """Images: JPEG, PNG, GIF, WebP and TIFF re-saved by Pillow in the same format, upright, with no
-EXIF, XMP, ICC profile, text chunks or comments.
+EXIF, XMP, ICC profile, text chunks or comments; HEIC/HEIF (pillow-heif) and AVIF photos
+re-saved as JPEG the same way.
 
-In: image bytes. Out: the cleaned bytes, their content type and whether metadata was found; or
-`Withhold` with the reason.
+In: image bytes (and a `Deadline`). Out: the cleaned bytes, their content type and whether
+metadata was found; or `Withhold` with the reason. Pillow's pixel cap is lowered to
+`MAX_PIXELS` for the whole process when this module is imported: a decompression bomb is refused
+before it is decoded.
 """
 
 from __future__ import annotations
 
 from io import BytesIO
 
+import pillow_heif
 from PIL import Image, ImageOps, PngImagePlugin, TiffImagePlugin
 
-from pipeline.clean.common import METADATA, TOO_LARGE, UNREADABLE, Withhold
+from pipeline.clean.common import METADATA, TOO_LARGE, UNREADABLE, Deadline, Withhold
 
 MAX_FRAMES = 1_000
-DEFAULT_MAX_PIXELS = 89_478_485  # Pillow's default, used when Image.MAX_IMAGE_PIXELS is None
+MAX_PIXELS = 40_000_000  # all frames of one image together; a 12-megapixel photo is far below
+
+if Image.MAX_IMAGE_PIXELS is None or Image.MAX_IMAGE_PIXELS > MAX_PIXELS:
+    Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+Image.init()  # every plugin Pillow has, AVIF among them
+pillow_heif.register_heif_opener()
 
 # The format Pillow reports → the format we save (an MPO is a JPEG with extra frames).
 _IMAGE_FORMATS = {
@@ -24,7 +33,10 @@ _IMAGE_FORMATS = {
     "GIF": "GIF",
     "WEBP": "WEBP",
     "TIFF": "TIFF",
+    "HEIF": "JPEG",
+    "AVIF": "JPEG",
 }
+_OPENED_FORMATS = [name for name in _IMAGE_FORMATS if name != "MPO"]  # Pillow opens MPO as JPEG
 _IMAGE_TYPES = {
     "JPEG": "image/jpeg",
     "PNG": "image/png",
@@ -53,43 +65,52 @@ def is_heif(data: bytes) -> bool:
 def open_image(data: bytes) -> Image.Image | None:
     """The image when the content is one of the formats we re-save, else None."""
     try:
-        return Image.open(BytesIO(data), formats=list(_IMAGE_TYPES))
+        return Image.open(BytesIO(data), formats=_OPENED_FORMATS)
     except Image.UnidentifiedImageError:
         return None
     except (OSError, SyntaxError, ValueError, EOFError) as error:
         raise Withhold(UNREADABLE) from error
 
 
-def clean_image(image: Image.Image) -> tuple[bytes, str, bool]:
+def converted(image: Image.Image) -> bool:
+    """True when the image is re-saved in another format (HEIF and AVIF become JPEG)."""
+    return image.format in {"HEIF", "AVIF"}
+
+
+def clean_image(image: Image.Image, deadline: Deadline) -> tuple[bytes, str, bool]:
     """Re-save the image without metadata: (bytes, content type, whether metadata was found)."""
     if image.format not in _IMAGE_FORMATS:
         raise Withhold(METADATA)
     target = _IMAGE_FORMATS[image.format]
     try:
-        frames = _clean_frames(image, target)
+        frames = _clean_frames(image, target, deadline)
         removed = _has_image_metadata(image)
         out = BytesIO()
         frames[0].save(out, target, **_save_options(image, target, frames))
     except (OSError, ValueError, SyntaxError, EOFError) as error:
         raise Withhold(UNREADABLE) from error
     result = out.getvalue()
+    deadline.check()
     _verify_image(result, target)
     return result, _IMAGE_TYPES[target], removed
 
 
-def _clean_frames(image: Image.Image, target: str) -> list[Image.Image]:
+def _clean_frames(image: Image.Image, target: str, deadline: Deadline) -> list[Image.Image]:
     """Every frame upright, as a plain image whose info keeps only animation and transparency."""
     count = 1 if target == "JPEG" else getattr(image, "n_frames", 1)
     if count > MAX_FRAMES:
         raise Withhold(TOO_LARGE)
-    limit = Image.MAX_IMAGE_PIXELS or DEFAULT_MAX_PIXELS
+    limit = min(Image.MAX_IMAGE_PIXELS or MAX_PIXELS, MAX_PIXELS)
     frames, pixels = [], 0
     for index in range(count):
+        deadline.check()
         image.seek(index)
         pixels += image.width * image.height
         if pixels > limit:
             raise Withhold(TOO_LARGE)
         frame = ImageOps.exif_transpose(image)
+        if target == "JPEG" and frame.mode not in {"RGB", "L", "CMYK"}:
+            frame = frame.convert("RGB")  # a HEIF or AVIF photo may carry alpha or 16 bits
         frame.info = {key: image.info[key] for key in _KEPT_IMAGE_INFO if key in image.info}
         frames.append(frame)
     image.seek(0)

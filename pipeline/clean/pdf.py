@@ -1,7 +1,10 @@
 """PDF: rewritten by pypdf without the document information dictionary, XMP streams, private
-application data (/PieceInfo) and markup-annotation authors.
+application data (/PieceInfo) and markup-annotation authors. Withheld when it embeds files, or
+holds pictures whose hidden details cannot be removed: inline images (BI ... ID ... EI in a
+content stream) and JPEG images with a comment or any APPn segment other than JFIF and Adobe.
 
-In: PDF bytes. Out: the cleaned bytes and whether anything was removed; or `Withhold`.
+In: PDF bytes and a `Deadline`. Out: the cleaned bytes and whether anything was removed; or
+`Withhold`.
 """
 
 from __future__ import annotations
@@ -10,18 +13,28 @@ from io import BytesIO
 
 from PIL import Image
 from pypdf import PdfReader, PdfWriter
-from pypdf.generic import ArrayObject, DictionaryObject, IndirectObject, PdfObject, StreamObject
+from pypdf.generic import (
+    ArrayObject,
+    ContentStream,
+    DictionaryObject,
+    IndirectObject,
+    PdfObject,
+    StreamObject,
+)
 
-from pipeline.clean.common import EMBEDDED, METADATA, PROTECTED, UNREADABLE, Withhold
+from pipeline.clean.common import EMBEDDED, METADATA, PROTECTED, UNREADABLE, Deadline, Withhold
 
 _PDF_PRIVATE_KEYS = ("/Metadata", "/PieceInfo")
 _PDF_MARKUP_ANNOTATIONS = {"/Text", "/FreeText", "/Line", "/Square", "/Circle", "/Polygon"}
 _PDF_MARKUP_ANNOTATIONS |= {"/PolyLine", "/Highlight", "/Underline", "/Squiggly", "/StrikeOut"}
 _PDF_MARKUP_ANNOTATIONS |= {"/Stamp", "/Caret", "/Ink", "/Popup", "/Sound", "/Redact"}
-_JPEG_METADATA_KEYS = {"exif", "xmp", "photoshop"}
+# The APPn segments a plain JPEG needs (JFIF density, Adobe colour transform); any other, or a
+# comment, may carry EXIF, XMP, IPTC, an ICC description or a camera maker's notes.
+_JPEG_STRUCTURE_SEGMENTS = (("APP0", b"JFIF\x00"), ("APP0", b"JFXX\x00"), ("APP14", b"Adobe"))
+_INLINE_IMAGE = b"INLINE IMAGE"  # the operator pypdf gives a BI ... ID ... EI sequence
 
 
-def clean_pdf(data: bytes) -> tuple[bytes, bool]:
+def clean_pdf(data: bytes, deadline: Deadline) -> tuple[bytes, bool]:
     """Rewrite the PDF without its metadata: (bytes, whether anything was removed)."""
     try:
         reader = PdfReader(BytesIO(data))
@@ -38,7 +51,13 @@ def clean_pdf(data: bytes) -> tuple[bytes, bool]:
         raise Withhold(UNREADABLE)
     # Scrub the reader's objects first: cloning then copies only what is still reachable, so
     # a removed metadata stream does not survive as an unreferenced object in the new file.
-    removed = _scrub_pdf(root)
+    removed = _scrub_pdf(root, reader, deadline)
+    for page in reader.pages:
+        deadline.check()
+        contents = page.get_contents()
+        if contents is not None and _INLINE_IMAGE in (op for _, op in contents.operations):
+            raise Withhold(METADATA)
+    deadline.check()
     writer = PdfWriter(clone_from=reader)
     writer.metadata = None
     writer._ID = None  # the original file identifier would link this copy to the original
@@ -51,12 +70,14 @@ def clean_pdf(data: bytes) -> tuple[bytes, bool]:
     return result, had_info or removed
 
 
-def _scrub_pdf(root: PdfObject) -> bool:
+def _scrub_pdf(root: PdfObject, reader: PdfReader, deadline: Deadline) -> bool:
     """Remove private keys from every reachable object; True when something was removed."""
     removed = False
     seen: set[tuple[int, int]] = set()
     stack: list[PdfObject | None] = [root]
     while stack:
+        if len(seen) % 256 == 0:
+            deadline.check()
         obj = stack.pop()
         if isinstance(obj, IndirectObject):
             if (obj.idnum, obj.generation) in seen:
@@ -64,19 +85,30 @@ def _scrub_pdf(root: PdfObject) -> bool:
             seen.add((obj.idnum, obj.generation))
             obj = obj.get_object()
         if isinstance(obj, DictionaryObject):
-            removed = _scrub_pdf_dictionary(obj) or removed
+            removed = _scrub_pdf_dictionary(obj, reader) or removed
             stack.extend(obj.values())
         elif isinstance(obj, ArrayObject):
             stack.extend(obj)
     return removed
 
 
-def _scrub_pdf_dictionary(obj: DictionaryObject) -> bool:
-    """Drop metadata keys and annotation authors; refuse embedded files and tagged photos."""
+def _scrub_pdf_dictionary(obj: DictionaryObject, reader: PdfReader) -> bool:
+    """Drop metadata keys and annotation authors; refuse embedded files, tagged photos and
+    inline images (in forms, tiling patterns and Type 3 glyphs; pages are checked apart)."""
     if "/EF" in obj:
         raise Withhold(EMBEDDED)
     if isinstance(obj, StreamObject) and _is_tagged_jpeg(obj):
         raise Withhold(METADATA)
+    if isinstance(obj, StreamObject) and _draws(obj) and _has_inline_image(obj, reader):
+        raise Withhold(METADATA)
+    glyphs = obj.get("/CharProcs")
+    if isinstance(glyphs, IndirectObject):
+        glyphs = glyphs.get_object()
+    if isinstance(glyphs, DictionaryObject):
+        for glyph in glyphs.values():
+            glyph = glyph.get_object()
+            if isinstance(glyph, StreamObject) and _has_inline_image(glyph, reader):
+                raise Withhold(METADATA)
     keys = [key for key in _PDF_PRIVATE_KEYS if key in obj]
     if obj.get("/Subtype") in _PDF_MARKUP_ANNOTATIONS and "/T" in obj:
         keys.append("/T")
@@ -85,8 +117,20 @@ def _scrub_pdf_dictionary(obj: DictionaryObject) -> bool:
     return bool(keys)
 
 
+def _draws(stream: StreamObject) -> bool:
+    """A form XObject or a tiling pattern: a content stream of its own."""
+    return stream.get("/Subtype") == "/Form" or stream.get("/PatternType") == 1
+
+
+def _has_inline_image(stream: StreamObject, reader: PdfReader) -> bool:
+    try:
+        return _INLINE_IMAGE in (op for _, op in ContentStream(stream, reader).operations)
+    except Exception:
+        return True  # cannot vouch for it
+
+
 def _is_tagged_jpeg(stream: StreamObject) -> bool:
-    """True for a JPEG image XObject that carries EXIF, XMP or IPTC (e.g. a phone photo)."""
+    """True for a JPEG image XObject with a comment or metadata segment (e.g. a phone photo)."""
     if stream.get("/Subtype") != "/Image":
         return False
     filters = stream.get("/Filter")
@@ -97,6 +141,13 @@ def _is_tagged_jpeg(stream: StreamObject) -> bool:
         return False
     try:
         with Image.open(BytesIO(stream.get_data()), formats=["JPEG"]) as image:
-            return bool(_JPEG_METADATA_KEYS & image.info.keys())
+            segments = getattr(image, "applist", None)
+            if not isinstance(segments, list):
+                return True
+            return not all(_structural(marker, body) for marker, body in segments)
     except Exception:
         return True  # cannot vouch for it
+
+
+def _structural(marker: str, body: bytes) -> bool:
+    return any(marker == m and body.startswith(prefix) for m, prefix in _JPEG_STRUCTURE_SEGMENTS)

@@ -1,0 +1,152 @@
+"""OpenDocument (odt, ods, odp): the plan for cleaning each member of a package.
+
+In: the member names of a package and a way to read a member. Out: a `Part` for every member:
+`mimetype` kept byte-identical (first and stored, as ODF requires); `meta.xml` replaced by an
+empty one; settings (printer names), thumbnails, toolbar configurations, layout caches, RDF
+metadata and signatures (certificates name their owner) dropped, with their manifest entries;
+pictures cleaned as images; every other XML part filtered: comments (`office:annotation`) and
+tracked changes (accepted: the change log and deleted text go) removed, `dc:creator` and
+`dc:date` wherever they are, author and sender fields, DDE links, and elements that link files
+outside the package (`xlink:href` other than a hyperlink) removed, revision session ids removed.
+Macros (Basic/, Scripts/) and any other member withhold the document.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+from pipeline.clean.common import EMBEDDED, PART_UNKNOWN, PROTECTED, Withhold
+from pipeline.clean.xmlparts import DROP, IMAGE, KEEP, Attributes, Name, Part, XmlPolicy
+
+TYPES = tuple(
+    f"application/vnd.oasis.opendocument.{kind}" for kind in ("text", "spreadsheet", "presentation")
+)
+NAMESPACES = (
+    "urn:oasis:names:tc:opendocument:",
+    "urn:org:documentfoundation:names:experimental:",
+    "http://openoffice.org/",
+    "http://www.openoffice.org/",
+    "http://purl.org/dc/elements/1.1/",
+    "http://www.w3.org/1999/xlink",
+    "http://www.w3.org/1998/Math/MathML",
+    "http://www.w3.org/1999/xhtml",
+    "http://www.w3.org/2002/xforms",
+    "http://www.w3.org/2001/xml-events",
+    "http://www.w3.org/2001/XMLSchema",
+    "http://www.w3.org/2003/g/data-view#",
+    "http://www.w3.org/TR/css3-text/",
+    "http://docs.oasis-open.org/ns/office/1.2/meta/",
+)
+_ODF = "urn:oasis:names:tc:opendocument:xmlns:"
+_OFFICE, _TEXT, _TABLE = f"{_ODF}office:1.0", f"{_ODF}text:1.0", f"{_ODF}table:1.0"
+_DRAW, _META, _MANIFEST = f"{_ODF}drawing:1.0", f"{_ODF}meta:1.0", f"{_ODF}manifest:1.0"
+_DC = "http://purl.org/dc/elements/1.1/"
+_XLINK = "http://www.w3.org/1999/xlink"
+_DROPPED_ELEMENTS = frozenset(
+    {
+        (_OFFICE, "annotation"),
+        (_OFFICE, "annotation-end"),
+        (_OFFICE, "dde-source"),
+        (_TEXT, "tracked-changes"),
+        (_TEXT, "change"),
+        (_TEXT, "change-start"),
+        (_TEXT, "change-end"),
+        (_TEXT, "author-name"),
+        (_TEXT, "author-initials"),
+        (_TEXT, "initial-creator"),
+        (_TEXT, "creator"),
+        (_TEXT, "user-defined"),
+        (_TEXT, "dde-connection-decls"),
+        (_TABLE, "tracked-changes"),
+        (_TABLE, "dde-links"),
+        (_DC, "creator"),
+        (_DC, "date"),
+    }
+)
+_HYPERLINKS = {(_TEXT, "a"), (_DRAW, "a")}
+_DROPPED_PARTS = re.compile(
+    r"^((.*/)?settings\.xml|(.*/)?layout-cache|manifest\.rdf|Thumbnails/.*|Configurations2/.*"
+    r"|META-INF/(documentsignatures|macrosignatures|signatures[^/]*)\.xml"
+    r"|Basic/script-l[bc]\.xml)$"
+)
+_KNOWN_PARTS = re.compile(r"^(Object \d+/)?(content|styles)\.xml$")  # other XML withholds
+_DROPPED_ATTRIBUTES = {"author", "initials", "creator", "paragraph-rsid"}
+
+
+def plan(names: list[str], read: Callable[[str], bytes]) -> tuple[str, dict[str, Part]]:
+    """The content type of the package and the fate of each member."""
+    mimetype = read("mimetype").decode("ascii", "replace").strip()
+    if b"encryption-data" in read("META-INF/manifest.xml"):
+        raise Withhold(PROTECTED)
+    dropped = {name for name in names if _DROPPED_PARTS.match(name)}
+    return mimetype, {name: _part(name, dropped, read) for name in names}
+
+
+def is_odf(names: list[str], read: Callable[[str], bytes], size: Callable[[str], int]) -> bool:
+    if "mimetype" not in names or size("mimetype") > 200:
+        return False
+    return read("mimetype").decode("ascii", "replace").strip().startswith(TYPES)
+
+
+def _part(name: str, dropped: set[str], read: Callable[[str], bytes]) -> Part:
+    if name in dropped or (name.endswith("/") and _DROPPED_PARTS.match(name + "x")):
+        return DROP
+    if name == "mimetype" or name.endswith("/"):
+        return KEEP
+    if name.startswith(("Basic/", "Scripts/")):
+        raise Withhold(EMBEDDED)
+    if name == "META-INF/manifest.xml":
+        return Part("xml", policy=_manifest_policy(dropped))
+    if name == "meta.xml" or name.endswith("/meta.xml"):
+        return Part("replace", data=_empty_meta(read(name)))
+    if name.startswith(("Pictures/", "ObjectReplacements/")) or "/Pictures/" in name:
+        return IMAGE
+    if _KNOWN_PARTS.match(name):
+        return Part("xml", policy=_CONTENT_POLICY)
+    raise Withhold(PART_UNKNOWN)
+
+
+def _empty_meta(original: bytes) -> bytes:
+    """An empty meta.xml, declaring the same ODF version as the one it replaces."""
+    found = re.search(rb'office:version="([0-9.]{1,8})"', original)
+    version = found.group(1) if found else b"1.2"
+    return b'<?xml version="1.0" encoding="UTF-8"?>\n' + (
+        b'<office:document-meta xmlns:office="urn:oasis:names:tc:opendocument:xmlns:office:1.0"'
+        b' office:version="' + version + b'"><office:meta/></office:document-meta>'
+    )
+
+
+def _manifest_policy(dropped: set[str]) -> XmlPolicy:
+    def drop_when(name: Name, attributes: Attributes) -> bool:
+        path = attributes.get((_MANIFEST, "full-path"), "")
+        gone = path in dropped or (path.endswith("/") and bool(_DROPPED_PARTS.match(path + "x")))
+        return name == (_MANIFEST, "file-entry") and gone
+
+    return XmlPolicy(NAMESPACES, drop_when=drop_when)
+
+
+def links_outside(name: Name, attributes: Attributes) -> bool:
+    """An element other than a hyperlink whose `xlink:href` leaves the package (a linked image,
+    section or table, an OLE link, a script), or a DDE link: it names or fetches another file."""
+    href = attributes.get((_XLINK, "href"), "")
+    outside = ":" in href or href.startswith(("/", "../", "\\"))
+    return bool(href) and outside and name not in _HYPERLINKS
+
+
+def _drop_when(name: Name, attributes: Attributes) -> bool:
+    if name[0] == _META or (name[0] == _TEXT and name[1].startswith("sender-")):
+        return True
+    return links_outside(name, attributes)
+
+
+def _identifying_attribute(name: Name) -> bool:
+    return name[1] in _DROPPED_ATTRIBUTES or name[1].startswith("rsid")
+
+
+_CONTENT_POLICY = XmlPolicy(
+    NAMESPACES,
+    drop_elements=_DROPPED_ELEMENTS,
+    drop_attributes=_identifying_attribute,
+    drop_when=_drop_when,
+)

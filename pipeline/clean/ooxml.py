@@ -1,0 +1,221 @@
+"""Office Open XML (docx, xlsx, pptx): the plan for cleaning each part of a package.
+
+In: the member names of a package and a way to read a member. Out: a `Part` for every member:
+- metadata parts (docProps core, app, custom) replaced by empty ones;
+- people, comments, thumbnails, custom XML, printer settings, revision logs, custom tags and
+  external workbook links dropped, with the relationships and content-type overrides naming
+  them, and the elements that refer to those relationships;
+- relationships to external templates and linked files dropped (hyperlinks stay: they are
+  part of what the reporter wrote);
+- media cleaned as images;
+- each known XML part (document, styles, sheets, slides, charts...) filtered: tracked changes
+  accepted (deletions removed, insertions kept), comment anchors removed; author, initials,
+  user and provider ids, user names and revision session ids removed; attached templates,
+  document variables, mail-merge sources, document ids and absolute paths removed.
+Any other member (embedded objects, fonts, macros, binary parts, external data connections,
+parts of unknown purpose) withholds the document.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+from collections.abc import Callable
+
+from pipeline.clean.common import EMBEDDED, PART_UNKNOWN, UNKNOWN, Withhold
+from pipeline.clean.xmlparts import DROP, IMAGE, KEEP, Attributes, Name, Part, XmlPolicy
+from pipeline.clean.xmlparts import parse_part as parse_xml
+
+NAMESPACES = (
+    "http://schemas.openxmlformats.org/",
+    "http://purl.oclc.org/ooxml/",
+    "http://schemas.microsoft.com/office/",
+    "urn:schemas-microsoft-com:",
+    "http://purl.org/dc/",
+    "http://www.w3.org/2001/XMLSchema-instance",
+)
+_W = (
+    "http://schemas.openxmlformats.org/wordprocessingml/2006/main",
+    "http://purl.oclc.org/ooxml/wordprocessingml/main",
+)
+_R = (
+    "http://schemas.openxmlformats.org/officeDocument/2006/relationships",
+    "http://purl.oclc.org/ooxml/officeDocument/relationships",
+)
+_RELATIONSHIPS = "http://schemas.openxmlformats.org/package/2006/relationships"
+_CONTENT_TYPES = "http://schemas.openxmlformats.org/package/2006/content-types"
+_HYPERLINK = "/hyperlink"
+
+_XML = b'<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n'
+_EXTENDED = "http://schemas.openxmlformats.org/officeDocument/2006/"
+_EMPTY = {  # lower-case part name → its empty replacement
+    "docprops/core.xml": _XML
+    + b'<cp:coreProperties xmlns:cp="http://schemas.openxmlformats.org/package/2006/metadata/'
+    b'core-properties" xmlns:dc="http://purl.org/dc/elements/1.1/" '
+    b'xmlns:dcterms="http://purl.org/dc/terms/" xmlns:dcmitype="http://purl.org/dc/dcmitype/" '
+    b'xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"/>',
+    "docprops/app.xml": _XML
+    + f'<Properties xmlns="{_EXTENDED}extended-properties" '
+    f'xmlns:vt="{_EXTENDED}docPropsVTypes"/>'.encode(),
+    "docprops/custom.xml": _XML
+    + f'<Properties xmlns="{_EXTENDED}custom-properties" '
+    f'xmlns:vt="{_EXTENDED}docPropsVTypes"/>'.encode(),
+}
+MAIN_PARTS = {
+    "word/document.xml": "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+    "xl/workbook.xml": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+    "ppt/presentation.xml": (
+        "application/vnd.openxmlformats-officedocument.presentationml.presentation"
+    ),
+}
+_DROPPED_PARTS = re.compile(
+    r"^(docprops/thumbnail\.[^/]+"
+    r"|customxml/.*"
+    r"|\[trash\]/.*"
+    r"|(word|xl|ppt)/printersettings/.*"
+    r"|word/(comments[a-z]*|people)\.xml"
+    r"|ppt/(commentauthors|authors)\.xml"
+    r"|ppt/comments/.*|ppt/tags/.*"
+    r"|xl/comments\d*\.xml|xl/comments/.*"
+    r"|xl/(threadedcomments|persons|revisions|externallinks)/.*"
+    r"|xl/drawings/[^/]*\.vml)$"  # legacy drawings: comment boxes and form controls
+)
+# The XML parts the cleaner knows (lower case); any other part withholds the document.
+_N = r"\d*\.xml"
+_SHARED = (
+    rf"theme/theme{_N}|charts/(chart|colors|style){_N}"
+    rf"|diagrams/(data|layout|quickstyle|colors|drawing){_N}"
+)
+_KNOWN_PARTS = re.compile(
+    r"^(word/(glossary/)?(document|styles|styleswitheffects|settings|websettings|fonttable"
+    rf"|numbering|footnotes|endnotes|header\d*|footer\d*)\.xml|word/(glossary/)?({_SHARED})"
+    rf"|xl/(workbook|styles|sharedstrings|calcchain|metadata)\.xml"
+    rf"|xl/(worksheets|chartsheets)/sheet{_N}|xl/drawings/drawing{_N}|xl/tables/table{_N}"
+    rf"|xl/pivottables/pivottable{_N}|xl/pivotcache/pivotcache(definition|records){_N}"
+    rf"|xl/({_SHARED})"
+    r"|ppt/(presentation|presprops|viewprops|tablestyles)\.xml"
+    rf"|ppt/(slides/slide|slidelayouts/slidelayout|slidemasters/slidemaster){_N}"
+    rf"|ppt/(notesslides/notesslide|notesmasters/notesmaster|handoutmasters/handoutmaster){_N}"
+    rf"|ppt/({_SHARED}))$"
+)
+# Elements removed with their content, in WordprocessingML: deleted and moved-away text (the
+# tracked changes are accepted), records of formatting changes, comment anchors, and settings
+# that name files or people.
+_W_DROPPED = {
+    "del", "moveFrom", "delText", "delInstrText", "moveFromRangeStart", "moveFromRangeEnd",
+    "moveToRangeStart", "moveToRangeEnd", "rPrChange", "pPrChange", "sectPrChange",
+    "tblPrChange", "tblPrExChange", "trPrChange", "tcPrChange", "tblGridChange",
+    "numberingChange", "cellIns", "cellDel", "cellMerge", "customXmlInsRangeStart",
+    "customXmlInsRangeEnd", "customXmlDelRangeStart", "customXmlDelRangeEnd",
+    "customXmlMoveFromRangeStart", "customXmlMoveFromRangeEnd", "customXmlMoveToRangeStart",
+    "customXmlMoveToRangeEnd", "commentRangeStart", "commentRangeEnd", "commentReference",
+    "attachedTemplate", "attachedSchema", "docVars", "rsids", "mailMerge", "saveThroughXslt",
+    "dataBinding", "trackRevisions",
+}  # fmt: skip
+_W_UNWRAPPED = {"ins", "moveTo"}  # inserted and moved-here text stays, its wrapper goes
+# Removed wherever they are: a workbook's absolute path, revision and document ids.
+_DROPPED_ANYWHERE = {"absPath", "revisionPtr", "docId", "presenceInfo"}
+_DROPPED_ATTRIBUTES = {"author", "initials", "userId", "providerId", "userName", "lastModifiedBy"}
+_DROPPED_ATTRIBUTES |= {"refreshedBy", "personId"}
+
+
+def plan(names: list[str], read: Callable[[str], bytes]) -> tuple[str, dict[str, Part]]:
+    """The content type of the package and the fate of each member (by its exact name)."""
+    lower = {name.lower(): name for name in names}
+    if any(part.endswith("vbaproject.bin") for part in lower):
+        raise Withhold(EMBEDDED)
+    main = next((kind for part, kind in MAIN_PARTS.items() if part in lower), None)
+    if main is None:
+        raise Withhold(UNKNOWN)
+    dropped = {part for part in lower if _DROPPED_PARTS.match(part) or _rels_of_dropped(part)}
+    dropped_ids = {
+        part: _dropped_relationships(part, read(name), dropped)
+        for part, name in lower.items()
+        if part.endswith(".rels") and part not in dropped
+    }
+    parts = {name: _part(part, dropped, dropped_ids) for part, name in lower.items()}
+    return main, parts
+
+
+def _part(part: str, dropped: set[str], dropped_ids: dict[str, set[str]]) -> Part:
+    if part in dropped:
+        return DROP
+    if part.endswith("/"):
+        return KEEP
+    if part == "[content_types].xml":
+        return Part("xml", policy=_content_types_policy(dropped))
+    if part.endswith(".rels"):
+        return Part("xml", policy=_relationships_policy(dropped_ids[part]))
+    if part in _EMPTY:
+        return Part("replace", data=_EMPTY[part])
+    if "/media/" in f"/{part}":
+        return IMAGE
+    if _KNOWN_PARTS.match(part):
+        return Part("xml", policy=_content_policy(dropped_ids.get(_rels_name(part), set())))
+    raise Withhold(EMBEDDED if "/embeddings/" in part or part.endswith(".bin") else PART_UNKNOWN)
+
+
+def _rels_name(part: str) -> str:
+    """`word/document.xml` → `word/_rels/document.xml.rels`."""
+    folder, name = posixpath.split(part)
+    return posixpath.join(folder, "_rels", f"{name}.rels")
+
+
+def _rels_source(rels: str) -> str:
+    """`word/_rels/document.xml.rels` → `word/document.xml`; `_rels/.rels` → `` (the package)."""
+    folder, name = posixpath.split(rels)
+    return posixpath.join(posixpath.dirname(folder), name.removesuffix(".rels"))
+
+
+def _rels_of_dropped(part: str) -> bool:
+    return part.endswith(".rels") and bool(_DROPPED_PARTS.match(_rels_source(part)))
+
+
+def _dropped_relationships(rels: str, data: bytes, dropped: set[str]) -> set[str]:
+    """Ids of the relationships to drop: to dropped parts, and external ones but hyperlinks."""
+    base = posixpath.dirname(_rels_source(rels))
+    ids = set()
+    for relationship in parse_xml(data):
+        target = relationship.get("Target", "")
+        if relationship.get("TargetMode") == "External":
+            if not relationship.get("Type", "").endswith(_HYPERLINK):
+                ids.add(relationship.get("Id", ""))
+            continue
+        path = target.lstrip("/") if target.startswith("/") else posixpath.join(base, target)
+        if posixpath.normpath(path).lower() in dropped:
+            ids.add(relationship.get("Id", ""))
+    return ids
+
+
+def _content_types_policy(dropped: set[str]) -> XmlPolicy:
+    def drop_when(name: Name, attributes: Attributes) -> bool:
+        part = attributes.get(("", "PartName"), "").lstrip("/").lower()
+        return name == (_CONTENT_TYPES, "Override") and part in dropped
+
+    return XmlPolicy(NAMESPACES, drop_when=drop_when)
+
+
+def _relationships_policy(ids: set[str]) -> XmlPolicy:
+    def drop_when(name: Name, attributes: Attributes) -> bool:
+        return name == (_RELATIONSHIPS, "Relationship") and attributes.get(("", "Id")) in ids
+
+    return XmlPolicy(NAMESPACES, drop_when=drop_when)
+
+
+def _content_policy(ids: set[str]) -> XmlPolicy:
+    def drop_when(name: Name, attributes: Attributes) -> bool:
+        if name[1] in _DROPPED_ANYWHERE:
+            return True
+        return any(key[0] in _R and value in ids for key, value in attributes.items())
+
+    return XmlPolicy(
+        NAMESPACES,
+        drop_elements=frozenset((w, local) for w in _W for local in _W_DROPPED),
+        unwrap_elements=frozenset((w, local) for w in _W for local in _W_UNWRAPPED),
+        drop_attributes=_identifying_attribute,
+        drop_when=drop_when,
+    )
+
+
+def _identifying_attribute(name: Name) -> bool:
+    return name[1] in _DROPPED_ATTRIBUTES or name[1].startswith("rsid")

@@ -11,6 +11,10 @@ reports. Two shapes are recognised:
 - Plain-text bounces without a DSN part (qmail, old Exim): only from a mailer, and only when a
   Message-ID of the original can be found in the quoted headers or an attached original.
 
+A `Bounce` names the recipients it is about (DSN `Final-Recipient` / `Original-Recipient`, or
+the failed addresses of a plain-text bounce): the store changes an outbox mail only when both its
+Message-ID and its recipient match, so a forged bounce for a Message-ID alone changes nothing.
+
 Only the message's own parts are read: a bounce forwarded by a person inside a `message/rfc822`
 attachment is never entered, so it stays a report. Pure: no I/O, no logging, and for any input the
 answer is a `Bounce` or None, never an exception.
@@ -22,7 +26,7 @@ import base64
 import binascii
 import quopri
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from email.message import EmailMessage, Message
 from email.utils import collapse_rfc2231_value, parseaddr
@@ -49,6 +53,10 @@ _QUOTED_ORIGINAL_START = re.compile(
     r"|^.*(?:copy of the (?:original )?message|original message|below this line).*$"
 )
 _DELAY_SUBJECT = re.compile(r"(?i)\bdelay")
+_ADDRESS = re.compile(
+    r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}@[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63})+"
+)
+MAX_RECIPIENTS = 50  # addresses one bounce may name
 
 
 @dataclass(frozen=True)
@@ -59,6 +67,9 @@ class Bounce:
     permanent: bool  # True for a failure (5.x.x / failed), False for delayed, delivered, …
     status: str | None  # the RFC 3464 Status code, e.g. "5.1.1", when given
     action: str | None  # "failed" | "delayed" | "delivered" | "relayed" | "expanded" when given
+    # The addresses it is about (lower-case): a DSN's Final-Recipient / Original-Recipient of the
+    # recipients that decide it, or the failed addresses a plain-text bounce names.
+    recipients: tuple[str, ...] = ()
 
 
 def recognise_bounce(msg: EmailMessage) -> Bounce | None:
@@ -186,19 +197,42 @@ def _from_localpart(msg: Message) -> str:
 
 
 def _dsn_bounce(msg: Message, status_parts: list[Message], ids: tuple[str, ...]) -> Bounce:
-    recipients = [
-        (_action_of(group), _status_of(group))
+    groups = [
+        group
         for part in status_parts
         for group in _field_groups(_status_text(part))
         if "action" in group or "status" in group
     ]
-    failed = [r for r in recipients if _is_failure(*r)]
-    delayed = [r for r in recipients if _is_delay(*r)]
-    if recipients:
-        action, status = (failed or delayed or recipients)[0]
-        return Bounce(ids, permanent=bool(failed), status=status, action=action)
+    failed = [g for g in groups if _is_failure(_action_of(g), _status_of(g))]
+    delayed = [g for g in groups if _is_delay(_action_of(g), _status_of(g))]
+    if groups:
+        deciding = failed or delayed or groups
+        first = deciding[0]
+        return Bounce(
+            ids,
+            permanent=bool(failed),
+            status=_status_of(first),
+            action=_action_of(first),
+            recipients=_unique(a for g in deciding for a in _group_recipients(g)),
+        )
     # A DSN without readable per-recipient fields: still a bounce, judged by its subject.
     return Bounce(ids, permanent=not _subject_says_delay(msg), status=None, action=None)
+
+
+def _group_recipients(group: dict[str, str]) -> list[str]:
+    """Final-Recipient and Original-Recipient (`rfc822; addr`) of one DSN field group."""
+    found = []
+    for name in ("final-recipient", "original-recipient"):
+        value = group.get(name, "")
+        address = value.partition(";")[2] if ";" in value else value
+        match = _ADDRESS.search(address[:1000])
+        if match:
+            found.append(match.group(0).lower())
+    return found
+
+
+def _unique(addresses: Iterable[str]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(addresses))[:MAX_RECIPIENTS]
 
 
 def _status_text(part: Message) -> str:
@@ -301,7 +335,7 @@ def _attached_message_id(part: Message) -> str | None:
 def _text_bounce(msg: Message, parts: list[Message]) -> Bounce | None:
     """qmail/Exim-style: an explanation, then the original's headers quoted in the text."""
     ids = list(_original_ids(parts))
-    explanation = ""
+    explanation = _raw_header(msg, "X-Failed-Recipients") or ""
     for part in parts:
         if _content_type(part) != "text/plain":
             continue
@@ -319,4 +353,5 @@ def _text_bounce(msg: Message, parts: list[Message]) -> Bounce | None:
         permanent=not _subject_says_delay(msg),
         status=found.group(1) if found else None,
         action=None,
+        recipients=_unique(a.group(0).lower() for a in _ADDRESS.finditer(explanation)),
     )

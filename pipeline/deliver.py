@@ -3,7 +3,8 @@
 `build_referral` wraps a referral as PGP/MIME (RFC 3156 `multipart/encrypted`) encrypted to the
 service's pinned key: the outer message carries only a generic subject, the addresses and the
 Message-ID; the report, its real subject and its attachments exist only inside the encrypted
-part. `build_acknowledgement` makes the reporter's reply (with `Auto-Submitted: auto-replied`).
+part. `build_acknowledgement` makes the reporter's reply (with `Auto-Submitted: auto-replied` and
+`X-Report-Intake: acknowledgement`).
 `SmtpTransport` sends one message and says whether a failure is temporary or permanent.
 """
 
@@ -117,6 +118,7 @@ def build_plain(
     *,
     to: str | None = None,
     auto_submitted: str = "auto-generated",
+    extra: dict[str, str] | None = None,
 ) -> bytes:
     """A plain-text mail; without `to` it has no To header (added only when sending)."""
     msg = EmailMessage()
@@ -125,13 +127,22 @@ def build_plain(
         msg["To"] = to
     msg["Auto-Submitted"] = auto_submitted
     msg["X-Auto-Response-Suppress"] = "All"
+    for name, value in (extra or {}).items():
+        msg[name] = value
     msg.set_content(rendered.body, charset="utf-8")
     return msg.as_bytes()
 
 
+ACK_HEADER = ("X-Report-Intake", "acknowledgement")  # an echo of it is never acknowledged
+
+
 def build_acknowledgement(sender: str, message_id: str, rendered: Rendered) -> bytes:
-    """The acknowledgement without its To header: the address is added only when sending."""
-    return build_plain(sender, message_id, rendered, auto_submitted="auto-replied")
+    """The acknowledgement without its To header: the address is added only when sending.
+    `Auto-Submitted: auto-replied` (RFC 3834) keeps responders quiet, and `X-Report-Intake:
+    acknowledgement` lets the intake know its own mail when it comes back."""
+    return build_plain(
+        sender, message_id, rendered, auto_submitted="auto-replied", extra=dict([ACK_HEADER])
+    )
 
 
 def add_recipient(message: bytes, recipient: str) -> bytes:

@@ -13,16 +13,15 @@ message refused by a limit, so that they can be told.
 
 from __future__ import annotations
 
-import binascii
-import codecs
 import hashlib
-import html
 import re
 from collections.abc import Iterator
 from datetime import datetime
 from email.message import EmailMessage, Message
 from email.parser import BytesParser
 
+from pipeline.acks import AckPolicy
+from pipeline.body import read_contents
 from pipeline.config import LimitsConfig
 from pipeline.limits import (
     Deadline,
@@ -33,12 +32,37 @@ from pipeline.limits import (
     safe_to_parse,
     walk,
 )
-from pipeline.report import Attachment, Report
+from pipeline.mime import (
+    clean_header,
+    decode_text,
+    header,
+    html_to_text,
+    lenient_text,
+    octets_as_text,
+    raw_values,
+)
+from pipeline.report import Report
+
+__all__ = [
+    "ParseError",
+    "clean_header",
+    "content_fingerprint",
+    "decode_text",
+    "html_to_text",
+    "lenient_text",
+    "mailbox",
+    "parse_email",
+    "read_message",
+    "report_from_headers",
+    "report_from_message",
+    "split_raw",
+    "strict_address",
+]
 
 DEFAULT_LIMITS = LimitsConfig()
+MESSAGE_ONLY = AckPolicy()  # judged from the message alone: no deployment's own addresses
 MAX_RECIPIENTS = 100  # addresses read from To/Cc/Delivered-To/X-Original-To
 HEADER_BLOCK_BYTES = 1024 * 1024  # how far report_from_headers looks for the end of the headers
-_NO_ACK_LOCALPARTS = {"mailer-daemon", "postmaster", "noreply", "no-reply", "donotreply"}
 _ATEXT = r"[a-z0-9!#$%&'*+/=?^_`{|}~-]+"
 _ADDRESS = re.compile(
     rf"{_ATEXT}(?:\.{_ATEXT})*@(?:[a-z0-9](?:[a-z0-9-]*[a-z0-9])?\.)+[a-z]{{2,63}}"
@@ -53,19 +77,6 @@ _BARE_ADDR = re.compile(r'(?P<addr>[^\s<>()",;:\\]+)\s*(?:\((?P<name>[^()<>@\\]*
 # given back (possessive loops), so tokenizing is linear for any input.
 _LIST_ITEM = re.compile(r'"(?:[^"\\]|\\.?)*+"?|\((?:[^()\\]|\\.?)*+\)?|<[^<>]*>|[^,"(<]+|.', re.S)
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
-_ENCODED_WORD = re.compile(r"=\?([^?\s]{1,64})\?([qQbB])\?([^?\s]*)\?=")
-_MIME_TYPE = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]*/[a-z0-9][a-z0-9!#$&^_.+-]*")
-_HTML_TOKEN = re.compile(
-    r"<!--.*?(?:-->|\Z)"  # a comment; an unclosed one runs to the end, as in a browser
-    r"|<(script|style|head|title|noscript|template)\b[^<>]*>.*?(?:</\1\s*>|\Z)"
-    r"|</?([a-z][a-z0-9]*)\b[^<>]*>"  # a tag: only line breaks are kept
-    r"|<[!?][^<>]*>",  # doctype, CDATA, processing instruction
-    re.S | re.I,
-)
-#: Codecs written in Python with quadratic decoders: never run on sender-sized data.
-_SLOW_CODECS = frozenset({"punycode", "idna"})
-_SLOW_WORD = re.compile(r"=\?(?:punycode|idna)[?*]", re.I)  # left to our own decoder
-_HTML_BREAKS = frozenset({"br", "p", "div", "li", "tr", "h1", "h2", "h3", "h4", "blockquote"})
 
 
 class ParseError(Exception):
@@ -76,39 +87,6 @@ class ParseError(Exception):
         super().__init__(reason)
         self.reason = reason
         self.limit = limit
-
-
-def html_to_text(text: str) -> str:
-    """HTML to plain text: visible text only, no scripts, styles or remote resources.
-
-    A tokenizer of bounded regular expressions, linear in the input: `html.parser` in CPython
-    3.11 takes minutes on a few hundred KB of unclosed tags.
-    """
-    pieces: list[str] = []
-    position = 0
-    for token in _HTML_TOKEN.finditer(text):
-        pieces.append(html.unescape(text[position : token.start()]))
-        if (token.group(2) or "").lower() in _HTML_BREAKS:
-            pieces.append("\n")
-        position = token.end()
-    pieces.append(html.unescape(text[position:]))
-    joined = re.sub(r"[ \t\r\f\v]+", " ", "".join(pieces))
-    return re.sub(r"\n\s*\n\s*", "\n\n", joined).strip()
-
-
-def decode_text(data: bytes, charset: str | None) -> str:
-    """Bytes in the charset a sender named, as text. An unknown charset, a codec that is not a
-    text encoding (rot13, base64) or a slow one (punycode: minutes for 1 MB) reads as UTF-8."""
-    try:
-        codec = codecs.lookup(charset or "utf-8")
-    except (LookupError, ValueError, TypeError):
-        codec = codecs.lookup("utf-8")
-    if not getattr(codec, "_is_text_encoding", True) or codec.name in _SLOW_CODECS:
-        codec = codecs.lookup("utf-8")
-    try:
-        return data.decode(codec.name, "replace")
-    except Exception:  # a codec that fails even with errors="replace"
-        return data.decode("utf-8", "replace")
 
 
 def split_raw(raw: bytes) -> tuple[bytes, bytes]:
@@ -129,11 +107,6 @@ def content_fingerprint(raw: bytes) -> str:
     return hashlib.sha256(message_id + b"\0" + body_hash.encode()).hexdigest()
 
 
-def clean_header(value: object) -> str:
-    """A header value as one line of text, with no control characters."""
-    return re.sub(r"[\x00-\x1f\x7f]+", " ", str(value)).strip()
-
-
 def strict_address(value: str) -> str | None:
     """One plain ASCII addr-spec (dot-atom local part, a domain with a TLD), lower-cased, or None.
     Refuses anything an address parser would have to guess at, and encoded words."""
@@ -143,54 +116,7 @@ def strict_address(value: str) -> str | None:
     return candidate if _ADDRESS.fullmatch(candidate) else None
 
 
-# --- header fields, read leniently ------------------------------------------------------------
-
-
-def _raw_values(msg: Message, name: str) -> list[str]:
-    """Every `name` field as received (unfolded), without the header registry."""
-    wanted = name.lower()
-    return [
-        re.sub(r"[\r\n]", "", str(value)).strip()
-        for key, value in msg.raw_items()
-        if str(key).lower() == wanted
-    ]
-
-
-def _decode_word(found: re.Match[str]) -> str:
-    charset, kind, data = found.groups()
-    try:
-        if kind in "bB":
-            octets = binascii.a2b_base64(data + "=" * (-len(data) % 4))
-        else:
-            octets = binascii.a2b_qp(data.encode("ascii", "replace"), header=True)
-    except (binascii.Error, ValueError):
-        return found.group(0)
-    return decode_text(octets, charset.split("*")[0])
-
-
-def _octets_as_text(value: str) -> str:
-    """A raw header value (the parser keeps 8-bit bytes as surrogates) with 8-bit read as UTF-8."""
-    return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-
-
-def lenient_text(value: str) -> str:
-    """A raw header value as one line of text: 8-bit bytes read as UTF-8, encoded words decoded
-    where they can be, unknown charsets read as UTF-8."""
-    text = re.sub(r"(\?=)\s+(?==\?)", r"\1", _octets_as_text(value))  # adjacent encoded words
-    return clean_header(_ENCODED_WORD.sub(_decode_word, text))
-
-
-def _header(msg: Message, name: str) -> str | None:
-    """The first `name` field as one line of text, or None when absent."""
-    values = _raw_values(msg, name)
-    if not values:
-        return None
-    if safe_to_parse(name, values[0]) and not _SLOW_WORD.search(values[0]):
-        try:
-            return clean_header(msg[name])
-        except Exception:  # the header registry's IndexError, LookupError, RecursionError ...
-            pass
-    return lenient_text(values[0])
+# --- addresses and dates ---------------------------------------------------------------------
 
 
 def _display_name(raw: str) -> str:
@@ -218,7 +144,7 @@ def mailbox(value: str) -> tuple[str | None, str | None]:
 
 
 def _sender(msg: Message) -> tuple[str | None, str | None]:
-    values = _raw_values(msg, "From")
+    values = raw_values(msg, "From")
     if len(values) != 1:  # none, or several From fields: trust none of them
         return None, None
     return mailbox(values[0])
@@ -239,7 +165,7 @@ def _split_list(value: str) -> Iterator[str]:
 def _recipients(msg: Message) -> list[str]:
     found: list[str] = []
     for name in ("To", "Cc", "Delivered-To", "X-Original-To"):
-        for value in _raw_values(msg, name):
+        for value in raw_values(msg, name):
             for item in _split_list(value):
                 address = mailbox(item)[1]
                 if address and address not in found:
@@ -250,12 +176,12 @@ def _recipients(msg: Message) -> list[str]:
 
 
 def _message_id(msg: Message) -> str | None:
-    values = _raw_values(msg, "Message-ID")
-    return clean_header(_octets_as_text(values[0])) or None if values else None
+    values = raw_values(msg, "Message-ID")
+    return clean_header(octets_as_text(values[0])) or None if values else None
 
 
 def _date(msg: Message) -> datetime | None:
-    values = _raw_values(msg, "Date")
+    values = raw_values(msg, "Date")
     if not values or not safe_to_parse("Date", values[0]):
         return None
     try:
@@ -263,115 +189,6 @@ def _date(msg: Message) -> datetime | None:
     except Exception:
         return None
     return moment if isinstance(moment, datetime) else None
-
-
-def ack_blocked_reason(msg: Message, sender: str | None) -> str | None:
-    """Why no acknowledgement may go to this message's sender (loops, bulk mail), or None."""
-    auto = (_header(msg, "Auto-Submitted") or "no").lower()
-    if auto != "no":
-        return "auto-submitted"
-    if (_header(msg, "Precedence") or "").lower() in {"bulk", "list", "junk"}:
-        return "bulk or list mail"
-    if _raw_values(msg, "List-Id") or _raw_values(msg, "List-Unsubscribe"):
-        return "mailing-list mail"
-    if sender is None:
-        return "no usable sender address"
-    if sender.split("@")[0] in _NO_ACK_LOCALPARTS:
-        return "the sender does not take replies"
-    return None
-
-
-# --- MIME parts, within the limits ------------------------------------------------------------
-
-
-def _content_type(part: Message) -> str:
-    try:
-        ctype = part.get_content_type()
-    except Exception:  # unreadable: treated as opaque data, never as the body
-        return "application/octet-stream"
-    return ctype if _MIME_TYPE.fullmatch(ctype) else "application/octet-stream"
-
-
-def _disposition(part: Message) -> str | None:
-    try:
-        return part.get_content_disposition()
-    except Exception:
-        return None
-
-
-def _filename(part: Message) -> str | None:
-    try:
-        name = part.get_filename()
-    except Exception:
-        return None
-    name = clean_header(name or "").replace("/", "_").replace("\\", "_")
-    return name[:255] or None
-
-
-def _payload(part: Message) -> bytes:
-    try:
-        data = part.get_payload(decode=True)
-    except Exception:
-        return b""
-    return data if isinstance(data, bytes) else b""
-
-
-def _text_of(part: Message) -> str:
-    try:
-        charset = part.get_content_charset()
-    except Exception:
-        charset = None
-    return decode_text(_payload(part), charset)
-
-
-def _body_part(msg: Message) -> Message | None:
-    """The text a person wrote, as `EmailMessage.get_body(("plain", "html"))` finds it, with
-    lenient header reads: attachments and attached messages are not entered."""
-    best, best_rank = None, 2
-    stack = [msg]
-    while stack:
-        part = stack.pop()
-        if _disposition(part) == "attachment":
-            continue
-        maintype, _, subtype = _content_type(part).partition("/")
-        if maintype == "text" and subtype in ("plain", "html"):
-            rank = ("plain", "html").index(subtype)
-            if rank < best_rank:
-                best, best_rank = part, rank
-            if rank == 0:
-                break
-        elif maintype == "multipart" and part.is_multipart():
-            children = [child for child in part.get_payload() if isinstance(child, Message)]
-            stack.extend(reversed(children[:1] if subtype == "related" else children))
-    return best
-
-
-def _body(msg: Message) -> tuple[str, Message | None]:
-    part = _body_part(msg)
-    if part is None:
-        return "", None
-    text = _text_of(part)
-    if _content_type(part) == "text/html":
-        text = html_to_text(text)
-    return text.strip(), part
-
-
-def _attachments(
-    parts: list[Message], body_part: Message | None, limits: LimitsConfig, deadline: Deadline
-) -> list[Attachment]:
-    found: list[Attachment] = []
-    for part in parts:
-        if part.is_multipart() or part is body_part:
-            continue
-        filename, ctype = _filename(part), _content_type(part)
-        if ctype.startswith("text/") and not filename and _disposition(part) != "attachment":
-            continue  # an alternative of the body, not an attachment
-        if len(found) >= limits.attachments:
-            raise exceeded("attachments", limits)
-        name = filename or f"attachment-{len(found) + 1}"
-        found.append(Attachment(name, ctype, _payload(part)))
-        deadline.check()
-    return found
 
 
 # --- entry points -----------------------------------------------------------------------------
@@ -404,18 +221,28 @@ def read_message(raw: bytes, *, limits: LimitsConfig = DEFAULT_LIMITS) -> EmailM
 
 
 def parse_email(
-    raw: bytes, received_at: datetime, *, limits: LimitsConfig = DEFAULT_LIMITS
+    raw: bytes,
+    received_at: datetime,
+    *,
+    limits: LimitsConfig = DEFAULT_LIMITS,
+    acks: AckPolicy = MESSAGE_ONLY,
 ) -> Report:
     """A `Report` from raw RFC 5322 bytes (sender as given; anonymity is applied afterwards)."""
-    return report_from_message(read_message(raw, limits=limits), received_at, limits=limits)
+    msg = read_message(raw, limits=limits)
+    return report_from_message(msg, received_at, limits=limits, acks=acks)
 
 
 def report_from_message(
-    msg: Message, received_at: datetime, *, limits: LimitsConfig = DEFAULT_LIMITS
+    msg: Message,
+    received_at: datetime,
+    *,
+    limits: LimitsConfig = DEFAULT_LIMITS,
+    acks: AckPolicy = MESSAGE_ONLY,
 ) -> Report:
-    """A `Report` from a parsed message, or ParseError when it cannot be read within limits."""
+    """A `Report` from a parsed message, or ParseError when it cannot be read within limits.
+    `ack_address` is the sender when `acks` lets an acknowledgement go to them, else None."""
     try:
-        return _report(msg, received_at, limits, Deadline(limits))
+        return _report(msg, received_at, limits, Deadline(limits), acks)
     except Refused as exc:
         raise ParseError(exc.reason, exc.limit) from None
     except (RecursionError, MemoryError):
@@ -427,7 +254,11 @@ def report_from_message(
 
 
 def report_from_headers(
-    raw: bytes, received_at: datetime, *, limits: LimitsConfig = DEFAULT_LIMITS
+    raw: bytes,
+    received_at: datetime,
+    *,
+    limits: LimitsConfig = DEFAULT_LIMITS,
+    acks: AckPolicy = MESSAGE_ONLY,
 ) -> Report | None:
     """A body-less `Report` (sender, acknowledgement address, recipients, subject) from the top
     header block alone: for telling a sender that their message was refused by a limit. None
@@ -439,32 +270,34 @@ def report_from_headers(
     headers = prefix[: end.start()] if end else prefix
     try:
         msg = read_message(headers, limits=limits)
-        return report_from_message(msg, received_at, limits=limits)
+        return report_from_message(msg, received_at, limits=limits, acks=acks)
     except ParseError:
         return None
 
 
 def _report(
-    msg: Message, received_at: datetime, limits: LimitsConfig, deadline: Deadline
+    msg: Message, received_at: datetime, limits: LimitsConfig, deadline: Deadline, acks: AckPolicy
 ) -> Report:
-    parts = list(walk(msg, limits, deadline))
-    body, body_part = _body(msg)
-    deadline.check()
-    attachments = _attachments(parts, body_part, limits, deadline)
+    for _part in walk(msg, limits, deadline):  # within the limits before anything is read
+        pass
+    contents = read_contents(msg, limits, deadline)
     name, address = _sender(msg)
+    subject = header(msg, "Subject") or ""
     report = Report(
         source="email",
-        subject=_header(msg, "Subject") or "",
-        body=body,
+        subject=subject,
+        body=contents.body,
         received_at=received_at,
         sender_name=name,
         sender_address=address,
         to_addresses=_recipients(msg),
         message_id=_message_id(msg),
         sent_at=_date(msg),
-        attachments=attachments,
+        attachments=contents.attachments,
+        attachment_notes=contents.notes,
+        forwarded=contents.forwarded,
     )
-    if ack_blocked_reason(msg, address) is None:
+    if acks.blocked_reason(msg, address, subject) is None:
         report.ack_address = address
     deadline.check()
     return report

@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import base64
+from datetime import UTC, datetime
 from email import policy
 from email.message import EmailMessage
 from email.parser import BytesParser
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, reject, settings
 from hypothesis import strategies as st
+from sqlalchemy import Engine
+from sqlmodel import Session, select
 
 from pipeline.bounces import Bounce, recognise_bounce
+from pipeline.models import AuditRow, OutboxRow, OutboxState, ReportRow
+from pipeline.store import make_engine, record_bounce
 
 
 def parse(raw: bytes) -> EmailMessage:
@@ -344,48 +350,62 @@ def test_postfix_failure_names_the_referral_and_ignores_the_envelope_id() -> Non
         permanent=True,
         status="5.1.1",
         action="failed",
+        recipients=("safety@services.example",),
     )
 
 
 def test_exchange_ndr_from_postmaster_with_nested_alternative_and_crlf() -> None:
     bounce = recognise_bounce(parse(EXCHANGE))
-    assert bounce == Bounce(("<ack.R-2026-0042@intake.uni.example>",), True, "5.1.10", "failed")
+    assert bounce == Bounce(
+        ("<ack.R-2026-0042@intake.uni.example>",),
+        True,
+        "5.1.10",
+        "failed",
+        ("reporter@example.com",),
+    )
 
 
 def test_gmail_failure() -> None:
     bounce = recognise_bounce(parse(gmail("Failure", "failed", "5.1.1")))
-    assert bounce == Bounce(("<ack.R-2026-0051@intake.uni.example>",), True, "5.1.1", "failed")
+    ids = ("<ack.R-2026-0051@intake.uni.example>",)
+    assert bounce == Bounce(ids, True, "5.1.1", "failed", ("nobody.here@gmail.com",))
 
 
 def test_gmail_delay_is_temporary() -> None:
     bounce = recognise_bounce(parse(gmail("Delay", "delayed", "4.4.1")))
-    assert bounce == Bounce(("<ack.R-2026-0051@intake.uni.example>",), False, "4.4.1", "delayed")
+    ids = ("<ack.R-2026-0051@intake.uni.example>",)
+    assert bounce == Bounce(ids, False, "4.4.1", "delayed", ("nobody.here@gmail.com",))
 
 
 def test_headers_only_dsn_reads_a_folded_message_id() -> None:
     bounce = recognise_bounce(parse(SENDMAIL_HEADERS_ONLY))
-    assert bounce == Bounce(("<referral.R-2026-0043@intake.uni.example>",), True, "5.2.2", "failed")
+    ids = ("<referral.R-2026-0043@intake.uni.example>",)
+    assert bounce == Bounce(ids, True, "5.2.2", "failed", ("counselling@services.example",))
 
 
 def test_one_failed_and_one_delayed_recipient_is_permanent_with_the_failed_status() -> None:
     bounce = recognise_bounce(parse(two_recipients()))
-    assert bounce == Bounce(("<referral.R-2026-0043@intake.uni.example>",), True, "5.2.2", "failed")
+    ids = ("<referral.R-2026-0043@intake.uni.example>",)
+    # only the failed recipient: the delayed one's mail did not bounce
+    assert bounce == Bounce(ids, True, "5.2.2", "failed", ("counselling@services.example",))
 
 
 def test_qmail_text_bounce_takes_the_code_from_the_explanation() -> None:
     bounce = recognise_bounce(parse(QMAIL))
-    assert bounce == Bounce(("<referral.R-2026-0044@intake.uni.example>",), True, "5.1.1", None)
+    ids = ("<referral.R-2026-0044@intake.uni.example>",)
+    assert bounce == Bounce(ids, True, "5.1.1", None, ("warden@oldhost.example",))
 
 
 def test_exim_text_bounce_does_not_read_a_version_number_as_a_status() -> None:
     bounce = recognise_bounce(parse(EXIM_TEXT))
-    assert bounce == Bounce(("<referral.R-2026-0045@intake.uni.example>",), True, None, None)
+    ids = ("<referral.R-2026-0045@intake.uni.example>",)
+    assert bounce == Bounce(ids, True, None, None, ("helpdesk@exim.example",))
 
 
 def test_dsn_without_the_original_is_still_a_bounce() -> None:
     raw = POSTFIX.split(b"--4XYZ1a2b3c.1795599002/mx.uni.example\nContent-Description: Undel")[0]
     bounce = recognise_bounce(parse(raw + b"--4XYZ1a2b3c.1795599002/mx.uni.example--\n"))
-    assert bounce == Bounce((), True, "5.1.1", "failed")
+    assert bounce == Bounce((), True, "5.1.1", "failed", ("safety@services.example",))
 
 
 def test_several_originals_are_listed_once_in_order() -> None:
@@ -424,7 +444,11 @@ def test_base64_encoded_delivery_status_is_decoded() -> None:
 def test_successful_delivery_notice_is_recognised_but_not_a_failure() -> None:
     raw = POSTFIX.replace(b"Action: failed\nStatus: 5.1.1", b"Action: delivered\nStatus: 2.0.0")
     assert recognise_bounce(parse(raw)) == Bounce(
-        ("<referral.R-2026-0042@intake.uni.example>",), False, "2.0.0", "delivered"
+        ("<referral.R-2026-0042@intake.uni.example>",),
+        False,
+        "2.0.0",
+        "delivered",
+        ("safety@services.example",),
     )
 
 
@@ -621,6 +645,7 @@ def _is_bounce_or_none(result: object) -> bool:
         isinstance(result, Bounce)
         and all(i.startswith("<") and i.endswith(">") for i in result.message_ids)
         and len(set(result.message_ids)) == len(result.message_ids)
+        and all("@" in r and r == r.lower() for r in result.recipients)
     )
 
 
@@ -637,3 +662,113 @@ def test_damaged_bounces_never_raise(raw: bytes, data: st.DataObject) -> None:
     cut = data.draw(st.integers(0, 64))
     noise = data.draw(st.binary(max_size=64))
     assert _is_bounce_or_none(_recognise_raw(raw[:position] + noise + raw[position + cut :]))
+
+
+# --- recorded: only a matching Message-ID *and* recipient changes mail ----------------------
+
+
+def _store(tmp_path: Path) -> Engine:
+    engine = make_engine(f"sqlite:///{tmp_path / 'intake.db'}")
+    with Session(engine) as session:
+        report = ReportRow(
+            reference="R-2026-000042",
+            source="email",
+            fingerprint="f",
+            received_at=datetime(2026, 11, 25, tzinfo=UTC),
+            month="2026-11",
+            state="delivered",
+        )
+        session.add(report)
+        session.flush()
+        for kind, target, message_id, recipient in [
+            (
+                "referral",
+                "advice",
+                "<referral.R-2026-0042@intake.uni.example>",
+                "Safety@services.example",
+            ),
+            ("ack", "reporter", "<ack.R-2026-0042@intake.uni.example>", None),
+        ]:
+            session.add(
+                OutboxRow(
+                    report_id=report.id,
+                    kind=kind,
+                    target=target,
+                    message_id=message_id,
+                    recipient=recipient,
+                    state=OutboxState.SENT,
+                )
+            )
+        session.commit()
+    return engine
+
+
+def _rows(engine: Engine) -> dict[str, tuple[str, str | None]]:
+    with Session(engine) as session:
+        return {r.kind: (r.state, r.last_error) for r in session.exec(select(OutboxRow))}
+
+
+def _audit(engine: Engine) -> list[tuple[str, str | None, str]]:
+    with Session(engine) as session:
+        rows = session.exec(select(AuditRow).where(AuditRow.action == "input")).all()
+        return [(a.action, a.reference, a.detail) for a in rows]
+
+
+def test_a_bounce_naming_message_id_and_recipient_marks_the_mail(tmp_path: Path) -> None:
+    engine = _store(tmp_path)
+    bounce = recognise_bounce(parse(POSTFIX))
+    assert bounce is not None
+    assert record_bounce(engine, bounce) == [("advice", "R-2026-000042")]
+    assert _rows(engine)["referral"] == ("bounced", "bounced: failed 5.1.1")
+    assert _audit(engine) == [("input", "R-2026-000042", "bounce: referral, bounced: failed 5.1.1")]
+
+
+def test_a_forged_bounce_with_the_right_message_id_but_another_recipient_changes_nothing(
+    tmp_path: Path,
+) -> None:
+    engine = _store(tmp_path)
+    forged = POSTFIX.replace(b"safety@services.example", b"attacker@evil.example")
+    bounce = recognise_bounce(parse(forged))
+    assert bounce is not None and bounce.recipients == ("attacker@evil.example",)
+    assert record_bounce(engine, bounce) == []
+    assert _rows(engine)["referral"] == ("sent", None)
+    assert _audit(engine) == [
+        ("input", "R-2026-000042", "bounce: referral, recipient does not match")
+    ]
+    without_recipient = Bounce(bounce.message_ids, True, "5.1.1", "failed", ())
+    assert record_bounce(engine, without_recipient) == []
+    assert _rows(engine)["referral"] == ("sent", None)
+
+
+def test_a_bounce_for_an_acknowledgement_is_recorded_only(tmp_path: Path) -> None:
+    engine = _store(tmp_path)
+    bounce = recognise_bounce(parse(EXCHANGE))
+    assert bounce is not None
+    assert record_bounce(engine, bounce) == []
+    assert _rows(engine)["ack"] == ("sent", None)
+    assert _audit(engine) == [("input", "R-2026-000042", "bounce: ack, no recipient kept")]
+
+
+def test_an_unmatched_bounce_is_counted_without_an_address(tmp_path: Path) -> None:
+    engine = _store(tmp_path)
+    bounce = recognise_bounce(parse(QMAIL))
+    assert bounce is not None
+    assert record_bounce(engine, bounce) == []
+    assert _audit(engine) == [("input", None, "bounce: unmatched")]
+    assert all("@" not in detail for _, _, detail in _audit(engine))
+
+
+def test_x_failed_recipients_and_original_recipient_are_read() -> None:
+    raw = POSTFIX.replace(
+        b"Original-Recipient: rfc822;safety@services.example",
+        b"Original-Recipient: rfc822;Alias@Services.example",
+    )
+    bounce = recognise_bounce(parse(raw))
+    assert bounce is not None
+    assert bounce.recipients == ("safety@services.example", "alias@services.example")
+    text = EXIM_TEXT.replace(
+        b"Auto-Submitted", b"X-Failed-Recipients: other@exim.example\nAuto-Submitted"
+    )
+    bounce = recognise_bounce(parse(text))
+    assert bounce is not None
+    assert bounce.recipients == ("other@exim.example", "helpdesk@exim.example")

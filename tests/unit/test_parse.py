@@ -196,3 +196,5 @@ def test_random_mime_trees_give_a_report_or_a_parse_error(tree: tuple) -> None:
     for attachment in report.attachments:
         assert "\n" not in attachment.filename and "/" in attachment.content_type
     assert report.ack_address in (None, "x@y.example")
+    assert all(isinstance(entry, str) and "\n\n" in entry for entry in report.forwarded)
+    assert all(isinstance(note, str) and "\n" not in note for note in report.attachment_notes)

@@ -6,6 +6,11 @@ after every (re)connect, so that mail which arrived while it was away is polled 
 fetches, flags or moves a message: it only wakes the poller, and the scheduled poll stays the
 fallback. A server without IDLE is logged once and left to polling.
 
+Only the intake folder (`imap.folder`) is watched: IDLE needs a connection per folder. A wake-up
+polls every source, and the IMAP source polls the anonymous folders (`imap.anonymous_folders`)
+in the same connection, so mail in an anonymous folder is taken at the next wake-up or at the
+latest at the scheduled poll (`schedule.poll_seconds`).
+
 IDLE is re-issued (DONE, NOOP, IDLE) every `reissue_seconds`, well inside the 30 minutes after
 which servers may drop it. A dead session (socket error or timeout, abort, BYE, the server
 closing the socket, a failing NOOP) is logged with the server and the error class only, closed,

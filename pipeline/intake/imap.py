@@ -1,12 +1,20 @@
 """IMAP intake: a mailbox in, raw messages out (RFC 3501, with MOVE RFC 6851 and UIDPLUS RFC 4315).
 
-Messages are found by UID (`SEARCH NOT DELETED`, never by \\Seen), fetched with `BODY.PEEK[]` in
-batches, keyed `imap:<user>@<host>/<folder>:<UIDVALIDITY>:<UID>`, and leave the folder only after
-their report is committed: MOVE to the processed folder, or COPY + \\Deleted + UID EXPUNGE where
-MOVE is missing, or deletion when configured. Without UIDPLUS nothing is expunged: the messages
-stay flagged \\Deleted (never a bare EXPUNGE that could remove someone else's mail).
+One connection per poll selects the intake folder (`imap.folder`), then each anonymous folder
+(`imap.anonymous_folders`) in turn. Every message in an anonymous folder is taken as anonymous,
+whatever its headers say. Messages are found by UID (`SEARCH NOT DELETED`, never by \\Seen),
+fetched with `BODY.PEEK[]` in batches and keyed `imap:<user>@<host>/<folder>:<UIDVALIDITY>:<UID>`.
 
-Login is pluggable: `LOGINS` maps the config's `imap.auth` to a function.
+A message leaves its folder only after its report is committed, and by default nothing is kept:
+it is flagged \\Deleted and removed with UID EXPUNGE (only our own UIDs). Keeping originals is
+opt-in (`processed_folder` set, `delete_processed` false), and even then only a named report
+that was stored is moved there (MOVE, or COPY + \\Deleted + UID EXPUNGE); anonymous reports,
+quarantined mail, duplicates, bounces and the like are always expunged. Without UIDPLUS
+nothing is expunged: the messages stay flagged \\Deleted (never a bare EXPUNGE that could
+remove someone else's mail) and a notice asks an admin to expunge them.
+
+A missing anonymous folder, or a protocol error in one folder, is an error for that folder;
+the other folders are still polled. Login is pluggable: `LOGINS` maps `imap.auth` to a function.
 """
 
 from __future__ import annotations
@@ -14,15 +22,15 @@ from __future__ import annotations
 import logging
 import ssl
 from collections.abc import Callable
-from functools import partial
+from dataclasses import dataclass
 
 from imapclient import IMAPClient
 from imapclient.util import to_unicode
 
-from pipeline.config import ImapConfig
+from pipeline.config import ConfigError, ImapConfig
 from pipeline.faults import crash_point
-from pipeline.ingest import Ingest
-from pipeline.intake import PollResult, take_safely
+from pipeline.ingest import Ingest, Outcome
+from pipeline.intake import PollResult, describe, take_safely
 
 log = logging.getLogger(__name__)
 
@@ -52,63 +60,145 @@ def connect(config: ImapConfig) -> IMAPClient:
     return client
 
 
+@dataclass(frozen=True)
+class Folder:
+    """A folder this source polls; every message of an `anonymous` one is anonymous."""
+
+    name: str
+    anonymous: bool
+
+
+def polled_folders(config: ImapConfig) -> list[Folder]:
+    """The intake folder, then each anonymous folder once. The intake folder is anonymous
+    itself when it is listed in `anonymous_folders` (a mailbox that is anonymous as a whole)."""
+    anonymous = list(dict.fromkeys(config.anonymous_folders))
+    folders = [Folder(config.folder, config.folder in anonymous)]
+    return folders + [Folder(name, True) for name in anonymous if name != config.folder]
+
+
+def keep_folder(config: ImapConfig) -> str | None:
+    """Where stored named originals are kept, or None (the default: nothing is kept)."""
+    if config.processed_folder is None or config.delete_processed:
+        return None
+    if config.processed_folder in {config.folder, *config.anonymous_folders}:
+        raise ConfigError(
+            f'imap.processed_folder: "{config.processed_folder}" is also polled (imap.folder '
+            "or imap.anonymous_folders); name a folder of its own, or remove processed_folder "
+            "so that originals are expunged"
+        )
+    return config.processed_folder
+
+
+def may_keep(outcome: Outcome) -> bool:
+    """Only a named report that was stored may be kept in the processed folder."""
+    return outcome.status == "stored" and not outcome.anonymous
+
+
 class ImapSource:
     def __init__(self, config: ImapConfig) -> None:
         self.config = config
-        self.name = f"imap:{config.username}@{config.host}/{config.folder}"
+        self.account = f"imap:{config.username}@{config.host}"
+        self.name = f"{self.account}/{config.folder}"
+        self.folders = polled_folders(config)
+        self.keep_folder = keep_folder(config)
 
     def poll(self, ingest: Ingest) -> PollResult:
         result = PollResult()
         client = connect(self.config)
         try:
-            self._poll_folder(client, ingest, result)
+            if self.keep_folder and not client.folder_exists(self.keep_folder):
+                client.create_folder(self.keep_folder)
+            for folder in self.folders:
+                self._poll_folder(client, ingest, folder, result)
         finally:
             _logout(client)
         return result
 
-    def _poll_folder(self, client: IMAPClient, ingest: Ingest, result: PollResult) -> None:
-        cfg = self.config
-        selected = client.select_folder(cfg.folder)
-        uidvalidity = int(selected[b"UIDVALIDITY"])
-        if not cfg.delete_processed and not client.folder_exists(cfg.processed_folder):
-            client.create_folder(cfg.processed_folder)
+    def _poll_folder(
+        self, client: IMAPClient, ingest: Ingest, folder: Folder, result: PollResult
+    ) -> None:
+        """One folder; a missing anonymous folder or a protocol error is an error for this
+        folder only (a lost connection still ends the poll)."""
+        if folder.anonymous and not client.folder_exists(folder.name):
+            result.errors.append(
+                f'{self.account}: imap.anonymous_folders: no folder "{folder.name}" in the '
+                "mailbox; create it (or the rule that fills it) or remove it from the list"
+            )
+            return
+        try:
+            self._take_folder(client, ingest, folder, result)
+        except IMAPClient.Error as exc:
+            result.errors.append(f"{self.account}/{folder.name}: {describe(exc)}")
+
+    def _take_folder(
+        self, client: IMAPClient, ingest: Ingest, folder: Folder, result: PollResult
+    ) -> None:
+        selected = client.select_folder(folder.name)
+        prefix = f"{self.account}/{folder.name}:{int(selected[b'UIDVALIDITY'])}"
         uids = sorted(client.search(["NOT", "DELETED"]))
-        for start in range(0, len(uids), cfg.batch_size):
-            batch = uids[start : start + cfg.batch_size]
+        batch_size = self.config.batch_size
+        for start in range(0, len(uids), batch_size):
+            batch = uids[start : start + batch_size]
             fetched = client.fetch(batch, ["BODY.PEEK[]"])
-            done = [
-                uid
-                for uid in batch
-                if uid in fetched and self._take(ingest, uidvalidity, uid, fetched[uid], result)
-            ]
-            if done and not self._remove(client, done):
+            outcomes: dict[int, Outcome] = {}
+            for uid in batch:
+                if uid in fetched:
+                    key = f"{prefix}:{uid}"
+                    outcome = _take(ingest, key, fetched[uid][b"BODY[]"], folder.anonymous, result)
+                    if outcome is not None:
+                        outcomes[uid] = outcome
+            if not outcomes:
+                continue
+            keep = [uid for uid, o in outcomes.items() if self._keeps(folder, o)]
+            gone = [uid for uid in outcomes if uid not in keep]
+            if not self._remove(client, keep, gone):
                 result.notices.append(
-                    f"{self.name}: the server lacks UIDPLUS, so processed messages are left "
-                    "flagged \\Deleted in the folder; expunge them with your mail client"
+                    f"{self.account}/{folder.name}: the server lacks UIDPLUS, so processed "
+                    "messages are left flagged \\Deleted in the folder, readable on the server; "
+                    "expunge them with your mail client"
                 )
-            if done:
-                crash_point("after-move")
+            crash_point("after-move")
 
-    def _take(
-        self, ingest: Ingest, uidvalidity: int, uid: int, data: dict, result: PollResult
-    ) -> bool:
-        key = f"{self.name}:{uidvalidity}:{uid}"
-        return take_safely(key, partial(ingest.take_email, key, data[b"BODY[]"]), result)
+    def _keeps(self, folder: Folder, outcome: Outcome) -> bool:
+        return self.keep_folder is not None and not folder.anonymous and may_keep(outcome)
 
-    def _remove(self, client: IMAPClient, uids: list[int]) -> bool:
-        """Take committed messages out of the folder, expunging only our own UIDs; False when
-        they could only be flagged \\Deleted (no UIDPLUS: a bare EXPUNGE is never sent)."""
-        cfg = self.config
-        if not cfg.delete_processed and client.has_capability("MOVE"):
-            client.move(uids, cfg.processed_folder)
-            return True
-        if not cfg.delete_processed:
-            client.copy(uids, cfg.processed_folder)
-        client.add_flags(uids, [DELETED], silent=True)
-        if client.has_capability("UIDPLUS"):
-            client.uid_expunge(uids)
-            return True
-        return False
+    def _remove(self, client: IMAPClient, keep: list[int], gone: list[int]) -> bool:
+        """Move `keep` to the processed folder and expunge `gone`; False when some could only
+        be flagged \\Deleted (no UIDPLUS: a bare EXPUNGE is never sent)."""
+        complete = True
+        if keep:
+            assert self.keep_folder is not None
+            if client.has_capability("MOVE"):
+                client.move(keep, self.keep_folder)
+            else:
+                client.copy(keep, self.keep_folder)
+                gone = keep + gone
+        if gone:
+            complete = _expunge(client, gone)
+        return complete
+
+
+def _take(
+    ingest: Ingest, key: str, raw: bytes, anonymous: bool, result: PollResult
+) -> Outcome | None:
+    """The outcome of taking one message, or None when it failed (it stays for the next poll)."""
+    taken: list[Outcome] = []
+
+    def take() -> Outcome:
+        outcome = ingest.take_email(key, raw, anonymous=anonymous)
+        taken.append(outcome)
+        return outcome
+
+    return taken[0] if take_safely(key, take, result) else None
+
+
+def _expunge(client: IMAPClient, uids: list[int]) -> bool:
+    """Flag our UIDs \\Deleted and UID EXPUNGE exactly those; False without UIDPLUS."""
+    client.add_flags(uids, [DELETED], silent=True)
+    if client.has_capability("UIDPLUS"):
+        client.uid_expunge(uids)
+        return True
+    return False
 
 
 def _logout(client: IMAPClient) -> None:

@@ -1,70 +1,39 @@
 """Anonymity: decides whether a report is anonymous and strips what identifies its sender.
 
-In: a parsed `Report` (and the raw original). Out: the same report with `anonymous` set and,
-when anonymous, no sender name, address or Message-ID; and a raw original whose identifying
-headers (From, Sender, Reply-To, Return-Path, Received, X-Originating-IP, DKIM/ARC, User-Agent,
-Message-ID...) are removed before it is encrypted and stored. The acknowledgement address
-survives only in memory, for one acknowledgement if the rules ask for it.
+In: a parsed `Report` and the raw original. Out: the same report with `anonymous` set and,
+when anonymous, no sender name, address or Message-ID, its text without a signature block or
+reply attributions (`pipeline.scrub`, with a note saying what was removed); and a copy of the
+raw original that keeps only allowlisted header fields (`pipeline.redact`), which is what is
+encrypted and stored. The acknowledgement address survives only in memory, for one
+acknowledgement if the rules ask for it.
+
+A message is anonymous when a recipient or envelope header names an anonymous address in any
+shape, or cannot be read for certain (`pipeline.recipients`: fails closed), when its subject
+starts with the marker, or when its source is anonymous (`forced`).
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import PurePath
 
-from pipeline.clean import clean_attachment
-from pipeline.parse import split_raw
+from pipeline.clean import REPORT_SECONDS, Deadline, clean_attachment
+from pipeline.config import LimitsConfig
+from pipeline.recipients import sent_to_anonymous
+from pipeline.redact import stored_original
 from pipeline.report import Attachment, Report
-
-IDENTIFYING_HEADERS = frozenset(
-    {
-        "from",
-        "sender",
-        "reply-to",
-        "return-path",
-        "received",
-        "x-originating-ip",
-        "x-sender-ip",
-        "x-forwarded-for",
-        "message-id",
-        "in-reply-to",
-        "references",
-        "dkim-signature",
-        "arc-seal",
-        "arc-message-signature",
-        "arc-authentication-results",
-        "authentication-results",
-        "received-spf",
-        "user-agent",
-        "x-mailer",
-        "x-original-from",
-        "x-envelope-from",
-        "x-google-smtp-source",
-        "x-ms-exchange-organization-authas",
-        "thread-index",
-    }
-)
+from pipeline.scrub import scrub_report
 
 
-def _base_address(address: str) -> str:
-    """`report+anonymous@x` → `report@x` (plus-addressing)."""
-    local, _, domain = address.partition("@")
-    return f"{local.split('+', 1)[0]}@{domain}"
-
-
-def is_anonymous(
-    to_addresses: Iterable[str], subject: str, anonymous_addresses: Iterable[str], marker: str
+def is_anonymous_message(
+    raw: bytes, subject: str, anonymous_addresses: Iterable[str], marker: str
 ) -> bool:
-    """True when the report was sent to an anonymous address or its subject starts with marker."""
-    wanted = {a.lower() for a in anonymous_addresses}
-    for address in to_addresses:
-        address = address.lower()
-        if address in wanted or _base_address(address) in wanted:
-            return True
-        if address.partition("@")[0].endswith("+anonymous"):
-            return True
+    """True when the message was sent to an anonymous address (in any recipient or envelope
+    header, in any shape, or a recipient header cannot be read) or its subject starts with
+    the marker. Never raises."""
+    if sent_to_anonymous(raw, anonymous_addresses):
+        return True
     return bool(marker) and subject.strip().lower().startswith(marker.lower())
 
 
@@ -91,15 +60,17 @@ def apply_anonymity(
     marker: str,
     *,
     forced: bool = False,
+    limits: LimitsConfig | None = None,
 ) -> bytes:
     """Anonymise the report when it is anonymous (`forced`: it came from an anonymous source);
     return the original as it may be stored."""
-    anonymous = is_anonymous(report.to_addresses, report.subject, anonymous_addresses, marker)
-    if not (forced or anonymous):
+    if not (forced or is_anonymous_message(raw, report.subject, anonymous_addresses, marker)):
         return raw
+    hints = [report.sender_name or "", report.sender_address or ""]
     anonymise(report)
     report.subject = strip_marker(report.subject, marker)
-    return redact_headers(raw)
+    scrub_report(report, hints)
+    return stored_original(raw, limits)
 
 
 def _neutral_name(number: int, filename: str) -> str:
@@ -114,28 +85,12 @@ def clean_attachments(report: Report, max_archive_bytes: int) -> None:
     if not report.anonymous:
         return
     kept: list[Attachment] = []
+    deadline = Deadline(REPORT_SECONDS)  # one budget for all of the report's attachments
     for number, attachment in enumerate(report.attachments, start=1):
         renamed = replace(attachment, filename=_neutral_name(number, attachment.filename))
-        cleaned = clean_attachment(renamed, max_archive_bytes=max_archive_bytes)
+        cleaned = clean_attachment(renamed, max_archive_bytes=max_archive_bytes, deadline=deadline)
         if cleaned.attachment is not None:
             kept.append(cleaned.attachment)
         if cleaned.note:
             report.attachment_notes.append(cleaned.note)
     report.attachments = kept
-
-
-def redact_headers(raw: bytes) -> bytes:
-    """The raw message without identifying header fields (and their folded continuation lines)."""
-    headers, body = split_raw(raw)
-    kept: list[bytes] = []
-    dropping = False
-    for line in re.split(rb"(?<=\n)", headers + b"\n"):
-        if line[:1] in (b" ", b"\t"):
-            if not dropping:
-                kept.append(line)
-            continue
-        name = line.split(b":", 1)[0].strip().lower().decode("ascii", "replace")
-        dropping = name in IDENTIFYING_HEADERS
-        if not dropping:
-            kept.append(line)
-    return b"".join(kept).rstrip(b"\r\n") + b"\n\n" + body

@@ -6,7 +6,8 @@ Out: nothing at all when the variable is unset (production); otherwise SIGKILL, 
 
 Points: `after-fetch` (a message fetched, nothing stored), `in-gpg` (inside the report's
 transaction, before gpg returns), `after-commit` (report stored, message not yet moved),
-`after-move` (message moved), `after-smtp` (the SMTP server said 250, the outbox row is not
+`after-flag` (message flagged \\Deleted, not yet expunged), `after-move` (message moved or
+expunged), `after-smtp` (the SMTP server said 250, the outbox row is not
 yet marked sent).
 """
 
@@ -15,7 +16,7 @@ from __future__ import annotations
 import os
 import signal
 
-POINTS = ("after-fetch", "in-gpg", "after-commit", "after-move", "after-smtp")
+POINTS = ("after-fetch", "in-gpg", "after-commit", "after-flag", "after-move", "after-smtp")
 _counts: dict[str, int] = {}
 
 

@@ -135,6 +135,7 @@ class ImapSource:
     ) -> None:
         selected = client.select_folder(folder.name)
         prefix = f"{self.account}/{folder.name}:{int(selected[b'UIDVALIDITY'])}"
+        _expunge_leftovers(client, ingest, prefix)
         uids = sorted(client.search(["NOT", "DELETED"]))
         batch_size = self.config.batch_size
         for start in range(0, len(uids), batch_size):
@@ -192,9 +193,21 @@ def _take(
     return taken[0] if take_safely(key, take, result) else None
 
 
+def _expunge_leftovers(client: IMAPClient, ingest: Ingest, prefix: str) -> None:
+    """Expunge messages we stored and flagged \\Deleted whose UID EXPUNGE never came (the
+    connection dropped in between): otherwise they would stay readable on the server."""
+    if not client.has_capability("UIDPLUS"):
+        return
+    flagged = client.search(["DELETED"])
+    ours = [uid for uid in flagged if ingest.seen(f"{prefix}:{uid}")]
+    if ours:
+        client.uid_expunge(ours)
+
+
 def _expunge(client: IMAPClient, uids: list[int]) -> bool:
     """Flag our UIDs \\Deleted and UID EXPUNGE exactly those; False without UIDPLUS."""
     client.add_flags(uids, [DELETED], silent=True)
+    crash_point("after-flag")
     if client.has_capability("UIDPLUS"):
         client.uid_expunge(uids)
         return True

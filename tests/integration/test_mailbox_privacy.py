@@ -227,3 +227,18 @@ def test_anonymous_maildir_takes_every_message_as_anonymous(
         assert "named.person@example.org" in referral  # the control: a named Maildir
     assert anonymous_flags(deployment) == [anonymous]
     assert list(mailbox.Maildir(str(path), create=False).keys()) == []
+
+
+def test_a_crash_between_flag_and_expunge_is_finished_by_the_next_poll(
+    deployment: Deployment,
+) -> None:
+    server = deployment.imap
+    server.append(email("Flagged, then the daemon died. LEFTOVER-1"))
+
+    crashed = deployment.run_once(crash_at="after-flag")
+
+    assert crashed.returncode != 0
+    assert anywhere(server, "LEFTOVER-1") == ["INBOX"]  # flagged \Deleted, still readable
+    assert deployment.run_once().returncode == 0
+    assert anywhere(server, "LEFTOVER-1") == []
+    assert len([r for r in referrals(deployment) if "LEFTOVER-1" in r]) == 1

@@ -9,11 +9,15 @@ content (magic bytes and Pillow), never by the declared type or file name alone:
   ICC profile, text chunks or comments; HEIC/HEIF and AVIF photos re-saved as JPEG (`images`);
 - PDF: rewritten by pypdf without the document information dictionary, XMP streams, private
   application data (/PieceInfo) and markup-annotation authors; withheld when it holds inline
-  images or JPEG images with comments or APPn metadata (`pdf`);
+  images or JPEG images with comments or APPn metadata, embedded or attached files, a digital
+  signature, or actions opening other files by path (`pdf`);
 - Office Open XML and OpenDocument packages: rebuilt from an allowlist of parts and XML
   vocabularies, without authors, comments, tracked changes (accepted), thumbnails, custom XML,
-  external relationships and absolute paths, every embedded image cleaned (`packages`);
-- plain text (.txt, .csv): kept as it is (`text`);
+  external relationships, absolute paths, picture alt text, editing permissions and author or
+  file-name fields (Word documents with such fields are withheld), every embedded image
+  cleaned (`packages`);
+- plain text (.txt, .csv): kept as it is, with the charset it was read in (`Cleaned.charset`,
+  and the content type's charset parameter) (`text`);
 - anything else, anything that cannot be read, checked or safely rewritten, or anything that
   takes longer than its `Deadline`: withheld.
 
@@ -108,7 +112,8 @@ def _clean(
         return kept(name, "application/pdf", cleaned, DOCUMENT_REMOVED if removed else None)
     charset = text_charset(attachment, name)
     if charset is not None:
-        return kept(name, f"{text_type(attachment, name)}; charset={charset}", data, None)
+        content_type = f"{text_type(attachment, name)}; charset={charset}"
+        return kept(name, content_type, data, None, charset)
     declared_image = attachment.content_type.lower().startswith("image/")
     raise Withhold(METADATA if declared_image else UNKNOWN)
 

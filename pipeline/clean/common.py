@@ -27,6 +27,9 @@ IMAGE_REMOVED = "hidden details such as location, camera and author were removed
 DOCUMENT_REMOVED = "hidden details such as author and title were removed"
 TOO_SLOW = "withheld because it took too long to check"
 PART_UNKNOWN = "withheld because it holds parts that cannot be checked for hidden details"
+FIELDS = "withheld because it contains fields that show the author, file path or document details"
+SIGNED = "withheld because it is digitally signed: the signature names the signer"
+LINKED = "withheld because it refers to files outside it by name or path"
 HEIF_CONVERTED = (
     "converted to JPEG, and hidden details such as location, camera and author were removed"
 )
@@ -38,6 +41,9 @@ class Cleaned:
 
     attachment: Attachment | None
     note: str | None
+    # For plain text: the charset its bytes were decoded with (also in the content type), so a
+    # caller that changes the text can decode and re-encode it the same way.
+    charset: str | None = None
 
 
 class Withhold(Exception):
@@ -66,9 +72,11 @@ class Deadline:
             raise Withhold(TOO_SLOW)
 
 
-def kept(name: str, content_type: str, data: bytes, removed: str | None) -> Cleaned:
+def kept(
+    name: str, content_type: str, data: bytes, removed: str | None, charset: str | None = None
+) -> Cleaned:
     note = f"{name}: {removed}." if removed else None
-    return Cleaned(Attachment(filename=name, content_type=content_type, data=data), note)
+    return Cleaned(Attachment(filename=name, content_type=content_type, data=data), note, charset)
 
 
 def withheld(name: str, reason: str) -> Cleaned:

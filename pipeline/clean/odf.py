@@ -6,7 +6,8 @@ empty one; settings (printer names), thumbnails, toolbar configurations, layout 
 metadata and signatures (certificates name their owner) dropped, with their manifest entries;
 pictures cleaned as images; every other XML part filtered: comments (`office:annotation`) and
 tracked changes (accepted: the change log and deleted text go) removed, `dc:creator` and
-`dc:date` wherever they are, author and sender fields, DDE links, and elements that link files
+`dc:date` wherever they are, author, sender, file name, template, printed-by and document
+property fields, picture alt text (`svg:title`, `svg:desc`), DDE links, and elements that link files
 outside the package (`xlink:href` other than a hyperlink) removed, revision session ids removed.
 Macros (Basic/, Scripts/) and any other member withhold the document.
 """
@@ -42,6 +43,7 @@ _ODF = "urn:oasis:names:tc:opendocument:xmlns:"
 _OFFICE, _TEXT, _TABLE = f"{_ODF}office:1.0", f"{_ODF}text:1.0", f"{_ODF}table:1.0"
 _DRAW, _META, _MANIFEST = f"{_ODF}drawing:1.0", f"{_ODF}meta:1.0", f"{_ODF}manifest:1.0"
 _DC = "http://purl.org/dc/elements/1.1/"
+_SVG = f"{_ODF}svg-compatible:1.0"
 _XLINK = "http://www.w3.org/1999/xlink"
 _DROPPED_ELEMENTS = frozenset(
     {
@@ -58,6 +60,24 @@ _DROPPED_ELEMENTS = frozenset(
         (_TEXT, "creator"),
         (_TEXT, "user-defined"),
         (_TEXT, "dde-connection-decls"),
+        # Fields showing the file's path, its template's path, who printed it, or document
+        # properties removed from meta.xml: the element goes with the value it stored.
+        (_TEXT, "file-name"),
+        (_TEXT, "template-name"),
+        (_TEXT, "printed-by"),
+        (_TEXT, "title"),
+        (_TEXT, "subject"),
+        (_TEXT, "keywords"),
+        (_TEXT, "description"),
+        (_TEXT, "creation-date"),
+        (_TEXT, "creation-time"),
+        (_TEXT, "modification-date"),
+        (_TEXT, "modification-time"),
+        (_TEXT, "print-date"),
+        (_TEXT, "print-time"),
+        # Picture alt text, which may hold the picture's original path.
+        (_SVG, "title"),
+        (_SVG, "desc"),
         (_TABLE, "tracked-changes"),
         (_TABLE, "dde-links"),
         (_DC, "creator"),

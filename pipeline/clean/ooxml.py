@@ -11,7 +11,11 @@ In: the member names of a package and a way to read a member. Out: a `Part` for 
 - each known XML part (document, styles, sheets, slides, charts...) filtered: tracked changes
   accepted (deletions removed, insertions kept), comment anchors removed; author, initials,
   user and provider ids, user names and revision session ids removed; attached templates,
-  document variables, mail-merge sources, document ids and absolute paths removed.
+  document variables, mail-merge sources, document ids and absolute paths removed; picture alt
+  text (`descr`, `title`: Office writes the file path there), Restrict-editing ranges (the
+  editor's address), file-sharing settings, protected-range account ids (SIDs) removed.
+A Word part holding a field that shows the author, user, file path, a document property or a
+linked file (AUTHOR, FILENAME, TEMPLATE, DOCPROPERTY, INCLUDEPICTURE...) withholds the document.
 Any other member (embedded objects, fonts, macros, binary parts, external data connections,
 parts of unknown purpose) withholds the document.
 """
@@ -22,7 +26,7 @@ import posixpath
 import re
 from collections.abc import Callable
 
-from pipeline.clean.common import EMBEDDED, PART_UNKNOWN, UNKNOWN, Withhold
+from pipeline.clean.common import EMBEDDED, FIELDS, PART_UNKNOWN, UNKNOWN, Withhold
 from pipeline.clean.xmlparts import DROP, IMAGE, KEEP, Attributes, Name, Part, XmlPolicy
 from pipeline.clean.xmlparts import parse_part as parse_xml
 
@@ -110,13 +114,18 @@ _W_DROPPED = {
     "customXmlMoveFromRangeStart", "customXmlMoveFromRangeEnd", "customXmlMoveToRangeStart",
     "customXmlMoveToRangeEnd", "commentRangeStart", "commentRangeEnd", "commentReference",
     "attachedTemplate", "attachedSchema", "docVars", "rsids", "mailMerge", "saveThroughXslt",
-    "dataBinding", "trackRevisions",
+    "dataBinding", "trackRevisions", "permStart", "permEnd",
 }  # fmt: skip
 _W_UNWRAPPED = {"ins", "moveTo"}  # inserted and moved-here text stays, its wrapper goes
 # Removed wherever they are: a workbook's absolute path, revision and document ids.
+# A workbook's file-sharing settings (the reserving user's name), the Windows account ids (SIDs)
+# of protected ranges and the application build that last saved the workbook go too.
 _DROPPED_ANYWHERE = {"absPath", "revisionPtr", "docId", "presenceInfo"}
+_DROPPED_ANYWHERE |= {"fileSharing", "securityDescriptor", "fileVersion"}
 _DROPPED_ATTRIBUTES = {"author", "initials", "userId", "providerId", "userName", "lastModifiedBy"}
-_DROPPED_ATTRIBUTES |= {"refreshedBy", "personId"}
+_DROPPED_ATTRIBUTES |= {"refreshedBy", "personId", "securityDescriptor"}
+# Picture alt text, which Office writes from the picture's file path (C:\Users\<name>\...).
+_DROPPED_ATTRIBUTES |= {"descr", "title"}
 
 
 def plan(names: list[str], read: Callable[[str], bytes]) -> tuple[str, dict[str, Part]]:
@@ -214,8 +223,62 @@ def _content_policy(ids: set[str]) -> XmlPolicy:
         unwrap_elements=frozenset((w, local) for w in _W for local in _W_UNWRAPPED),
         drop_attributes=_identifying_attribute,
         drop_when=drop_when,
+        watch=FieldCheck,
     )
 
 
 def _identifying_attribute(name: Name) -> bool:
-    return name[1] in _DROPPED_ATTRIBUTES or name[1].startswith("rsid")
+    if name[1] in _DROPPED_ATTRIBUTES or name[1].startswith("rsid"):
+        return True
+    return name[0] in _W and name[1] in {"ed", "edGrp"}  # who may edit a range
+
+
+# Word fields whose stored result shows the author, user, file path, a document property or a
+# linked file, as text of the document: a document holding one is withheld.
+_IDENTIFYING_FIELDS = frozenset(
+    {
+        "AUTHOR", "USERNAME", "USERINITIALS", "USERADDRESS", "LASTSAVEDBY", "FILENAME",
+        "TEMPLATE", "DOCPROPERTY", "DOCVARIABLE", "INFO", "TITLE", "SUBJECT", "KEYWORDS",
+        "COMMENTS", "CREATEDATE", "SAVEDATE", "PRINTDATE", "INCLUDETEXT", "INCLUDE",
+        "INCLUDEPICTURE", "LINK", "IMPORT", "DDE", "DDEAUTO",
+    }
+)  # fmt: skip
+
+
+class FieldCheck:
+    """Withholds a part holding a Word field from `_IDENTIFYING_FIELDS`: a simple field
+    (`w:fldSimple w:instr`) or a complex one (`w:fldChar` begin, `w:instrText` runs, possibly
+    split and nested)."""
+
+    def __init__(self) -> None:
+        self.fields: list[list[str]] = [[]]  # instruction text per open complex field
+        self.in_instruction = False
+
+    def start(self, name: Name, attributes: Attributes) -> None:
+        if name[0] not in _W:
+            return
+        if name[1] == "fldSimple":
+            _check_field(attributes.get((name[0], "instr"), ""))
+        elif name[1] == "fldChar":
+            kind = attributes.get((name[0], "fldCharType"))
+            if kind == "begin":
+                self.fields.append([])
+            elif kind == "end" and len(self.fields) > 1:
+                self.fields.pop()
+        elif name[1] == "instrText":
+            self.in_instruction = True
+
+    def text(self, data: str) -> None:
+        if self.in_instruction:
+            self.fields[-1].append(data)
+            _check_field("".join(self.fields[-1]))
+
+    def end(self, name: Name) -> None:
+        if name[0] in _W and name[1] == "instrText":
+            self.in_instruction = False
+
+
+def _check_field(instruction: str) -> None:
+    words = instruction.split(None, 1)
+    if words and words[0].upper() in _IDENTIFYING_FIELDS:
+        raise Withhold(FIELDS)

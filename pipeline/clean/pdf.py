@@ -1,5 +1,7 @@
 """PDF: rewritten by pypdf without the document information dictionary, XMP streams, private
-application data (/PieceInfo) and markup-annotation authors. Withheld when it embeds files, or
+application data (/PieceInfo) and markup-annotation authors. Withheld when it embeds files (or
+has file attachment annotations), is digitally signed (any signature field, signature dictionary
+or /Perms: the certificate names the signer), has actions that open other files by path, or
 holds pictures whose hidden details cannot be removed: inline images (BI ... ID ... EI in a
 content stream) and JPEG images with a comment or any APPn segment other than JFIF and Adobe.
 
@@ -22,12 +24,24 @@ from pypdf.generic import (
     StreamObject,
 )
 
-from pipeline.clean.common import EMBEDDED, METADATA, PROTECTED, UNREADABLE, Deadline, Withhold
+from pipeline.clean.common import (
+    EMBEDDED,
+    LINKED,
+    METADATA,
+    PROTECTED,
+    SIGNED,
+    UNREADABLE,
+    Deadline,
+    Withhold,
+)
 
 _PDF_PRIVATE_KEYS = ("/Metadata", "/PieceInfo")
 _PDF_MARKUP_ANNOTATIONS = {"/Text", "/FreeText", "/Line", "/Square", "/Circle", "/Polygon"}
 _PDF_MARKUP_ANNOTATIONS |= {"/PolyLine", "/Highlight", "/Underline", "/Squiggly", "/StrikeOut"}
 _PDF_MARKUP_ANNOTATIONS |= {"/Stamp", "/Caret", "/Ink", "/Popup", "/Sound", "/Redact"}
+_PDF_MARKUP_ANNOTATIONS |= {"/FileAttachment"}
+# Actions that open, import or submit another file, named by its path.
+_PDF_FILE_ACTIONS = {"/Launch", "/GoToR", "/GoToE", "/ImportData"}
 # The APPn segments a plain JPEG needs (JFIF density, Adobe colour transform); any other, or a
 # comment, may carry EXIF, XMP, IPTC, an ICC description or a camera maker's notes.
 _JPEG_STRUCTURE_SEGMENTS = (("APP0", b"JFIF\x00"), ("APP0", b"JFXX\x00"), ("APP14", b"Adobe"))
@@ -95,8 +109,14 @@ def _scrub_pdf(root: PdfObject, reader: PdfReader, deadline: Deadline) -> bool:
 def _scrub_pdf_dictionary(obj: DictionaryObject, reader: PdfReader) -> bool:
     """Drop metadata keys and annotation authors; refuse embedded files, tagged photos and
     inline images (in forms, tiling patterns and Type 3 glyphs; pages are checked apart)."""
-    if "/EF" in obj:
-        raise Withhold(EMBEDDED)
+    if "/EF" in obj or obj.get("/Subtype") == "/FileAttachment":
+        raise Withhold(EMBEDDED)  # an attached file, or a file attachment naming its path
+    if obj.get("/FT") == "/Sig" or obj.get("/Type") in ("/Sig", "/DocTimeStamp"):
+        raise Withhold(SIGNED)
+    if "/ByteRange" in obj or "/Perms" in obj:
+        raise Withhold(SIGNED)
+    if obj.get("/S") in _PDF_FILE_ACTIONS:
+        raise Withhold(LINKED)
     if isinstance(obj, StreamObject) and _is_tagged_jpeg(obj):
         raise Withhold(METADATA)
     if isinstance(obj, StreamObject) and _draws(obj) and _has_inline_image(obj, reader):

@@ -17,7 +17,7 @@ from __future__ import annotations
 import xml.etree.ElementTree as ElementTree
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal, NoReturn
+from typing import Literal, NoReturn, Protocol
 from xml.parsers import expat
 from xml.sax.saxutils import escape
 
@@ -32,6 +32,17 @@ Name = tuple[str, str]  # (namespace URI, local name); "" for no namespace
 Attributes = dict[Name, str]
 
 
+class Watcher(Protocol):
+    """Sees the elements and text a filter keeps, in order; raises `Withhold` to refuse the part
+    (e.g. a Word field that shows the author). A new one is made for each part."""
+
+    def start(self, name: Name, attributes: Attributes) -> None: ...
+
+    def text(self, data: str) -> None: ...
+
+    def end(self, name: Name) -> None: ...
+
+
 @dataclass(frozen=True)
 class XmlPolicy:
     """What may stay in a part: vocabularies by namespace URI prefix, and what goes."""
@@ -42,6 +53,7 @@ class XmlPolicy:
     drop_attributes: Callable[[Name], bool] = field(default=lambda name: False)
     # Removed with everything inside when this says so (e.g. it points at a dropped part).
     drop_when: Callable[[Name, Attributes], bool] = field(default=lambda name, attributes: False)
+    watch: Callable[[], Watcher] | None = None  # makes the watcher of one part, if any
 
 
 @dataclass(frozen=True)
@@ -125,6 +137,8 @@ class _Filter:
         self.skipping = 0  # depth inside a dropped element
         self.removed = False
         self.count = 0
+        self.watcher = policy.watch() if policy.watch is not None else None
+        self.names: list[Name] = []  # per open element: its name
 
     def removed_something(self, *_: object) -> None:
         self.removed = True
@@ -148,7 +162,11 @@ class _Filter:
             self.removed = True
             self.skipping = 1
             self.written.append(False)
+            self.names.append(name)
             return
+        self.names.append(name)
+        if self.watcher is not None:
+            self.watcher.start(name, attributes)
         if name in self.policy.unwrap_elements:
             if any(_ns(key) for key, _ in pairs):
                 raise _Refused(PART_UNKNOWN)  # its content may use what it declares
@@ -168,6 +186,9 @@ class _Filter:
         if self.skipping > 1:
             self.skipping -= 1
             return
+        name = self.names.pop()
+        if self.watcher is not None and not self.skipping:
+            self.watcher.end(name)
         self.skipping = 0
         self.scopes.pop()
         if self.written.pop():
@@ -175,6 +196,8 @@ class _Filter:
 
     def text(self, data: str) -> None:
         if not self.skipping:
+            if self.watcher is not None:
+                self.watcher.text(data)
             self.out.append(escape(data, _TEXT_ESCAPES))
 
     def _resolve(self, qname: str, scope: dict[str, str], element: bool) -> Name:

@@ -4,7 +4,10 @@
 when the rules, templates and records keys do not fit together: the checks `intake
 check-rules` prints. A service whose key is missing, expired or revoked does not stop the
 daemon: its referrals are held (and an admin alerted) until the key is fixed; `check-rules`
-reports it as a problem.
+reports it as a problem. The daemon does not start without the outbox passphrase (read from
+outside data_dir) or when it does not open the outbox key; an outbox key from before
+passphrases is replaced at start (`upgrade_outbox_key`). `check-rules` and `route --dry-run`
+need no passphrase.
 """
 
 from __future__ import annotations
@@ -19,15 +22,15 @@ from pathlib import Path
 from sqlalchemy import Engine
 
 from pipeline.alerts import daily_key, raise_alert
-from pipeline.config import Config
-from pipeline.crypto import Crypto, CryptoError, KeyInfo, ensure_private_dir
+from pipeline.config import Config, ConfigError
+from pipeline.crypto import Crypto, CryptoError, KeyInfo, derive_secret, ensure_private_dir
 from pipeline.deliver import SmtpTransport, Transport
 from pipeline.ingest import Ingest
 from pipeline.intake import PollResult, Source, describe
 from pipeline.intake.forms import FormSource
 from pipeline.intake.imap import ImapSource
 from pipeline.intake.maildir import MaildirSource
-from pipeline.outbox import DrainResult, drain, release_held
+from pipeline.outbox import DrainResult, drain, release_held, reseal_outbox
 from pipeline.render import Renderer, RenderError, template_names
 from pipeline.rules import Problem, RuleError, RuleSet, check_references, load_ruleset
 from pipeline.store import make_engine, source_lease
@@ -114,6 +117,48 @@ def scan_keys(config: Config) -> dict[str, KeyInfo]:
             crypto.close()
 
 
+def outbox_passphrase(config: Config) -> str:
+    """The outbox key's passphrase, or StartupError naming the keys that give it."""
+    try:
+        passphrase = config.gpg.read_outbox_passphrase(
+            data_dir=config.data_dir, homedir=config.gpg_home
+        )
+    except ConfigError as exc:
+        raise StartupError(f"{config.source}: {exc}") from None
+    if passphrase is None:
+        raise StartupError(
+            f"{config.source}: gpg.outbox_passphrase_file: not set. The outbox key (it seals "
+            "queued acknowledgements and held referrals) needs a passphrase kept outside "
+            "data_dir: set gpg.outbox_passphrase_file or gpg.outbox_passphrase_env"
+        )
+    inline = config.gpg.outbox_passphrase is not None
+    if inline and config.source.resolve().is_relative_to(config.data_dir.resolve()):
+        raise StartupError(
+            f"{config.source}: gpg.outbox_passphrase: this config file is inside data_dir, so "
+            "a copy of the data folder would hold the passphrase; use gpg.outbox_passphrase_file"
+        )
+    return passphrase
+
+
+def upgrade_outbox_key(crypto: Crypto, engine: Engine) -> None:
+    """Data sealed to an outbox key without passphrase (before issue 8) is re-sealed to the
+    protected one, then the old key is deleted; the homedir then holds no other secret key.
+    Run under the homedir lock; a restart finishes an interrupted upgrade (both keys open the
+    rows until the old one is gone)."""
+    legacy = crypto.legacy_outbox_keys()
+    if legacy:
+        count = reseal_outbox(engine, crypto)
+        for fpr in legacy:
+            crypto.delete_secret_key(fpr)
+        log.warning(
+            "outbox key upgraded: %d outbox row(s) re-sealed to the passphrase-protected key; "
+            "the old key without passphrase (%s) is deleted",
+            count,
+            ", ".join(legacy),
+        )
+    crypto.check_secret_keys()
+
+
 def _stamp(*folders: Path) -> tuple[tuple[str, int, int], ...]:
     """What the rules and templates folders hold now: names, sizes and mtimes."""
     files = sorted(p for folder in folders for p in folder.glob("*") if p.is_file())
@@ -133,17 +178,25 @@ class App:
     @classmethod
     def open(cls, config: Config, transport: Transport | None = None) -> App:
         ensure_private_dir(config.data_dir)
-        crypto = Crypto(config.gpg_home, config.gpg.binary)
+        passphrase = outbox_passphrase(config)
+        crypto = Crypto(config.gpg_home, config.gpg.binary, passphrase)
+        engine: Engine | None = None
         try:
             with crypto.setup_lock():  # instances starting together on one homedir take turns
                 crypto.import_keys_dir(config.gpg.keys_dir)
-                crypto.check_secret_keys()
-        except CryptoError as exc:
+                crypto.check_outbox_passphrase()
+            stamp = _stamp(config.rules.dir, config.templates.dir)
+            ruleset = load_rules(config, crypto.keys(), strict_keys=False)
+            engine = make_engine(config.database_url)  # nothing is written before this point
+            with crypto.setup_lock():
+                upgrade_outbox_key(crypto, engine)
+        except (CryptoError, StartupError) as exc:
+            if engine is not None:
+                engine.dispose()
+            crypto.close()
             raise StartupError(str(exc)) from None
-        stamp = _stamp(config.rules.dir, config.templates.dir)
-        ruleset = load_rules(config, crypto.keys(), strict_keys=False)
-        engine = make_engine(config.database_url)
         ingest = Ingest(config, engine, crypto, ruleset, Renderer(config.templates.dir))
+        ingest.limiter.use_secret(derive_secret(passphrase, "ack-limit"))
         transport = transport or SmtpTransport(config.smtp)
         app = cls(config, engine, crypto, ingest, transport, _sources(config), stamp)
         app.check_keys()
@@ -194,6 +247,7 @@ class App:
         log.info("rules reloaded from %s", self.config.rules.dir)
 
     def drain(self) -> DrainResult:
+        self.ingest.limiter.prune()  # the rate limit's rows live for its window only
         release_held(self.config, self.engine, self.crypto, self.rules.services)
         result = drain(self.config, self.engine, self.crypto, self.transport)
         for error in result.errors:
@@ -239,8 +293,12 @@ def expiring_keys(
 def _sources(config: Config) -> list[Source]:
     sources: list[Source] = []
     if config.imap:
-        sources.append(ImapSource(config.imap))
+        try:
+            sources.append(ImapSource(config.imap))
+        except ConfigError as exc:
+            raise ConfigError(f"{config.source}: {exc}") from None
     if config.maildir:
-        sources.append(MaildirSource(config.maildir.path))
+        maildir = config.maildir
+        sources.append(MaildirSource(maildir.path, anonymous=maildir.anonymous))
     sources += [FormSource(form, config.data_dir) for form in config.forms]
     return sources

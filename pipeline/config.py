@@ -8,6 +8,8 @@ file named by `*_file`, or from an environment variable named by `*_env`. Every 
 from __future__ import annotations
 
 import os
+import re
+import stat
 import tomllib
 from pathlib import Path
 from typing import Annotated, Literal
@@ -128,14 +130,15 @@ class IntakeConfig(Section):
     authserv_id: str | None = None
 
 
-WITHHOLD_KINDS = ("executable", "macro", "external")
+WithholdKind = Literal["executable", "macro", "external"]
+WITHHOLD_KINDS: tuple[WithholdKind, ...] = ("executable", "macro", "external")
 
 
 class AttachmentsConfig(Section):
     """Attachments of named reports withheld from the referral by kind (with a note): inside
     PGP they pass the service's mail scanner unseen. Anonymous attachments are always cleaned."""
 
-    withhold: list[Literal["executable", "macro", "external"]] = Field(
+    withhold: list[WithholdKind] = Field(
         default_factory=lambda: list(WITHHOLD_KINDS)
     )
 
@@ -177,7 +180,7 @@ class GpgConfig(Section):
     # The outbox key's passphrase, from outside data_dir (required): a file, or an environment
     # variable (e.g. a systemd credential), or inline (tests and the demo only).
     outbox_passphrase: str | None = Field(default=None, repr=False)
-    outbox_passphrase_file: Path | None = None
+    outbox_passphrase_file: Path | None = None  # may start with ${CREDENTIALS_DIRECTORY}
     outbox_passphrase_env: str | None = None
 
     @model_validator(mode="after")
@@ -185,7 +188,71 @@ class GpgConfig(Section):
         for fpr in self.records_keys:
             if len(fpr) != 40 or any(c not in "0123456789ABCDEFabcdef" for c in fpr):
                 raise ValueError(f"records_keys: {fpr!r} is not a 40-hex-digit fingerprint")
+        given = [key for key in PASSPHRASE_KEYS if getattr(self, key) is not None]
+        if len(given) > 1:
+            raise ValueError(f"set only one of {', '.join(given)}")
         return self
+
+    def read_outbox_passphrase(self, *, data_dir: Path, homedir: Path) -> str | None:
+        """The outbox key's passphrase from wherever the config says it is; None when no key
+        names one. ConfigError (naming the key) when it cannot be read, is empty, or lives
+        where the data folder would hold it too."""
+        if self.outbox_passphrase_env:
+            value = os.environ.get(self.outbox_passphrase_env)
+            if value is None:
+                raise ConfigError(
+                    f"gpg.outbox_passphrase_env: environment variable "
+                    f"{self.outbox_passphrase_env} is not set"
+                )
+        elif self.outbox_passphrase_file:
+            path = _credential_path(self.outbox_passphrase_file)
+            value = _read_private_file(path, data_dir, homedir)
+        else:
+            value = self.outbox_passphrase
+        if value is not None and not value.strip():
+            key = next(k for k in PASSPHRASE_KEYS if getattr(self, k) is not None)
+            raise ConfigError(f"gpg.{key}: the outbox passphrase is empty")
+        return value.strip() if value is not None else None
+
+
+PASSPHRASE_KEYS = ("outbox_passphrase_file", "outbox_passphrase_env", "outbox_passphrase")
+_CREDENTIALS = re.compile(r"^\$(\{CREDENTIALS_DIRECTORY\}|CREDENTIALS_DIRECTORY)(?=/|$)")
+
+
+def _credential_path(path: Path) -> Path:
+    """`${CREDENTIALS_DIRECTORY}/name` (systemd's LoadCredential=) with the variable expanded."""
+    match = _CREDENTIALS.match(str(path))
+    if not match:
+        return path
+    folder = os.environ.get("CREDENTIALS_DIRECTORY")
+    if not folder:
+        raise ConfigError(
+            "gpg.outbox_passphrase_file: $CREDENTIALS_DIRECTORY is not set; systemd sets it "
+            "for a unit with LoadCredential=outbox-passphrase:/path/to/file"
+        )
+    return Path(folder + str(path)[match.end() :])
+
+
+def _read_private_file(path: Path, data_dir: Path, homedir: Path) -> str:
+    """A secret file that only its owner can read and that is not in the data folder."""
+    key = "gpg.outbox_passphrase_file"
+    real = path.resolve()
+    for name, folder in (("data_dir", data_dir), ("the gpg homedir", homedir)):
+        if real.is_relative_to(folder.resolve()):
+            raise ConfigError(
+                f"{key}: {path} is inside {name} ({folder}); keep the passphrase outside it, "
+                "or a copy of the data folder opens the outbox"
+            )
+    try:
+        mode = stat.S_IMODE(real.stat().st_mode)
+        if mode & 0o077:
+            raise ConfigError(
+                f"{key}: {path} is readable by group or others (mode {mode:o}); "
+                f"run: chmod 600 {path}"
+            )
+        return real.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{key}: cannot read {path}: {exc.strerror}") from None
 
 
 class RulesConfig(Section):
@@ -270,6 +337,8 @@ def _resolve_paths(raw: dict[str, object], base: Path) -> None:
         for key in keys[:-1]:
             node = node.get(key) if isinstance(node, dict) else None
         if isinstance(node, dict) and isinstance(node.get(keys[-1]), str):
+            if _CREDENTIALS.match(node[keys[-1]]):
+                continue  # expanded when read: systemd sets it for the daemon only
             node[keys[-1]] = str(base / os.path.expanduser(node[keys[-1]]))
     forms = raw.get("forms")
     for form in forms if isinstance(forms, list) else []:

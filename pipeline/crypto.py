@@ -7,13 +7,24 @@ the keyring (present, not expired, not revoked, able to encrypt) before `always_
 the pin is the trust decision, there is no keyserver or WKD lookup.
 
 The daemon's homedir holds public keys (records keys and services' keys, imported from
-`keys_dir`) and exactly one secret key: the outbox key, which protects queued acknowledgement
-addresses. It holds nothing that opens a stored report.
+`keys_dir`) and exactly one secret key: the outbox key, which seals queued acknowledgements
+(address and mail) and held referrals. It holds nothing that opens a stored report. The outbox
+key is protected by a passphrase kept outside the data folder. It is stretched once per start
+with scrypt (`derive_secret`): gpg gets the derived value through a pipe (`--pinentry-mode
+loopback --passphrase-fd 0`), so a guess at the passphrase costs a memory-hard scrypt while
+each use of the key stays cheap (the agent's own S2K count is set low); the homedir's gpg-agent
+is told never to cache it, so each decryption needs it and a wrong one fails at once. An outbox
+key from before passphrases (no protection, `LEGACY_OUTBOX_UID`) is replaced:
+`legacy_outbox_keys` names it, `reseal` moves data to the protected key, `delete_secret_key`
+removes it.
 """
 
 from __future__ import annotations
 
 import fcntl
+import functools
+import hashlib
+import hmac
 import stat
 import subprocess
 import time
@@ -25,8 +36,15 @@ from typing import Any
 
 import gnupg
 
-OUTBOX_UID = "report-intake outbox <outbox@report-intake.invalid>"
+OUTBOX_UID = "report-intake outbox (passphrase) <outbox@report-intake.invalid>"
+LEGACY_OUTBOX_UID = "report-intake outbox <outbox@report-intake.invalid>"  # no passphrase
 _GPG_OPTIONS = ["--no-auto-key-locate", "--no-auto-key-retrieve", "--keyid-format", "long"]
+# The agent keeps no passphrase, not even in memory: every use of the outbox key needs it.
+AGENT_CONF = (
+    "# written by report-intake: nothing cached; the passphrase is stretched by scrypt already\n"
+    "default-cache-ttl 0\nmax-cache-ttl 0\ns2k-count 65536\n"
+)
+_PROBE = b"report-intake outbox probe"
 
 
 class CryptoError(Exception):
@@ -73,6 +91,19 @@ def normalise_fingerprint(fpr: str) -> str:
     return fpr.replace(" ", "").upper()
 
 
+@functools.lru_cache(maxsize=4)
+def _stretch(passphrase: str) -> bytes:
+    """scrypt (32 MiB, about 0.1 s): what every guess at the passphrase has to pay."""
+    salt = b"report-intake outbox passphrase v1"
+    return hashlib.scrypt(passphrase.encode(), salt=salt, n=2**15, r=8, p=1, maxmem=2**26)
+
+
+def derive_secret(passphrase: str, purpose: str) -> bytes:
+    """A 32-byte key for `purpose` ("outbox-key": gpg's passphrase for the outbox key, as hex;
+    "ack-limit": the rate limiter's HMAC key) derived from the outbox passphrase."""
+    return hmac.new(_stretch(passphrase), f"report-intake {purpose}".encode(), "sha256").digest()
+
+
 def _key_problem(key: dict[str, Any], now: float) -> str | None:
     validity = key.get("trust", "")
     if validity == "r":
@@ -88,11 +119,26 @@ def _key_problem(key: dict[str, Any], now: float) -> str | None:
 class Crypto:
     """A gpg homedir with the records keys, the services' keys and the outbox key."""
 
-    def __init__(self, homedir: Path, binary: str = "gpg") -> None:
+    def __init__(self, homedir: Path, binary: str = "gpg", passphrase: str | None = None) -> None:
         self.homedir = ensure_private_dir(homedir)
+        self._agent_conf()
         self.gpg = gnupg.GPG(gnupghome=str(homedir), gpgbinary=binary, options=_GPG_OPTIONS)
         self.gpg.encoding = "utf-8"
+        self._passphrase = derive_secret(passphrase, "outbox-key").hex() if passphrase else None
         self._outbox_fpr: str | None = None
+
+    def _agent_conf(self) -> None:
+        """Tell this homedir's gpg-agent to cache no passphrase (a running one rereads it and
+        forgets what it cached)."""
+        conf = self.homedir / "gpg-agent.conf"
+        if conf.exists() and conf.read_text(encoding="utf-8", errors="replace") == AGENT_CONF:
+            return
+        conf.write_text(AGENT_CONF, encoding="utf-8")
+        subprocess.run(
+            ["gpgconf", "--homedir", str(self.homedir), "--reload", "gpg-agent"],
+            capture_output=True,
+            check=False,
+        )
 
     @contextmanager
     def setup_lock(self) -> Iterator[None]:
@@ -148,16 +194,30 @@ class Crypto:
         return bytes(result.data)
 
     def outbox_fingerprint(self) -> str:
-        """The outbox key's fingerprint, generating the key on first use."""
+        """The outbox key's fingerprint, generating the key (with the passphrase) on first use."""
         if self._outbox_fpr is None:
-            self._outbox_fpr = self._find_outbox_key() or self._generate_outbox_key()
+            found = self._secret_keys_with(OUTBOX_UID)
+            self._outbox_fpr = found[0] if found else self._generate_outbox_key()
         return self._outbox_fpr
 
-    def _find_outbox_key(self) -> str | None:
-        for key in self.gpg.list_keys(secret=True):
-            if OUTBOX_UID in key.get("uids", []):
-                return normalise_fingerprint(key["fingerprint"])
-        return None
+    def legacy_outbox_keys(self) -> list[str]:
+        """Outbox keys from before passphrases (unprotected): re-seal, then delete them."""
+        return self._secret_keys_with(LEGACY_OUTBOX_UID)
+
+    def _secret_keys_with(self, uid: str) -> list[str]:
+        return [
+            normalise_fingerprint(key["fingerprint"])
+            for key in self.gpg.list_keys(secret=True)
+            if uid in key.get("uids", [])
+        ]
+
+    def _require_passphrase(self) -> str:
+        if not self._passphrase:
+            raise CryptoError(
+                "the outbox key needs a passphrase and none was given (gpg.outbox_passphrase_file"
+                ", gpg.outbox_passphrase_env or gpg.outbox_passphrase)"
+            )
+        return self._passphrase
 
     def _generate_outbox_key(self) -> str:
         spec = self.gpg.gen_key_input(
@@ -166,14 +226,28 @@ class Crypto:
             subkey_type="ECDH",
             subkey_curve="cv25519",
             name_real="report-intake outbox",
+            name_comment="passphrase",
             name_email="outbox@report-intake.invalid",
             expire_date=0,
-            no_protection=True,
+            passphrase=self._require_passphrase(),
         )
         result = self.gpg.gen_key(spec)
         if not result.fingerprint:
             raise CryptoError(f"could not generate the outbox key: {result.status}")
         return normalise_fingerprint(str(result.fingerprint))
+
+    def check_outbox_passphrase(self) -> None:
+        """Decrypt a probe with the outbox key: CryptoError when the passphrase does not open it."""
+        fpr = self.outbox_fingerprint()
+        try:
+            opened = self.decrypt_outbox(self.encrypt_for_outbox(_PROBE))
+        except CryptoError:
+            opened = b""
+        if opened != _PROBE:
+            raise CryptoError(
+                f"the outbox passphrase does not open the outbox key {fpr} in {self.homedir}: "
+                "check gpg.outbox_passphrase_file (or _env) holds the passphrase it was made with"
+            )
 
     def check_secret_keys(self) -> None:
         """Refuse a homedir holding any secret key other than the outbox key."""
@@ -187,13 +261,36 @@ class Crypto:
                 )
 
     def encrypt_for_outbox(self, data: bytes) -> bytes:
-        return self.encrypt(data, [self.outbox_fingerprint()])
+        """Seal `data` to our own outbox key (no pin to check: the key is ours)."""
+        fpr = self.outbox_fingerprint()
+        result = self.gpg.encrypt(data, [fpr], armor=True, always_trust=True)
+        if not result.ok or not result.data:
+            raise EncryptError(f"gpg could not encrypt to the outbox key {fpr}: {result.status}")
+        return bytes(result.data)
 
     def decrypt_outbox(self, data: bytes) -> bytes:
-        result = self.gpg.decrypt(data)
+        result = self.gpg.decrypt(data, passphrase=self._require_passphrase())
         if not result.ok:
             raise DecryptError(f"could not decrypt outbox data: {result.status}")
         return bytes(result.data)
+
+    def reseal(self, data: bytes) -> bytes | None:
+        """Outbox data sealed to any of our outbox keys, sealed to the protected one now; None
+        when no key of ours opens it (e.g. another instance's)."""
+        result = self.gpg.decrypt(data, passphrase=self._require_passphrase())
+        if not result.ok:
+            if "no secret key" in str(result.status) or "NO_SECKEY" in str(result.stderr):
+                return None
+            raise DecryptError(f"could not decrypt outbox data to re-seal it: {result.status}")
+        return self.encrypt_for_outbox(bytes(result.data))
+
+    def delete_secret_key(self, fingerprint: str) -> None:
+        """Delete a secret key and its public key from the homedir."""
+        fpr = normalise_fingerprint(fingerprint)
+        secret = self.gpg.delete_keys(fpr, secret=True, expect_passphrase=False)
+        public = self.gpg.delete_keys(fpr)
+        if str(secret.status) != "ok" or str(public.status) != "ok":
+            raise CryptoError(f"could not delete the old outbox key {fpr}: {secret.status}")
 
     def close(self) -> None:
         """Stop this homedir's gpg-agent (tests and short runs leave no sockets behind)."""

@@ -1,4 +1,5 @@
-"""Daemon: an `App` in, APScheduler jobs (poll the sources, drain the outbox) out.
+"""Daemon: an `App` in, APScheduler jobs (poll the sources, drain the outbox, check keys daily,
+purge what retention says is due daily) out.
 
 `run_once` runs every job once and returns an exit status (0 when nothing failed);
 `run_forever` runs the jobs on their intervals until SIGTERM or SIGINT, then lets the job in
@@ -21,6 +22,7 @@ from apscheduler.schedulers.blocking import BlockingScheduler
 from pipeline.app import App
 from pipeline.intake import describe
 from pipeline.intake.idle import IdleWatcher
+from pipeline.retention import purge_due
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +53,19 @@ def key_job(app: App) -> bool:
         return True
 
     return guarded(check, "key check")
+
+
+def purge_job(app: App) -> bool:
+    """The daily retention purge (records past their period), then the database gives erased
+    space back (SQLite WAL checkpoint, PostgreSQL VACUUM)."""
+
+    def run() -> bool:
+        purged = purge_due(app.engine, app.config.retention)
+        if purged:
+            log.info("retention: %d report(s) purged", purged)
+        return True
+
+    return guarded(run, "retention purge")
 
 
 def run_once(app: App) -> int:
@@ -107,6 +122,7 @@ def run_forever(app: App) -> int:
         drain_job, "interval", [app], seconds=schedule.outbox_seconds, id="outbox", **options
     )
     scheduler.add_job(key_job, "interval", [app], hours=24, max_instances=1, coalesce=True)
+    scheduler.add_job(purge_job, "interval", [app], hours=24, id="purge", **options)
     watcher = _idle_watcher(app, wakeups.new_mail)
 
     def stop(signum: int, _frame: FrameType | None) -> None:

@@ -1,13 +1,16 @@
 """The demo: a throwaway deployment in a folder, run once, with no outside server.
 
-In: a folder name. Out: that folder holding a config, demo keys, a Maildir of sample reports
-and the SQLite database after one run; on the terminal, what the daemon did with each sample and
+In: a folder name. Out: that folder holding a config, demo keys, the outbox passphrase (a file
+beside the data folder, mode 0600, as in production), a Maildir of sample reports and the
+SQLite database after one run; on the terminal, what the daemon did with each sample and
 what an SMTP sink (started here, on loopback) received.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -125,8 +128,18 @@ def write_rules(rules: Path, emails: dict[str, str], fingerprints: dict[str, str
     (rules / "services.yaml").write_text(text)
 
 
+def _write_passphrase(folder: Path) -> Path:
+    """A random outbox passphrase in a file only its owner reads, outside the data folder."""
+    path = folder / "outbox-passphrase"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(secrets.token_urlsafe(24) + "\n")
+    return path
+
+
 def _write_config(folder: Path, fingerprint: str, smtp_port: int) -> Path:
     config = folder / "intake.toml"
+    passphrase = _write_passphrase(folder)
     config.write_text(
         f"""data_dir = "var"
 [maildir]
@@ -141,6 +154,7 @@ intake_addresses = ["report@example.ac.uk"]
 [gpg]
 records_keys = ["{fingerprint}"]
 keys_dir = "rules/keys"
+outbox_passphrase_file = "{passphrase.name}"
 [rules]
 dir = "rules"
 [templates]

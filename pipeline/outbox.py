@@ -5,10 +5,13 @@ work), sent, and its new state committed on its own. A temporary failure retries
 exponential backoff and jitter (the first retry within `retry_seconds`) until the queue
 lifetime runs out; a permanent or expired one is a dead letter (`failed`) with an admin alert.
 An unreachable server ends the drain (the rest waits); refused credentials hold the whole queue
-without using up retries. An acknowledgement's address is decrypted only to send it and erased
-once sent. Every resend of a mail carries the same Message-ID.
+without using up retries. An acknowledgement's address and mail are decrypted only to send
+them, and erased (set NULL) once sent, dead-lettered or expired; a drain that erased something
+checkpoints SQLite's WAL (`store.reclaim`). Every resend of a mail carries the same Message-ID.
 
-`release_held` re-encrypts held referrals once their service's pinned key is usable.
+`release_held` re-encrypts held referrals once their service's pinned key is usable;
+`reseal_outbox` moves every sealed row to the protected outbox key (upgrade from an outbox key
+without passphrase); `requeue` puts dead letters back, except acknowledgements already erased.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from sqlalchemy import Engine
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from pipeline import audit
 from pipeline.alerts import daily_key, raise_alert
@@ -29,11 +32,12 @@ from pipeline.deliver import SendError, Transport, add_recipient, wrap_pgp_mime
 from pipeline.faults import crash_point
 from pipeline.models import OutboxRow, OutboxState, ReportRow, ReportState, utcnow
 from pipeline.rules import Service
-from pipeline.store import claim_due, settle_report
+from pipeline.store import claim_due, reclaim, settle_report
 
 log = logging.getLogger(__name__)
 
 MAX_BACKOFF = timedelta(hours=1)
+ERASED = "address erased"
 
 
 @dataclass
@@ -48,6 +52,19 @@ class QueueHeld(Exception):
     """Nothing more can be sent now (server unreachable, credentials refused)."""
 
 
+class Erased(Exception):
+    """An acknowledgement whose address was erased: it can never be sent."""
+
+
+def erase(row: OutboxRow) -> bool:
+    """Forget an acknowledgement's sealed address and mail; whether there was anything."""
+    if row.kind != "ack" or (row.sealed is None and row.payload is None):
+        return False
+    row.sealed = None
+    row.payload = None
+    return True
+
+
 def backoff(attempts: int, base_seconds: float) -> timedelta:
     """Delay before retry number `attempts` (1-based): doubling, capped, with full jitter in its
     upper half, so the first retry comes within `base_seconds`."""
@@ -57,7 +74,8 @@ def backoff(attempts: int, base_seconds: float) -> timedelta:
 
 def _message(crypto: Crypto, row: OutboxRow) -> tuple[str, bytes]:
     if row.kind == "ack":
-        assert row.sealed is not None and row.payload is not None
+        if row.sealed is None or row.payload is None:
+            raise Erased(ERASED)
         recipient = crypto.decrypt_outbox(row.sealed).decode()
         return recipient, add_recipient(crypto.decrypt_outbox(row.payload), recipient)
     assert row.recipient is not None and row.payload is not None
@@ -78,6 +96,7 @@ class Drain:
         self.crypto = crypto
         self.transport = transport
         self.result = DrainResult()
+        self.erased = 0
         self._alerts: list[tuple[str, str, str]] = []  # raised after each commit (one writer)
 
     def run(self) -> DrainResult:
@@ -87,6 +106,8 @@ class Drain:
             for key, subject, text in self._alerts:
                 raise_alert(self.engine, self.config, key, subject, text)
             self._alerts.clear()
+        if self.erased:
+            reclaim(self.engine)  # SQLite: the erased rows' old pages leave the WAL
         return self.result
 
     def _next(self) -> bool:
@@ -102,6 +123,8 @@ class Drain:
                 session.commit()
                 return False
             setattr(self.result, outcome, getattr(self.result, outcome) + 1)
+            if outcome in ("sent", "failed"):
+                self.erased += erase(row)
             session.add(row)
             if row.report_id:
                 settle_report(session, row.report_id)
@@ -116,16 +139,19 @@ class Drain:
             crash_point("after-smtp")
         except SendError as error:
             return self._failed(session, row, reference, error)
+        except Erased:
+            self._dead_letter(session, row, reference, ERASED)
+            return "failed"
         except CryptoError as error:  # the outbox key cannot open it: keep it, say so
-            self._retry_later(row, f"outbox key: {type(error).__name__}")
             self.result.errors.append(f"{reference} {row.kind}: {error}")
+            if utcnow() - row.created_at >= self._lifetime():
+                self._dead_letter(session, row, reference, f"outbox key: {type(error).__name__}")
+                return "failed"
+            self._retry_later(row, f"outbox key: {type(error).__name__}")
             return "retrying"
-        row.state = OutboxState.SENT
+        row.state = OutboxState.SENT  # an acknowledgement's address is erased by _next
         row.sent_at = utcnow()
         row.attempts += 1
-        if row.kind == "ack":
-            row.sealed = None  # the reporter's address is forgotten once the mail has left
-            row.payload = None
         log.info("%s %s to %s sent", reference, row.kind, row.target)
         return "sent"
 
@@ -234,17 +260,53 @@ def _unhold_report(session: Session, report_id: int | None) -> None:
 
 
 def requeue(engine: Engine, reference: str | None, now: datetime | None = None) -> int:
-    """Put dead letters (of one report, or all) back in the queue; how many."""
+    """Put dead letters (of one report, or all) back in the queue; how many. An acknowledgement
+    whose address was erased stays failed, with that reason."""
     count = 0
     with Session(engine) as session:
         query = select(OutboxRow).where(OutboxRow.state == OutboxState.FAILED)
         if reference:
             query = query.join(ReportRow).where(ReportRow.reference == reference)
         for row in session.exec(query).all():
+            if row.kind == "ack" and (row.sealed is None or row.payload is None):
+                row.last_error = ERASED
+                session.add(row)
+                log.warning("%s ack not requeued: %s", _reference(session, row), ERASED)
+                continue
             row.state = OutboxState.QUEUED
             row.attempts = 0
             row.created_at = row.next_attempt_at = now or utcnow()
             session.add(row)
             count += 1
+        session.commit()
+    return count
+
+
+def reseal_outbox(engine: Engine, crypto: Crypto) -> int:
+    """Seal every outbox row's sealed data (and an acknowledgement's mail) to the protected
+    outbox key, in one transaction; how many rows. Rows no key of ours opens stay as they are."""
+    count = 0
+    with Session(engine) as session:
+        query = (
+            select(OutboxRow)
+            .where(
+                col(OutboxRow.sealed).is_not(None)
+                | ((col(OutboxRow.kind) == "ack") & col(OutboxRow.payload).is_not(None))
+            )
+            .order_by(col(OutboxRow.id))
+            .with_for_update()
+        )
+        for row in session.exec(query).all():
+            fields = ["sealed", "payload"] if row.kind == "ack" else ["sealed"]
+            changed = False
+            for name in fields:
+                data = getattr(row, name)
+                sealed = crypto.reseal(data) if data is not None else None
+                if sealed is not None:
+                    setattr(row, name, sealed)
+                    changed = True
+            if changed:
+                session.add(row)
+                count += 1
         session.commit()
     return count

@@ -11,8 +11,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import os
-import secrets
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -20,7 +18,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, event, func, text
+from sqlalchemy import Engine, delete, event, func, text
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, SQLModel, col, create_engine, select
 
@@ -45,6 +43,7 @@ def _sqlite_pragmas(dbapi_connection: object, _record: object) -> None:
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA busy_timeout=10000")
     cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA secure_delete=ON")  # freed and rewritten space is zeroed
     cursor.close()
 
 
@@ -59,6 +58,19 @@ def make_engine(url: str) -> Engine:
         SQLModel.metadata.create_all(connection)
         make_append_only(connection)
     return engine
+
+
+def reclaim(engine: Engine, *, vacuum: bool = False) -> None:
+    """Leave no erased data in the database files where the database allows it. SQLite (with
+    secure_delete on) checkpoints the WAL into the main file and truncates it; PostgreSQL, with
+    `vacuum`, VACUUMs the tables that held sealed or encrypted data (outside a transaction)."""
+    if engine.dialect.name == "sqlite":
+        with engine.connect() as connection:
+            connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+    elif vacuum and engine.dialect.name == "postgresql":
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+            for table in ("outbox", "encrypted_record", "ack_sent"):
+                connection.exec_driver_sql(f"VACUUM {table}")
 
 
 def _lock_key(name: str) -> int:
@@ -86,24 +98,36 @@ def source_lease(engine: Engine, name: str) -> Iterator[bool]:
 
 
 class AckLimiter:
-    """At most `per_hour` acknowledgements to one sender, who is known only by a keyed hash
-    (the key lives in the data folder, mode 0600), so the table names nobody."""
+    """At most `per_hour` acknowledgements to one sender in the last hour. A sender is known
+    only by an HMAC keyed with a secret derived from the outbox passphrase (`use_secret`), so
+    the table names nobody and the data folder alone cannot test an address against it. Rows
+    are kept for the window only (`prune`)."""
+
+    WINDOW = timedelta(hours=1)
 
     def __init__(self, engine: Engine, data_dir: Path, per_hour: int) -> None:
         self.engine = engine
         self.per_hour = per_hour
-        self.key_file = data_dir / "ack-limit.key"
+        self.legacy_key_file = data_dir / "ack-limit.key"  # before issue 8: key in the data dir
+        self._secret: bytes | None = None
+
+    def use_secret(self, secret: bytes) -> None:
+        """Key the hashes with `secret`; rows keyed with an old key file go, and so does it."""
+        self._secret = secret
+        if self.legacy_key_file.exists():
+            with Session(self.engine) as session:
+                session.exec(delete(AckSent))  # type: ignore[call-overload]
+                session.commit()
+            self.legacy_key_file.unlink()
+        self.prune()
 
     def _hash(self, address: str) -> str:
-        if not self.key_file.exists():
-            fd = os.open(self.key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "wb") as out:
-                out.write(secrets.token_bytes(32))
-        key = self.key_file.read_bytes()
-        return hmac.new(key, address.lower().encode(), hashlib.sha256).hexdigest()
+        if self._secret is None:
+            raise RuntimeError("AckLimiter: no secret given (App.open calls use_secret)")
+        return hmac.new(self._secret, address.lower().encode(), hashlib.sha256).hexdigest()
 
     def allow(self, address: str) -> bool:
-        since = utcnow() - timedelta(hours=1)
+        since = utcnow() - self.WINDOW
         with Session(self.engine) as session:
             sent = session.exec(
                 select(func.count())
@@ -115,10 +139,16 @@ class AckLimiter:
     def record(self, address: str) -> None:
         with Session(self.engine) as session:
             session.add(AckSent(sender_hash=self._hash(address)))
-            old = select(AckSent).where(AckSent.sent_at < utcnow() - timedelta(days=1))
-            for row in session.exec(old).all():
-                session.delete(row)
             session.commit()
+        self.prune()
+
+    def prune(self, now: datetime | None = None) -> int:
+        """Forget sends older than the window; how many rows went."""
+        cutoff = (now or utcnow()) - self.WINDOW
+        with Session(self.engine) as session:
+            gone = session.exec(delete(AckSent).where(col(AckSent.sent_at) < cutoff))  # type: ignore[call-overload]
+            session.commit()
+        return int(gone.rowcount or 0)
 
 
 def source_seen(engine: Engine, source_key: str) -> bool:
@@ -181,18 +211,33 @@ def save_report(engine: Engine, report: ReportRow, source_key: str, build: Build
 
 
 def record_bounce(engine: Engine, bounce: Bounce) -> list[tuple[str, str]]:
-    """Mark sent mail that bounced for good; (target, reference) of each outbox row matched."""
-    matched = []
+    """Record a bounce; (target, reference) of each outbox mail it changed.
+
+    A mail changes (`last_error`; `bounced` when the bounce is permanent) only when both its
+    Message-ID and its recipient are named by the bounce: a forged bounce that knows a
+    Message-ID changes nothing. An acknowledgement keeps no recipient, so a bounce for one is
+    recorded only. Every bounce writes one audit line per mail it names, or one
+    `bounce: unmatched` line, never an address."""
+    matched: list[tuple[str, str]] = []
+    recipients = {address.lower() for address in bounce.recipients}
     ids = list(bounce.message_ids)
     with Session(engine) as session:
-        for row in session.exec(select(OutboxRow).where(col(OutboxRow.message_id).in_(ids))):
+        rows = list(session.exec(select(OutboxRow).where(col(OutboxRow.message_id).in_(ids))))
+        for row in rows:
             report = session.get(ReportRow, row.report_id) if row.report_id else None
             reference = report.reference if report and report.reference else "alert"
+            if row.recipient is None or row.recipient.lower() not in recipients:
+                why = "no recipient kept" if row.recipient is None else "recipient does not match"
+                audit.record(session, "input", reference, f"bounce: {row.kind}, {why}")
+                continue
             matched.append((row.target, reference))
             row.last_error = f"bounced: {bounce.action or 'failed'} {bounce.status or ''}".strip()
             if bounce.permanent:
                 row.state = OutboxState.BOUNCED
             session.add(row)
+            audit.record(session, "input", reference, f"bounce: {row.kind}, {row.last_error}")
+        if not rows:
+            audit.record(session, "input", None, "bounce: unmatched")
         session.commit()
     return matched
 
@@ -266,3 +311,23 @@ def recent_alerts(engine: Engine, days: int = 7) -> list[str]:
 def _count_by(session: Session, column: Any) -> dict[str, int]:
     rows = session.exec(select(column, func.count()).group_by(column))
     return {str(state): int(n) for state, n in rows}
+
+
+def follows_anonymous(engine: Engine, references: list[str], message_ids: list[str]) -> bool:
+    """Whether a message belongs to an anonymous report's thread: it names the reference of an
+    anonymous report, or replies to mail we sent about one (our Message-IDs are unique)."""
+    if not references and not message_ids:
+        return False
+    with Session(engine) as session:
+        by_reference = select(ReportRow.id).where(
+            col(ReportRow.reference).in_(references), col(ReportRow.anonymous).is_(True)
+        )
+        by_reply = (
+            select(OutboxRow.id)
+            .join(ReportRow, col(ReportRow.id) == col(OutboxRow.report_id))
+            .where(col(OutboxRow.message_id).in_(message_ids), col(ReportRow.anonymous).is_(True))
+        )
+        return (
+            session.exec(by_reference.limit(1)).first() is not None
+            or session.exec(by_reply.limit(1)).first() is not None
+        )

@@ -29,6 +29,7 @@ REPO = Path(__file__).resolve().parents[2]
 INTAKE = "report@example.ac.uk"
 ANONYMOUS = "anonymous@example.ac.uk"
 ADMIN = "security-admin@example.ac.uk"
+OUTBOX_PASSPHRASE = "correct horse battery staple 8c1f"
 
 
 @dataclass
@@ -46,6 +47,8 @@ class Deployment:
     smtp: SmtpSink
     database_url: str | None = None
     keys_dir: Path | None = None  # a private copy for tests that change keys
+    # How the config gives the outbox passphrase (a whole line under [gpg]; "" for none).
+    passphrase_line: str = f'outbox_passphrase = "{OUTBOX_PASSPHRASE}"'
     logs: list[str] = field(default_factory=list)
 
     @property
@@ -68,8 +71,8 @@ class Deployment:
     def config(self) -> Config:
         return load_config(self.config_path)
 
-    def write(self, extra: str = "") -> None:
-        """(Re)write the config file."""
+    def write(self, extra: str = "", imap_extra: str = "") -> None:
+        """(Re)write the config file; `extra` is appended, `imap_extra` goes into [imap]."""
         database = f'[database]\nurl = "{self.database_url}"\n' if self.database_url else ""
         self.config_path.write_text(
             f"""data_dir = "var"
@@ -81,7 +84,7 @@ security = "none"
 username = "{self.imap.username}"
 password_env = "TEST_IMAP_PASSWORD"
 timeout_seconds = 10
-
+{imap_extra}
 [smtp]
 host = "{self.smtp.host}"
 port = {self.smtp.port}
@@ -95,6 +98,7 @@ intake_addresses = ["{INTAKE}"]
 [gpg]
 records_keys = ["{self.keys.records_fpr}"]
 keys_dir = "{self.keys_dir or self.keys.keys_dir}"
+{self.passphrase_line}
 
 [rules]
 dir = "rules"

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
+from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
+from pipeline.app import App
+from pipeline.daemon import purge_job
 from pipeline.store import make_engine
 from tests.integration.conftest import Deployment, email
 
@@ -58,4 +62,40 @@ def test_audit_log_is_append_only(
             connection.execute(text(statement))
     with engine.connect() as connection:
         assert connection.execute(text("SELECT detail FROM audit")).scalar_one() == "d"
+    engine.dispose()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_the_daily_purge_job_purges_what_is_due_and_reclaims_space(
+    deployment: Deployment, backend: str, request: pytest.FixtureRequest
+) -> None:
+    if backend == "postgres":
+        deployment.database_url = request.getfixturevalue("pg_url")
+    deployment.write(extra="[retention]\ndelivered = 30\n")
+    deployment.imap.append(email("Old report for the daily job. DAILY-1"))
+    deployment.imap.append(email("A recent one. DAILY-2", message_id="<m2@example.ac.uk>"))
+    assert deployment.run_once().returncode == 0
+    engine = make_engine(deployment.config().database_url)
+    with engine.begin() as connection:
+        connection.execute(
+            text("UPDATE report SET updated_at = :t WHERE id = (SELECT min(id) FROM report)"),
+            {"t": datetime(2020, 1, 1, tzinfo=UTC)},
+        )
+    os.environ["TEST_IMAP_PASSWORD"] = deployment.imap.password
+    app = App.open(deployment.config())
+    try:
+        assert purge_job(app) and purge_job(app)  # the second finds nothing: no error either
+    finally:
+        app.close()
+        del os.environ["TEST_IMAP_PASSWORD"]
+
+    with engine.connect() as connection:
+        records = connection.execute(text("SELECT report_id FROM encrypted_record")).all()
+        assert {r[0] for r in records} == {2}  # the recent report keeps its records
+        payloads = connection.execute(
+            text("SELECT report_id, payload IS NULL FROM outbox WHERE kind = 'referral'")
+        ).all()
+        assert {(rid, erased) for rid, erased in payloads} == {(1, True), (2, False)}
+        purges = connection.execute(text("SELECT actor FROM audit WHERE action = 'purge'")).all()
+        assert purges == [("daemon",)]  # once, by the daemon
     engine.dispose()

@@ -74,3 +74,72 @@ def test_password_from_env_and_file(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     monkeypatch.delenv("INTAKE_TEST_PW")
     with pytest.raises(ConfigError, match="INTAKE_TEST_PW"):
         load_config(path).imap.secret()  # type: ignore[union-attr]
+
+
+def passphrase_config(tmp_path: Path, line: str) -> Path:
+    return write(tmp_path, f'[gpg]\nrecords_keys = ["{FPR}"]\n{line}\n')
+
+
+def read_passphrase(path: Path) -> str | None:
+    config = load_config(path)
+    return config.gpg.read_outbox_passphrase(data_dir=config.data_dir, homedir=config.gpg_home)
+
+
+def test_outbox_passphrase_from_a_private_file_outside_data_dir(tmp_path: Path) -> None:
+    path = passphrase_config(tmp_path, 'outbox_passphrase_file = "secret/outbox"')
+    secret = tmp_path / "conf" / "secret" / "outbox"
+    secret.parent.mkdir()
+    secret.write_text("from the file\n")
+    secret.chmod(0o600)
+    assert read_passphrase(path) == "from the file"
+    secret.chmod(0o640)
+    with pytest.raises(ConfigError, match=r"gpg.outbox_passphrase_file: .* chmod 600"):
+        read_passphrase(path)
+    secret.write_text("  \n")
+    secret.chmod(0o600)
+    with pytest.raises(ConfigError, match=r"gpg\.outbox_passphrase_file: the outbox passphrase is"):
+        read_passphrase(path)
+
+
+@pytest.mark.parametrize("inside", ["var/outbox-passphrase", "var/gnupg/pass", "link"])
+def test_outbox_passphrase_file_in_the_data_folder_is_refused(tmp_path: Path, inside: str) -> None:
+    path = passphrase_config(tmp_path, f'outbox_passphrase_file = "{inside}"')
+    data = tmp_path / "conf" / "var" / "gnupg"
+    data.mkdir(parents=True)
+    for name in ("outbox-passphrase", "gnupg/pass"):
+        (data.parent / name).write_text("p")
+        (data.parent / name).chmod(0o600)
+    (tmp_path / "conf" / "link").symlink_to(data.parent / "outbox-passphrase")
+    with pytest.raises(ConfigError, match=r"gpg\.outbox_passphrase_file: .* is inside"):
+        read_passphrase(path)
+
+
+def test_outbox_passphrase_from_env_and_systemd_credentials(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = passphrase_config(tmp_path, 'outbox_passphrase_env = "INTAKE_TEST_OUTBOX"')
+    with pytest.raises(ConfigError, match=r"gpg\.outbox_passphrase_env: .*INTAKE_TEST_OUTBOX"):
+        read_passphrase(path)
+    monkeypatch.setenv("INTAKE_TEST_OUTBOX", "from env")
+    assert read_passphrase(path) == "from env"
+
+    path = passphrase_config(
+        tmp_path, 'outbox_passphrase_file = "${CREDENTIALS_DIRECTORY}/outbox-passphrase"'
+    )
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+    with pytest.raises(ConfigError, match="CREDENTIALS_DIRECTORY is not set"):
+        read_passphrase(path)
+    credentials = tmp_path / "credentials"
+    credentials.mkdir()
+    (credentials / "outbox-passphrase").write_text("from systemd")
+    (credentials / "outbox-passphrase").chmod(0o400)
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(credentials))
+    assert read_passphrase(path) == "from systemd"
+
+
+def test_outbox_passphrase_inline_none_and_only_one_source(tmp_path: Path) -> None:
+    assert read_passphrase(passphrase_config(tmp_path, 'outbox_passphrase = "inline"')) == "inline"
+    assert read_passphrase(passphrase_config(tmp_path, "")) is None
+    two = 'outbox_passphrase = "a"\noutbox_passphrase_env = "B"'
+    with pytest.raises(ConfigError, match=r"gpg: .*set only one of"):
+        load_config(passphrase_config(tmp_path, two))

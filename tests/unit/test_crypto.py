@@ -13,7 +13,7 @@ from tests.servers.gpg import KeySet
 
 @pytest.fixture
 def crypto(tmp_path: Path, gpg_keys: KeySet) -> Crypto:
-    found = Crypto(tmp_path / "g")
+    found = Crypto(tmp_path / "g", passphrase="unit test passphrase")
     found.import_keys_dir(gpg_keys.keys_dir)
     yield found
     found.close()

@@ -163,6 +163,23 @@ class AckPolicy:
         return None
 
 
+_MESSAGE_ID = re.compile(r"<[^<>\s]{1,250}>")
+MAX_THREAD_IDS = 100  # Message-IDs read from In-Reply-To and References
+
+
+def thread_of(msg: Message, subject: str) -> tuple[list[str], list[str]]:
+    """The references (`R-2026-000123`) in the subject and the Message-IDs the message replies
+    to (In-Reply-To, References): what ties it to earlier mail of ours."""
+    references = REFERENCE.findall(subject[:1000])[:20]
+    ids = [
+        found
+        for name in ("In-Reply-To", "References")
+        for value in raw_values(msg, name)
+        for found in _MESSAGE_ID.findall(value[:MAX_HEADER_CHARS])
+    ]
+    return references, ids[:MAX_THREAD_IDS]
+
+
 def names_our_message(msg: Message, domain: str) -> bool:
     """Whether Message-ID, In-Reply-To or References names a Message-ID we made: `make_msgid`'s
     shape (`<digits.digits.digits@domain>`) at our sender domain."""

@@ -136,13 +136,17 @@ def build_plain(
 ACK_HEADER = ("X-Report-Intake", "acknowledgement")  # an echo of it is never acknowledged
 
 
-def build_acknowledgement(sender: str, message_id: str, rendered: Rendered) -> bytes:
+def build_acknowledgement(
+    sender: str, message_id: str, rendered: Rendered, *, reply_to: str | None = None
+) -> bytes:
     """The acknowledgement without its To header: the address is added only when sending.
     `Auto-Submitted: auto-replied` (RFC 3834) keeps responders quiet, and `X-Report-Intake:
-    acknowledgement` lets the intake know its own mail when it comes back."""
-    return build_plain(
-        sender, message_id, rendered, auto_submitted="auto-replied", extra=dict([ACK_HEADER])
-    )
+    acknowledgement` lets the intake know its own mail when it comes back. `reply_to` (the
+    anonymous address, for an anonymous report) is where a reply to it should go."""
+    extra = dict([ACK_HEADER])
+    if reply_to:
+        extra["Reply-To"] = one_line(reply_to)
+    return build_plain(sender, message_id, rendered, auto_submitted="auto-replied", extra=extra)
 
 
 def add_recipient(message: bytes, recipient: str) -> bytes:

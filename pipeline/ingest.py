@@ -10,14 +10,19 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from sqlalchemy import Engine
+from sqlmodel import Session
 
+from pipeline import audit
+from pipeline.acks import AckPolicy, auto_reply_reason, thread_of
 from pipeline.alerts import daily_key, raise_alert
-from pipeline.anonymity import apply_anonymity, clean_attachments, is_anonymous
+from pipeline.anonymity import apply_anonymity, clean_attachments, is_anonymous_message
 from pipeline.bounces import Bounce, recognise_bounce
+from pipeline.clean import screen_attachments
 from pipeline.config import Config
 from pipeline.crypto import Crypto, KeyUnusableError
 from pipeline.deliver import build_acknowledgement, build_referral, new_message_id, referral_inner
@@ -30,12 +35,14 @@ from pipeline.parse import (
     report_from_headers,
     report_from_message,
 )
+from pipeline.redact import quarantined_original
 from pipeline.render import Renderer, template_names
 from pipeline.report import Report
 from pipeline.rules import Decision, RuleSet, Service, evaluate
 from pipeline.store import (
     AckLimiter,
     decision_json,
+    follows_anonymous,
     mark_source,
     record_bounce,
     report_by_fingerprint,
@@ -95,17 +102,29 @@ class Ingest:
             bounce = recognise_bounce(msg)
             if bounce is not None:
                 return self.take_bounce(source_key, bounce)
-            report = report_from_message(msg, received_at, limits=limits)
+            acks = AckPolicy.from_config(self.config)
+            report = report_from_message(msg, received_at, limits=limits, acks=acks)
         except ParseError as exc:
-            notify = self._too_large_notice(raw, received_at) if exc.limit else None
-            return self.quarantine(
-                source_key, fingerprint, raw, exc.reason, "email", received_at, notify
-            )
-        original = self._apply_anonymity(report, raw, forced=anonymous)
+            return self._quarantine_email(source_key, fingerprint, raw, exc, received_at, anonymous)
+        if auto_reply_reason(msg, report.subject):
+            return self.take_auto_reply(source_key)
+        follows = follows_anonymous(self.engine, *thread_of(msg, report.subject))
+        original = self._apply_anonymity(report, raw, forced=anonymous or follows)
         return self.take_report(report, source_key, fingerprint, original)
 
+    def take_auto_reply(self, source_key: str) -> Outcome:
+        """An out-of-office or vacation reply: not a report; counted (one audit line, no
+        content) and not kept."""
+        with Session(self.engine) as session:
+            audit.record(session, "input", None, "auto_reply")
+            session.commit()
+        mark_source(self.engine, source_key, None)
+        log.info("an automatic reply was set aside (%s)", source_key)
+        return Outcome("auto_reply")
+
     def take_bounce(self, source_key: str, bounce: Bounce) -> Outcome:
-        """Record a bounce against the mail it refers to; it is not a report and is not kept."""
+        """Record a bounce against the mail it refers to (an unmatched one is counted in the
+        audit log); it is not a report and is not kept."""
         matched = record_bounce(self.engine, bounce)
         mark_source(self.engine, source_key, None)
         for target, reference in matched:
@@ -118,15 +137,41 @@ class Ingest:
                 )
                 raise_alert(self.engine, self.config, f"bounce:{reference}:{target}", subject, text)
         if not matched:
-            log.info("a bounce for mail we do not know (%s) was set aside", bounce.status)
+            log.info("a bounce for mail we do not know (%s) was recorded", bounce.status)
         return Outcome("bounce")
 
     def _apply_anonymity(self, report: Report, raw: bytes, *, forced: bool) -> bytes:
-        if report.ack_address in self.config.own_addresses:
+        if report.ack_address and AckPolicy.from_config(self.config).is_own(report.ack_address):
             report.ack_address = None  # never acknowledge the intake itself (mail loops)
         intake = self.config.intake
-        return apply_anonymity(
-            report, raw, intake.anonymous_addresses, intake.anonymous_subject_marker, forced=forced
+        addresses, marker = intake.anonymous_addresses, intake.anonymous_subject_marker
+        limits = self.config.limits
+        return apply_anonymity(report, raw, addresses, marker, forced=forced, limits=limits)
+
+    def _quarantine_email(
+        self,
+        source_key: str,
+        fingerprint: str,
+        raw: bytes,
+        error: ParseError,
+        received_at: datetime,
+        anonymous: bool,
+    ) -> Outcome:
+        """Quarantine a message that cannot be read. One sent to an anonymous address is kept
+        without its identifying headers and is never written to."""
+        addresses = self.config.intake.anonymous_addresses
+        anonymous = anonymous or is_anonymous_message(raw, "", addresses, "")
+        notify = self._too_large_notice(raw, received_at) if error.limit and not anonymous else None
+        original = quarantined_original(raw, self.config.limits) if anonymous else raw
+        return self.quarantine(
+            source_key,
+            fingerprint,
+            original,
+            error.reason,
+            "email",
+            received_at,
+            notify,
+            anonymous=anonymous,
         )
 
     def quarantine(
@@ -138,11 +183,16 @@ class Ingest:
         source: str,
         received_at: datetime,
         notify: Report | None = None,
+        *,
+        anonymous: bool = False,
     ) -> Outcome:
         """Keep an input that cannot be processed, encrypted, with the reason; `notify` is a
-        named sender to tell that the message arrived but was too large to open."""
-        row = _report_row(source, fingerprint, received_at, ReportState.QUARANTINED)
+        named sender to tell that the message arrived but was too large to open. An
+        `anonymous` input's row keeps its time to the hour only."""
+        moment = to_the_hour(received_at) if anonymous else received_at
+        row = _report_row(source, fingerprint, moment, ReportState.QUARANTINED)
         row.reason = reason
+        row.anonymous = anonymous
         records = {"original": self._encrypt_record(raw)}
 
         def build(reference: str) -> tuple[dict[str, bytes], list[OutboxRow]]:
@@ -155,19 +205,20 @@ class Ingest:
         if reference is None:
             return Outcome("duplicate")
         log.warning("%s quarantined: %s", reference, reason)
-        return Outcome("quarantined", reference, reason)
+        return Outcome("quarantined", reference, reason, anonymous=anonymous)
 
     def _too_large_notice(self, raw: bytes, received_at: datetime) -> Report | None:
         """The named sender of a message refused by a limit, when the rules would acknowledge
         it and the `ack-too-large` template exists; read from the headers alone."""
         if TOO_LARGE_TEMPLATE not in template_names(self.renderer.dir):
             return None
-        report = report_from_headers(raw, received_at, limits=self.config.limits)
-        if report is None or report.ack_address in {None, *self.config.own_addresses}:
+        acks = AckPolicy.from_config(self.config)  # own addresses in any form, echoes, DMARC
+        report = report_from_headers(raw, received_at, limits=self.config.limits, acks=acks)
+        if report is None or report.ack_address is None:
             return None
         intake = self.config.intake
         marker = intake.anonymous_subject_marker
-        if is_anonymous(report.to_addresses, report.subject, intake.anonymous_addresses, marker):
+        if is_anonymous_message(raw, report.subject, intake.anonymous_addresses, marker):
             return None  # an anonymous sender is not written to about a message we could not read
         return report if evaluate(self.rules, report).acknowledge else None
 
@@ -176,6 +227,8 @@ class Ingest:
     ) -> Outcome:
         """Route, render, encrypt and store a parsed report (email or form)."""
         decision = evaluate(self.rules, report)
+        if report.anonymous:
+            forget_circumstances(report, AckPolicy.from_config(self.config).is_own)
         report.category = decision.category
         report.urgent = decision.urgent
         report.reporter_role = decision.reporter_role or report.reporter_role
@@ -188,6 +241,7 @@ class Ingest:
         original_record = self._encrypt_record(original)
         report_record = self._encrypt_record(json.dumps(report.to_record()).encode())
         clean_attachments(report, self.config.limits.archive_bytes)  # for the referral only
+        screen_attachments(report, self.config.attachments.withhold)  # named: no programs
         acknowledge = report.ack_address and self.limiter.allow(report.ack_address)
         queued: list[tuple[str, str, str | None]] = []  # kind, target, why held (read pre-commit)
 
@@ -273,7 +327,9 @@ class Ingest:
             "services": [self.rules.services[s].name for s in decision.refer],
         }
         rendered = self.renderer.render(decision.acknowledge, context)
-        payload = build_acknowledgement(sender, message_id, rendered)
+        anonymous_addresses = self.config.intake.anonymous_addresses
+        reply_to = anonymous_addresses[0] if report.anonymous and anonymous_addresses else None
+        payload = build_acknowledgement(sender, message_id, rendered, reply_to=reply_to)
         return OutboxRow(
             report_id=0,
             kind="ack",
@@ -320,6 +376,19 @@ def referral_context(
         "reporter": reporter,
         "rules": decision.rules,
     }
+
+
+def forget_circumstances(report: Report, is_own: Callable[[str], bool]) -> None:
+    """What could still single out an anonymous sender: who else was written to (a friend in
+    Cc) and exact times, which a mail server's delivery log would match. Times are kept to the
+    hour (like the stored original's Date), in UTC."""
+    report.to_addresses = [address for address in report.to_addresses if is_own(address)]
+    report.received_at = to_the_hour(report.received_at)
+    report.sent_at = to_the_hour(report.sent_at) if report.sent_at else None
+
+
+def to_the_hour(moment: datetime) -> datetime:
+    return moment.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
 
 
 def _report_row(source: str, fingerprint: str, received_at: datetime, state: str) -> ReportRow:

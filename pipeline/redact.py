@@ -241,3 +241,17 @@ def stored_original(raw: bytes, limits: LimitsConfig | None = None) -> bytes:
         return b"MIME-Version: 1.0\nContent-Type: text/plain; charset=utf-8\n\n" + (
             EMPTY_NOTE.encode() + b"\n"
         )
+
+
+def quarantined_original(raw: bytes, limits: LimitsConfig | None = None) -> bytes:
+    """What of an anonymous message that could not be read may be stored: every header block
+    filtered where the message can be walked, else the top block only; every other byte kept
+    (it is all the evidence there is, and the record is encrypted). Never raises."""
+    try:
+        return rewritten(raw, limits or LimitsConfig())
+    except Exception:
+        pass
+    end = re.search(rb"\r?\n\r?\n", raw)
+    if end is None:  # header fields only, or not a message at all (then kept as it is)
+        return filtered_block(raw) if _FIELD.match(raw) else raw
+    return filtered_block(raw[: end.start()] + b"\n") + b"\n" + raw[end.end() :]

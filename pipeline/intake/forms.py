@@ -228,11 +228,16 @@ def row_report(
 
 
 def stored_row(form: FormConfig, export: Export, row: ExportRow, anonymous: bool) -> bytes:
-    """The response as it is kept (encrypted): without identifying columns when anonymous."""
+    """The response as it is kept (encrypted). Anonymous: only the mapped columns that do not
+    identify, and the anonymity answer; platforms add identity columns of their own (Microsoft
+    Forms' Email and Name, Qualtrics' RecipientEmail and ExternalReference), never kept."""
     values = dict(row.values)
     if anonymous:
-        for field in form.identifying:
-            values.pop(form.columns.get(field, ""), None)
+        identifying = {form.columns.get(field) for field in form.identifying}
+        kept = {header for header in form.columns.values() if header not in identifying}
+        if form.anonymous_when is not None:
+            kept.add(form.anonymous_when.column)
+        values = {header: value for header, value in values.items() if header in kept}
     record = {"form": form.id, "file": export.path.name, "row": row.row, "values": values}
     return json.dumps(record, ensure_ascii=False).encode()
 
@@ -253,9 +258,12 @@ def take_row(ingest: Ingest, form: FormConfig, export: Export, row: ExportRow) -
     try:
         report = row_report(form, export, row, now, known_categories(ingest.rules))
     except RowError as exc:
-        original = stored_row(form, export, row, is_anonymous_row(form, row))
+        anonymous = is_anonymous_row(form, row)
+        original = stored_row(form, export, row, anonymous)
         reason = f"{export.path.name}:{row.row}: {exc}"
-        return ingest.quarantine(key, fingerprint, original, reason, "form", now)
+        return ingest.quarantine(
+            key, fingerprint, original, reason, "form", now, anonymous=anonymous
+        )
     original = stored_row(form, export, row, report.anonymous)
     return ingest.take_report(report, key, fingerprint, original)
 

@@ -328,3 +328,28 @@ def test_no_message_on_any_error_path_quotes_an_answer(
         assert CANARY not in message, message
     for record in caplog.records:
         assert CANARY not in record.getMessage()
+
+
+def test_an_anonymous_response_keeps_only_mapped_columns_that_do_not_identify(
+    tmp_path: Path,
+) -> None:
+    """Platforms add identity columns of their own (Qualtrics' RecipientEmail, a student
+    number in ExternalReference): an anonymous response's stored record keeps none of them."""
+    path = tmp_path / "r.jsonl"
+    response = {
+        "id": "1",
+        "Email": "a@example.ac.uk",
+        "Name": "Ann",
+        "Describe it": "x",
+        ASK: "Yes",
+        "RecipientEmail": "ann.recipient@example.ac.uk",
+        "ExternalReference": "S1234567",
+    }
+    path.write_text(json.dumps(response))
+    config = form(columns={"description": "Describe it", "email": "Email", "name": "Name"})
+    export = read_export(path, id_column="id", expected=mapped_headers(config))
+    (row,) = export.rows
+    kept = json.loads(stored_row(config, export, row, anonymous=True))
+    assert kept["values"] == {"Describe it": "x", ASK: "Yes"}
+    named = json.loads(stored_row(config, export, row, anonymous=False))
+    assert named["values"]["ExternalReference"] == "S1234567"  # a named response is kept whole

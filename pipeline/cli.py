@@ -55,6 +55,8 @@ def setup_logging(verbose: bool = False) -> None:
     )
     for handler in logging.getLogger().handlers:
         handler.addFilter(_own_or_warning)
+    if verbose:
+        logging.getLogger(__name__).debug("debug logging on: our own lines only")
 
 
 def cmd_check_rules(config: Config, _args: argparse.Namespace) -> int:

@@ -138,9 +138,7 @@ class AttachmentsConfig(Section):
     """Attachments of named reports withheld from the referral by kind (with a note): inside
     PGP they pass the service's mail scanner unseen. Anonymous attachments are always cleaned."""
 
-    withhold: list[WithholdKind] = Field(
-        default_factory=lambda: list(WITHHOLD_KINDS)
-    )
+    withhold: list[WithholdKind] = Field(default_factory=lambda: list(WITHHOLD_KINDS))
 
 
 class AlertsConfig(Section):

@@ -53,6 +53,9 @@ class Report:
     notes: list[str] = field(default_factory=list)
     # Where an acknowledgement may go, or None. Kept only in memory and in the encrypted outbox.
     ack_address: str | None = None
+    # An anonymised report's former sender names and addresses, in memory only, until its text
+    # attachments have been scrubbed of them (`anonymity.clean_attachments`).
+    sender_hints: list[str] = field(default_factory=list, repr=False)
 
     def to_record(self) -> dict[str, object]:
         """The parsed report as a JSON-ready dict for the encrypted record (attachment metadata)."""
@@ -64,6 +67,7 @@ class Report:
         data["received_at"] = self.received_at.isoformat()
         data["sent_at"] = self.sent_at.isoformat() if self.sent_at else None
         data.pop("ack_address")
+        data.pop("sender_hints")
         data.pop("attachment_notes")
         data.pop("notes")
         return data

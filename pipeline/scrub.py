@@ -3,32 +3,59 @@ and a plain sentence for each kind of thing removed.
 
 Removed from the report's own text (the lines that are not quoted with `>` and come before a
 forwarded or original message):
-- a signature block: from a line that is exactly `--` or `-- ` to the end of that stretch of
-  text; the lines after a closing salutation ("Thanks,", "Kind regards", "Cheers"...) when they
-  are short (name, job title, phone, address lines); a name on the salutation line itself
-  ("Thanks, Sam" keeps "Thanks,"); a last line that is the sender's name or address; and
-  "Sent from my iPhone" lines;
+- a signature block: from a line that is `--` (then a space, a no-break or other Unicode space,
+  or nothing) to the end of that stretch of text; the lines after a closing salutation
+  ("Thanks,", "Kind regards", "Love,", "Thx", "Thanks x"...) when they are short (name, job
+  title, phone, address lines), also when blank lines separate them as in HTML mail turned
+  into text; a name on the salutation line itself ("Thanks, Sam" keeps "Thanks,"); a last line
+  that is the sender's name or address; and "Sent from my iPhone" lines;
+- inline PGP: the clear-signed message header and signature or key blocks (`pipeline.scrub_pgp`);
 Removed anywhere:
-- reply attributions: `On <date>, <name> wrote:` (also wrapped over two or three lines) and
-  its German, French, Spanish, Italian, Portuguese, Welsh and Dutch forms, and
-  `-----Original Message-----` lines;
+- reply attributions: `On <date>, <name> wrote:` (also wrapped over up to four lines) and its
+  German, French, Spanish, Italian, Portuguese, Welsh, Dutch, Swedish, Danish, Norwegian,
+  Polish, Russian, Japanese, Chinese and Turkish forms, and `-----Original Message-----` lines
+  (patterns in `pipeline.scrub_patterns`);
 - in an inline header block of a quoted or forwarded message (Outlook's From/Sent/To/Subject,
   Gmail's and Apple Mail's forwarded headers, in several languages), the To, Cc, Bcc and
   Reply-To lines (with their wrapped lines), and the From line when it names the sender; From,
-  Date and Subject stay as evidence.
+  Date and Subject stay as evidence;
+- a quoted phone-number line under a quoted salutation and the sender's quoted name.
+Replaced anywhere: the sender's address, local part, display name and name words, with
+`[sender]` (`pipeline.scrub_sender`); the From line of someone else's message keeps single name
+words it shares with the sender.
 
 The quoted text itself stays. Works line by line with bounded, anchored patterns; lines over
-`MAX_LINE` characters are never matched. Never raises, never makes the text longer, and is
-idempotent (a pass is repeated until nothing changes).
+`MAX_LINE` characters are never matched. Never raises, never makes the text longer except by
+`[sender]` standing in for a name word of three or more characters, and is idempotent (a pass
+is repeated until nothing changes).
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from pipeline.report import Report
+from pipeline.scrub_patterns import (
+    ATTRIBUTION,
+    ATTRIBUTION_LINES,
+    ATTRIBUTION_START,
+    CAPITALISED_NAME,
+    CONTACT,
+    DATE_LABELS,
+    DELIMITER,
+    DEVICE,
+    FORWARD_MARKER,
+    FROM_LABELS,
+    LABEL,
+    PHONE,
+    RECIPIENT_LABELS,
+    SALUTATION,
+    SALUTATION_NAME,
+    SPACES,
+)
+from pipeline.scrub_pgp import strip_pgp
+from pipeline.scrub_sender import SENDER, SenderPatterns, sender_patterns
 
 SIGNATURE_NOTE = "A signature block was removed because this report is anonymous."
 ATTRIBUTION_NOTE = "A reply attribution line naming the sender was removed."
@@ -36,81 +63,25 @@ RECIPIENTS_NOTE = (
     "Recipient lines (To/Cc) of a quoted or forwarded message were removed because this report "
     "is anonymous."
 )
+SENDER_NOTE = (
+    "The sender's name and address were replaced with [sender] because this report is anonymous."
+)
+PGP_NOTE = (
+    "An inline PGP signature or key was removed because this report is anonymous (its key id "
+    "names the signer)."
+)
+_NOTES = (
+    ("signature", SIGNATURE_NOTE),
+    ("attribution", ATTRIBUTION_NOTE),
+    ("recipients", RECIPIENTS_NOTE),
+    ("pgp", PGP_NOTE),
+    ("sender", SENDER_NOTE),
+)
 MAX_LINE = 1000
 MAX_PASSES = 8
 SIGNATURE_LINES = 8  # the most short lines taken as a signature after a salutation
 SHORT_LINE = 80
 SHORT_WORDS = 10
-
-_DELIMITER = re.compile(r"-- ?")
-_DEVICE = re.compile(
-    r"(?:sent from my \S.{0,40}|sent from (?:mail|outlook|yahoo mail|gmail)\b.{0,60}"
-    r"|get outlook for (?:ios|android).{0,20}|sent from (?:the )?\S+ app.{0,30}"
-    r"|von meinem \S.{0,30} gesendet|envoy[ée] de mon \S.{0,30}|enviado desde mi \S.{0,30}"
-    r"|verzonden (?:met|vanaf) mijn \S.{0,30}|anfonwyd o fy \S.{0,30})",
-    re.I,
-)
-_SALUTATIONS = (
-    r"thanks(?: again| so much| very much| in advance)?|thank you(?: so much| very much)?"
-    r"|many thanks|with thanks|best|best wishes|best regards|kind regards|warm regards"
-    r"|warmest regards|regards|all the best|cheers|yours sincerely|yours faithfully|sincerely"
-    r"|yours|take care|thanks and regards|mit freundlichen gr(?:ü|ue)(?:ß|ss)en"
-    r"|viele gr(?:ü|ue)(?:ß|ss)e|liebe gr(?:ü|ue)(?:ß|ss)e|cordialement|bien (?:à|a) vous"
-    r"|saludos|un saludo|atentamente"
-    r"|met vriendelijke groet(?:en)?|groeten|diolch(?: yn fawr)?|cofion(?: cynnes)?"
-    r"|cordiali saluti"
-)
-_SALUTATION = re.compile(rf"[ \t]*(?:{_SALUTATIONS})[ \t]*[,.!]?[ \t]*", re.I)
-_SALUTATION_NAME = re.compile(
-    rf"(?P<keep>[ \t]*(?:{_SALUTATIONS})[ \t]*[,.!-]?)[ \t]*"
-    r"(?P<name>[A-Z][\w'.-]{0,30}(?:[ \t]+[A-Z][\w'.-]{0,30}){0,3})[ \t]*",
-    re.I,
-)
-_CAPITALISED_NAME = re.compile(r"[A-Z][\w'.-]{0,30}(?:[ \t]+[A-Z][\w'.-]{0,30}){0,3}")
-_CONTACT = re.compile(
-    r"@|https?://|www\.|\+?\d[\d ()./-]{6,}\d|\b(?:tel|phone|mobile|mob|ext|email|e-mail)\b"
-    r"|\((?:she|he|they|ze|xe)/\w+\)|\b(?:student|university|college|department|school|faculty)\b",
-    re.I,
-)
-
-# Reply attributions, each anchored and bounded: the opening word, up to 400 characters, the
-# closing words. Joined over up to three wrapped lines.
-_ATTRIBUTION = re.compile(
-    r"[ \t>]*(?:"
-    r"on\s.{1,400}?\swrote\s?:"
-    r"|am\s.{1,400}?\sschrieb\s?.{0,300}:"
-    r"|le\s.{1,400}?\sa\s[ée]crit\s?:"
-    r"|el\s.{1,400}?\sescribi[óo]\s?:"
-    r"|il\s.{1,400}?\sha\sscritto\s?:"
-    r"|em\s.{1,400}?\sescreveu\s?:"
-    r"|ar\s.{1,400}?\sysgrifennodd\s?.{0,300}:"
-    r"|op\s.{1,400}?\s(?:schreef\s?.{0,300}|het\svolgende\sgeschreven)\s?:"
-    r"|-{2,}\s*(?:original message|urspr(?:ü|ue)ngliche nachricht|message d'origine"
-    r"|mensaje original|oorspronkelijk bericht|messaggio originale|neges wreiddiol)\s*-{2,}"
-    r")[ \t]*",
-    re.I | re.S,
-)
-_ATTRIBUTION_START = re.compile(r"[ \t>]*(?:on|am|le|el|il|em|ar|op)\s", re.I)
-
-# Inline header blocks of quoted or forwarded messages.
-_FORWARD_MARKER = re.compile(
-    r"[ \t]*(?:-{5,}[^-\n]{3,60}-{5,}|_{10,}|begin forwarded message\s?:"
-    r"|d[ée]but du message r[ée]exp[ée]di[ée]\s?:|anfang der weitergeleiteten nachricht\s?:"
-    r"|inicio del mensaje reenviado\s?:|begin doorgestuurd bericht\s?:)[ \t]*",
-    re.I,
-)
-_LABEL = re.compile(r"[ \t>]*\*?(?P<label>[^\W\d_][\w' -]{0,20}?)\*?[ \t]*:\*?(?:[ \t]|\r?$)")
-_FROM_LABELS = {"from", "von", "de", "van", "da", "oddi wrth", "gan"}
-_DATE_LABELS = {
-    "sent", "date", "gesendet", "datum", "envoyé", "envoye", "enviado", "fecha",
-    "verzonden", "inviato", "data", "anfonwyd", "dyddiad", "subject", "betreff", "objet",
-    "asunto", "onderwerp", "oggetto", "pwnc", "to", "an", "à", "a", "para", "aan", "at",
-}  # fmt: skip
-_RECIPIENT_LABELS = {
-    "to", "cc", "bcc", "reply-to", "an", "kopie", "à", "a", "para", "aan", "at", "copie",
-    "cco", "cci", "copia", "cc/bcc",
-}  # fmt: skip
-_BLOCK_LABELS = _FROM_LABELS | _DATE_LABELS | _RECIPIENT_LABELS | {"cc"}
 
 
 @dataclass
@@ -124,7 +95,7 @@ class Scrubbed:
 def _label(line: str) -> str | None:
     if len(line) > MAX_LINE:
         return None
-    found = _LABEL.match(line)
+    found = LABEL.match(line)
     return found["label"].strip().lower() if found else None
 
 
@@ -141,16 +112,16 @@ def _attribution_end(lines: list[str], i: int) -> int | None:
     """The index after an attribution starting at line i (over up to three lines), or None."""
     if len(lines[i]) > MAX_LINE:
         return None
-    if _ATTRIBUTION.fullmatch(lines[i].rstrip()):
+    if ATTRIBUTION.fullmatch(lines[i].translate(SPACES).rstrip()):
         return i + 1
-    if not _ATTRIBUTION_START.match(lines[i]):
+    if not ATTRIBUTION_START.match(lines[i]):
         return None
-    joined = lines[i].rstrip()
-    for j in range(i + 1, min(i + 3, len(lines))):
+    joined = lines[i].translate(SPACES).rstrip()
+    for j in range(i + 1, min(i + ATTRIBUTION_LINES, len(lines))):
         if not lines[j].strip() or len(lines[j]) > MAX_LINE:
             return None
-        joined += " " + lines[j].strip().lstrip("> ")
-        if _ATTRIBUTION.fullmatch(joined):
+        joined += " " + lines[j].translate(SPACES).strip().lstrip("> ")
+        if ATTRIBUTION.fullmatch(joined):
             return j + 1
     return None
 
@@ -158,10 +129,10 @@ def _attribution_end(lines: list[str], i: int) -> int | None:
 def _header_block_end(lines: list[str], i: int) -> int | None:
     """The end of an inline header block starting at line i (a From line followed within three
     lines by a date, subject or recipient line), or None."""
-    if _label(lines[i]) not in _FROM_LABELS:
+    if _label(lines[i]) not in FROM_LABELS:
         return None
     following = [_label(line) for line in lines[i + 1 : i + 4]]
-    if not any(label in _DATE_LABELS for label in following):
+    if not any(label in DATE_LABELS for label in following):
         return None
     end = i + 1
     while end < len(lines) and lines[end].strip() and end - i < 40:
@@ -176,7 +147,7 @@ def _scrub_header_block(block: list[str], hints: list[str], removed: set[str]) -
     for number, line in enumerate(block):
         label = _label(line)
         if label is not None:
-            dropping = label in _RECIPIENT_LABELS or (number == 0 and _names_sender(line, hints))
+            dropping = label in RECIPIENT_LABELS or (number == 0 and _names_sender(line, hints))
         if dropping:
             removed.add("attribution" if number == 0 else "recipients")
         else:
@@ -190,33 +161,67 @@ def _short(line: str) -> bool:
     text, words = line.strip(), len(line.split())
     if len(text) > SHORT_LINE or words > SHORT_WORDS:
         return False
-    if _CONTACT.search(text):
+    if CONTACT.search(text):
         return True
     return not text[:1].islower() and not (words >= 4 and text.endswith((".", "!", "?")))
 
 
+_CONNECTORS = frozenset(
+    {"of", "and", "in", "for", "at", "the", "de", "da", "di", "du", "van", "von", "der", "den"}
+    | {"del", "la", "le", "&", "|", "-", "–", "—", "/", ","}
+)
+
+
+def _title_like(line: str) -> bool:
+    """A name, degree or job title line: every word capitalised, a number or a connector
+    ("Samantha Jones", "LLB Law", "Head of Student Support | Year 2")."""
+    words = line.split()
+    if not words or len(words) > SHORT_WORDS or len(line.strip()) > SHORT_LINE:
+        return False
+    for word in words:
+        bare = word.strip(",.;:()|\"'")
+        capital = bare == "" or word == SENDER or bare[:1].isupper() or bare[:1].isdigit()
+        if not capital and bare.lower() not in _CONNECTORS:
+            return False
+    return words[0][:1].isupper() or words[0] == SENDER or words[0][:1].isdigit()
+
+
+def _paragraphs(lines: list[str]) -> list[tuple[int, list[str]]]:
+    """The runs of non-blank lines, each with the index of its first line."""
+    found: list[tuple[int, list[str]]] = []
+    for index, line in enumerate(lines):
+        if not line.strip():
+            continue
+        if found and index and lines[index - 1].strip():
+            found[-1][1].append(line)
+        else:
+            found.append((index, [line]))
+    return found
+
+
 def _signature_tail(segment: list[str], hints: list[str], removed: set[str]) -> list[str]:
     """One stretch of the sender's own text without its signature."""
-    for index, line in enumerate(segment):
-        if _DELIMITER.fullmatch(line.rstrip("\r\n")):
+    plain = [line.translate(SPACES) for line in segment]
+    for index, line in enumerate(plain):
+        if DELIMITER.fullmatch(line.rstrip("\r\n")):
             removed.add("signature")
             segment = segment[:index]
             break
     kept = []
     for line in segment:
-        if len(line) <= MAX_LINE and _DEVICE.fullmatch(line.strip()):
+        if len(line) <= MAX_LINE and DEVICE.fullmatch(line.translate(SPACES).strip()):
             removed.add("signature")
         else:
             kept.append(line)
     segment = kept
     for index in range(len(segment) - 1, -1, -1):
-        line = segment[index]
+        line = segment[index].translate(SPACES)
         if len(line) > MAX_LINE:
             continue
-        if _SALUTATION.fullmatch(line.rstrip("\r")):
+        if SALUTATION.fullmatch(line.rstrip("\r")):
             return _after_salutation(segment, index, removed) or segment
-        named = _SALUTATION_NAME.fullmatch(line.rstrip("\r"))
-        if named and _CAPITALISED_NAME.fullmatch(named["name"]):
+        named = SALUTATION_NAME.fullmatch(line.rstrip("\r"))
+        if named and CAPITALISED_NAME.fullmatch(named["name"]):
             before = _after_salutation(segment, index, removed)
             if before is None:
                 return segment
@@ -229,7 +234,7 @@ def _after_salutation(segment: list[str], index: int, removed: set[str]) -> list
     """The segment up to and including the salutation line when everything after it is a
     signature (name and title lines right after it, then at most a few paragraphs of contact
     details, `SIGNATURE_LINES` lines in all), else None."""
-    tail = segment[index + 1 :]
+    tail = [line.translate(SPACES) for line in segment[index + 1 :]]
     filled = [line for line in tail if line.strip()]
     if not filled:
         return segment[: index + 1]
@@ -237,13 +242,14 @@ def _after_salutation(segment: list[str], index: int, removed: set[str]) -> list
         return None
     if not all(_short(line) for line in filled):
         return None
-    if filled[0].strip().lower().startswith(("p.s", "ps ", "ps:")):
+    if any(line.strip().lower().startswith(("p.s", "ps ", "ps:")) for line in filled):
         return None
-    paragraphs = [p for p in "\n".join(tail).split("\n\n") if p.strip()]
     # A name right under the salutation is a signature; anything further down (or after a
-    # blank line) only when it carries contact details.
-    for number, paragraph in enumerate(paragraphs):
-        if (number or not tail[0].strip()) and not _CONTACT.search(paragraph):
+    # blank line, as HTML mail turned into text has between all its lines) only when it
+    # carries contact details or every line is a name or title.
+    for start, paragraph in _paragraphs(tail):
+        contact = CONTACT.search("\n".join(paragraph))
+        if start and not contact and not all(_title_like(line) for line in paragraph):
             return None
     removed.add("signature")
     return segment[: index + 1]
@@ -289,7 +295,7 @@ def _one_pass(lines: list[str], hints: list[str], removed: set[str], signatures:
             out.extend(_scrub_header_block(lines[i:block_end], hints, removed))
             i = block_end
             continue
-        if len(line) <= MAX_LINE and _FORWARD_MARKER.fullmatch(line.rstrip("\r")):
+        if len(line) <= MAX_LINE and FORWARD_MARKER.fullmatch(line.rstrip("\r")):
             flush()
             forwarded = True
         if forwarded or _is_quoted(line):
@@ -306,60 +312,127 @@ def _hints(hints: Iterable[str]) -> list[str]:
     return [h.strip().lower() for h in hints if h and len(h.strip()) >= 3]
 
 
+def _quoted_phones(lines: list[str], hints: list[str], removed: set[str]) -> list[str]:
+    """Without quoted phone-number lines of the sender's own quoted signature: a quoted
+    salutation, then a quoted line naming the sender, then the number, within a few lines."""
+    kept: list[str] = []
+    for index, line in enumerate(lines):
+        if _is_quoted(line) and len(line) <= MAX_LINE:
+            content = line.translate(SPACES).lstrip(" \t>").rstrip()
+            first = index
+            while first > max(0, index - SIGNATURE_LINES) and _is_quoted(lines[first - 1]):
+                first -= 1
+            before = lines[first:index]
+            if (
+                PHONE.fullmatch(content)
+                and any(SALUTATION.fullmatch(b.lstrip(" \t>").rstrip()) for b in before)
+                and any(SENDER in b or _names_sender(b, _first_names(hints)) for b in before)
+            ):
+                removed.add("signature")
+                continue
+        kept.append(line)
+    return kept
+
+
+def _first_names(hints: list[str]) -> list[str]:
+    return hints + [h.split()[0] for h in hints if "@" not in h and len(h.split()[0]) >= 3]
+
+
+def _replace_names(lines: list[str], patterns: SenderPatterns, removed: set[str]) -> list[str]:
+    """Every mention of the sender replaced with `[sender]`; the From line of an inline header
+    block (someone else's message: the sender's own was removed) keeps single name words."""
+    out = []
+    for index, line in enumerate(lines):
+        own_from = _header_block_end(lines, index) is not None
+        new, changed = patterns.replace(line, parts=not own_from)
+        if changed:
+            removed.add("sender")
+        out.append(new)
+    return out
+
+
 def scrub_text(text: str, hints: Iterable[str] = (), *, signatures: bool = True) -> Scrubbed:
-    """The text without signature (unless `signatures` is False), attributions and quoted
-    recipients; `hints` are the sender's name and address (a From line or last line naming
-    them goes)."""
-    names = _hints(hints)
+    """The text without signature and inline PGP blocks (unless `signatures` is False: someone
+    else wrote it), attributions and quoted recipients, and with the sender's name and address
+    replaced by `[sender]`; `hints` are the sender's names and addresses."""
+    given = [h for h in hints if h]
+    names = _hints(given)
+    patterns = sender_patterns(given)
     removed: set[str] = set()
+    if signatures:
+        text, pgp = strip_pgp(text)
+        if pgp:
+            removed.add("pgp")
     for _ in range(MAX_PASSES):
         lines = text.split("\n")
         scrubbed = _one_pass(lines, names, removed, signatures)
+        scrubbed = _quoted_phones(scrubbed, names, removed)
+        scrubbed = _replace_names(scrubbed, patterns, removed)
         if scrubbed == lines:
             break
         text = "\n".join(scrubbed)
     return Scrubbed(text, removed)
 
 
+def notes_for(removed: set[str]) -> list[str]:
+    """The sentences for the referral saying what was removed, in a fixed order."""
+    return [note for kind, note in _NOTES if kind in removed]
+
+
 def scrub_report(report: Report, hints: Iterable[str] = ()) -> None:
     """Scrub an anonymous report's body and forwarded messages in place, adding a note to
     `report.notes` for each kind of thing removed."""
-    names = _hints(hints)
+    given = [h for h in hints if h]
     removed: set[str] = set()
-    body = scrub_text(report.body, names)
+    body = scrub_text(report.body, given)
     report.body = body.text
     removed |= body.removed
     forwarded = []
     for entry in report.forwarded:
-        entry, kinds = _scrub_forwarded(entry, names)
+        entry, kinds = _scrub_forwarded(entry, given)
         forwarded.append(entry)
         removed |= kinds
     report.forwarded = forwarded
-    for kind, note in (
-        ("signature", SIGNATURE_NOTE),
-        ("attribution", ATTRIBUTION_NOTE),
-        ("recipients", RECIPIENTS_NOTE),
-    ):
-        if kind in removed and note not in report.notes:
-            report.notes.append(note)
+    report.notes.extend(note for note in notes_for(removed) if note not in report.notes)
 
 
-def _scrub_forwarded(entry: str, hints: list[str]) -> tuple[str, set[str]]:
+def scrub_text_attachment(
+    text: str,
+    sender_name: str | None,
+    sender_address: str | None,
+    *,
+    more: Iterable[str] = (),
+) -> tuple[str, list[str]]:
+    """A text attachment's decoded text scrubbed like the report's own text (Exchange turns
+    the text after an inline photo into `ATT00001.txt`), and the notes saying what went;
+    `more` are further names and addresses of the sender."""
+    result = scrub_text(text, [sender_name or "", sender_address or "", *more])
+    return result.text, notes_for(result.removed)
+
+
+def _scrub_forwarded(entry: str, given: list[str]) -> tuple[str, set[str]]:
     """A forwarded message ("From: ...\nDate: ...\n\n<body>") without its To and Cc lines,
     and without its From line when that names the sender. Its text loses reply attributions
     and quoted recipient lines; its signature only when the sender wrote it (it is evidence
     of who wrote it otherwise)."""
+    hints = _hints(given)
+    patterns = sender_patterns(given)
     head, blank, rest = entry.partition("\n\n")
     lines = head.split("\n")
-    by_sender = any(_label(line) in _FROM_LABELS and _names_sender(line, hints) for line in lines)
+    by_sender = any(_label(line) in FROM_LABELS and _names_sender(line, hints) for line in lines)
     kept = [
         line
         for line in lines
-        if _label(line) not in _RECIPIENT_LABELS
-        and not (_label(line) in _FROM_LABELS and _names_sender(line, hints))
+        if _label(line) not in RECIPIENT_LABELS
+        and not (_label(line) in FROM_LABELS and _names_sender(line, hints))
     ]
     removed = {"attribution"} if by_sender else set()
-    if any(_label(line) in _RECIPIENT_LABELS for line in lines):
+    if any(_label(line) in RECIPIENT_LABELS for line in lines):
         removed.add("recipients")
-    body = scrub_text(rest, hints, signatures=by_sender)
-    return "\n".join(kept) + blank + body.text, removed | body.removed
+    named = []
+    for line in kept:  # the From line of someone else's message keeps single name words
+        line, changed = patterns.replace(line, parts=_label(line) not in FROM_LABELS)
+        named.append(line)
+        removed |= {"sender"} if changed else set()
+    body = scrub_text(rest, given, signatures=by_sender)
+    return "\n".join(named) + blank + body.text, removed | body.removed

@@ -35,7 +35,7 @@ from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 
-from pipeline.anonymity import anonymise
+from pipeline.anonymity import anonymise, forget_sender
 from pipeline.config import FormConfig
 from pipeline.crypto import ensure_private_dir
 from pipeline.ingest import Ingest, Outcome
@@ -220,7 +220,9 @@ def row_report(
         fields=fields,
     )
     if is_anonymous_row(form, row):
+        hints = [hint for hint in (report.sender_name, report.sender_address) if hint]
         anonymise(report)
+        forget_sender(report, hints)  # "Thanks, Sam" in the description
         report.ack_address = None  # a form response is acknowledged only when named
         for field in form.identifying:
             report.fields.pop(field, None)

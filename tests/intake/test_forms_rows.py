@@ -353,3 +353,26 @@ def test_an_anonymous_response_keeps_only_mapped_columns_that_do_not_identify(
     assert kept["values"] == {"Describe it": "x", ASK: "Yes"}
     named = json.loads(stored_row(config, export, row, anonymous=False))
     assert named["values"]["ExternalReference"] == "S1234567"  # a named response is kept whole
+
+
+def test_an_anonymous_description_loses_the_name_and_address_given_elsewhere(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "r.jsonl"
+    response = {
+        "id": "1",
+        "Email": "ann.example@example.ac.uk",
+        "Name": "Ann Example",
+        ASK: "Yes",
+        "Describe it": "He followed me home. Write to ann.example@example.ac.uk\n\nThanks,\nAnn",
+    }
+    path.write_text(json.dumps(response))
+    config = form(columns={"description": "Describe it", "email": "Email", "name": "Name"})
+    export = read_export(path, id_column="id", expected=mapped_headers(config))
+    (row,) = export.rows
+
+    report = row_report(config, export, row, NOW)
+
+    assert report.anonymous and "He followed me home." in report.body
+    assert "Ann" not in report.body and "ann.example" not in report.body
+    assert report.notes  # the referral says what was removed

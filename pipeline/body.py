@@ -1,32 +1,42 @@
 """Body: a parsed message in; what the referral shows of it out (`Contents`): the text a person
 wrote, the attachments, forwarded messages as text, and a note for anything it cannot show.
 
-- The body is every inline text part of the message (no file name, not an attachment), in
-  order, with the plain-text alternative chosen over HTML: Apple Mail splits a body around an
-  inline picture (`multipart/mixed`: text, image, text), so the text after the picture is as
-  much the report as the text before it.
+- The body is every inline text/plain or text/html part of the message (no file name, not an
+  attachment), in order, with the plain-text alternative chosen over HTML unless it is empty
+  (some clients send an empty plain part beside the real HTML one): Apple Mail splits a body
+  around an inline picture (`multipart/mixed`: text, image, text), so the text after the
+  picture is as much the report as the text before it.
+- Every other text part (a meeting invite `text/calendar`, a contact card `text/vcard`, ...)
+  is an attachment, never body text: they name people, addresses and phone numbers. Without
+  a file name it is called `attachment-N` with the usual extension (`.ics`, `.vcf`).
 - A forwarded message (`message/rfc822`, e.g. Gmail's "forward as attachment" or an attached
   `.eml`) becomes one `forwarded` entry: its From, Date, Subject and To lines, an empty line
-  and its body text. Its own attachments become report attachments; messages forwarded inside
-  it become entries of their own, in order.
+  and its body text, chosen as for the report itself. Its own attachments become report
+  attachments; messages forwarded inside it become entries of their own, in order. One sent
+  base64 or quoted-printable encoded is decoded and parsed like the message itself: pre-scanned
+  within `[limits]` (its parts and depth count with the message's, and all decoded forwards
+  together may be no larger than `message_bytes`) before the parser sees it.
 - Anything that cannot be shown as text is named in `notes`: an Outlook `.msg` (it stays an
-  attachment), a forwarded message in an encoding we do not open (attached as a `.eml`), a text
-  part that could not be decoded.
+  attachment), an encoded forwarded message that does not decode to a message (attached as a
+  `.eml`), a text part that could not be decoded.
 
 Works within the caller's `[limits]` and `Deadline` (parse.py has already walked the parts
-within the limits); never recurses deeper than the MIME depth limit.
+within the limits); never recurses deeper than the MIME depth limit. Raises `Refused` (from
+pipeline.limits) past a limit, which parse.py turns into its `ParseError`.
 """
 
 from __future__ import annotations
 
 import binascii
+import mimetypes
 import quopri
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from email.message import Message
+from email.parser import BytesParser
 
 from pipeline.config import LimitsConfig
-from pipeline.limits import Deadline, exceeded
+from pipeline.limits import Deadline, GuardedPolicy, exceeded, guarded_policy, prescan, walk
 from pipeline.mime import (
     content_type,
     disposition,
@@ -43,6 +53,17 @@ FORWARDED_TYPES = frozenset({"message/rfc822", "message/global"})
 FORWARDED_HEADERS = ("From", "Date", "Subject", "To")
 _READABLE_ENCODINGS = frozenset({"7bit", "8bit", "binary", ""})
 _OUTLOOK_TYPES = frozenset({"application/vnd.ms-outlook", "application/x-msg"})
+#: The only types that are ever body text; every other text/* part is an attachment.
+BODY_TYPES = frozenset({"text/plain", "text/html"})
+#: Extensions for unnamed text attachments the stdlib's built-in table does not know.
+_TEXT_EXTENSIONS = {
+    "text/calendar": ".ics",
+    "text/x-vcalendar": ".vcs",
+    "text/vcard": ".vcf",
+    "text/x-vcard": ".vcf",
+    "text/directory": ".vcf",
+}
+_BUILT_IN_TYPES = mimetypes.MimeTypes()  # the stdlib's own table, not this host's files
 
 
 @dataclass
@@ -59,18 +80,19 @@ def read_contents(msg: Message, limits: LimitsConfig, deadline: Deadline) -> Con
     """The body, attachments, forwarded messages and notes of a parsed message; `Refused`
     (from pipeline.limits) past the attachment limit or the deadline."""
     reader = _Reader(limits, deadline)
+    reader.parts = sum(1 for _part in walk(msg, limits, deadline)) - 1
     reader.contents.body = reader.message(msg, 0)
     return reader.contents
 
 
 def body_parts(part: Message, depth: int, max_depth: int, root: bool = True) -> list[Message]:
-    """The inline text parts that make up the body of `part`, in order: of a
-    `multipart/alternative` the plain-text alternative (else HTML, else any text), of any other
-    multipart every inline text part. Attachments and attached messages are not entered."""
+    """The inline text/plain and text/html parts that make up the body of `part`, in order: of
+    a `multipart/alternative` the plain-text alternative unless it is empty (else HTML), of any
+    other multipart every such part. Attachments and attached messages are not entered."""
     if depth > max_depth or disposition(part) == "attachment":
         return []
     ctype = content_type(part)
-    if ctype.startswith("text/"):
+    if ctype in BODY_TYPES:
         return [part] if root or filename(part) is None else []
     if not ctype.startswith("multipart/") or not part.is_multipart():
         return []
@@ -84,7 +106,7 @@ def body_parts(part: Message, depth: int, max_depth: int, root: bool = True) -> 
         if not found:
             continue
         types = {content_type(p) for p in found}
-        rank = 0 if "text/plain" in types else 1 if "text/html" in types else 2
+        rank = 2 if _blank(found) else 0 if "text/plain" in types else 1
         if rank < best_rank:
             best, best_rank = found, rank
     return best
@@ -101,18 +123,20 @@ class _Reader:
         self.limits = limits
         self.deadline = deadline
         self.contents = Contents()
+        self.parts = 0  # MIME parts below the top, counting those of decoded forwards
+        self.decoded = 0  # bytes of all decoded forwarded messages together
 
     def message(self, msg: Message, depth: int) -> str:
-        """The body text of `msg` (the report or a forwarded message); its attachments and the
-        messages forwarded in it are added to `contents`."""
+        """The body text of `msg` (the report or a forwarded message, `depth` MIME levels
+        down); its attachments and the messages forwarded in it are added to `contents`."""
         chosen = body_parts(msg, depth, self.limits.depth)
         shown = {id(part) for part in chosen}
-        for part in _own_parts(msg):
+        for part, below in _own_parts(msg):
             self.deadline.check()
             if id(part) in shown:
                 continue
             if content_type(part) in FORWARDED_TYPES and part.is_multipart():
-                self.forward(part, depth + 1)
+                self.forward(part, depth + below)
             elif not _is_text_alternative(part):
                 self.attach(part)
         return self.join(chosen)
@@ -134,19 +158,50 @@ class _Reader:
         return "\n\n".join(texts)
 
     def forward(self, part: Message, depth: int) -> None:
+        """A forwarded message: the `message/*` part `part`, `depth` MIME levels down."""
         inner = next((c for c in part.get_payload() if isinstance(c, Message)), None)
         if inner is None:
             self.attach(part)
             return
+        if depth + 1 > self.limits.depth:
+            return
         if transfer_encoding(part) not in _READABLE_ENCODINGS:  # the parser did not open it
-            self.attach(part, data=_decoded_message(inner, transfer_encoding(part)))
-            return
-        if depth > self.limits.depth:
-            return
+            data = _decoded_message(inner, transfer_encoding(part))
+            opened = self.opened(data, depth + 1)
+            if opened is None:
+                self.attach(part, data=data)
+                return
+            inner = opened
         index = len(self.contents.forwarded)
         self.contents.forwarded.append("")  # keeps the order: this message, then its forwards
-        body = self.message(inner, depth)
+        body = self.message(inner, depth + 1)
         self.contents.forwarded[index] = forwarded_text(inner, body)
+
+    def opened(self, data: bytes, depth: int) -> Message | None:
+        """The decoded bytes of an encoded forwarded message, `depth` MIME levels down, parsed
+        as read_message parses a message: pre-scanned first, then walked, within the limits
+        left (`Refused` beyond them). None when they are not a message."""
+        self.decoded += len(data)
+        if self.decoded > self.limits.message_bytes:
+            raise exceeded("message_bytes", self.limits)
+        if not data.strip():
+            return None
+        policy = guarded_policy()
+        shape = prescan(data, self.limits, self.deadline, policy)
+        self.parts += shape.parts  # the part it replaces was counted already
+        if self.parts > self.limits.parts:
+            raise exceeded("parts", self.limits)
+        if depth + shape.depth > self.limits.depth:
+            raise exceeded("depth", self.limits)
+        try:
+            msg = BytesParser(policy=policy).parsebytes(data)
+        except Exception:  # RecursionError, UnsafeHeader, the parser's own bugs
+            return None
+        if not msg.keys():
+            return None
+        for _part in walk(msg, self.limits, self.deadline):
+            pass
+        return msg
 
     def attach(self, part: Message, data: bytes | None = None) -> int:
         """Add the part as an attachment; its number (1-based)."""
@@ -156,12 +211,12 @@ class _Reader:
         ctype = content_type(part)
         number = len(found) + 1
         default = f"forwarded-{number}.eml" if ctype in FORWARDED_TYPES else f"attachment-{number}"
-        name = filename(part) or default
+        name = filename(part) or default + _text_extension(ctype)
         found.append(Attachment(name, ctype, payload(part) if data is None else data))
         if ctype in FORWARDED_TYPES:
             self.contents.notes.append(
-                f"attachment {number} is a forwarded message in a form that cannot be shown as "
-                "text here; open the attachment"
+                f"attachment {number} is a forwarded message that could not be read as a "
+                "message, so its text is not shown here"
             )
         elif ctype in _OUTLOOK_TYPES or name.lower().endswith(".msg"):
             self.contents.notes.append(
@@ -171,23 +226,37 @@ class _Reader:
         return number
 
 
-def _own_parts(msg: Message) -> Iterator[Message]:
-    """The leaves of `msg` and its forwarded messages (whole), in order, without entering them."""
-    stack = [msg]
+def _own_parts(msg: Message) -> Iterator[tuple[Message, int]]:
+    """The leaves of `msg` and its forwarded messages (whole), in order, without entering them;
+    each with its MIME depth below `msg`."""
+    stack = [(msg, 0)]
     while stack:
-        part = stack.pop()
+        part, depth = stack.pop()
         if content_type(part) in FORWARDED_TYPES or not part.is_multipart():
-            yield part
+            yield part, depth
             continue
         children = [child for child in part.get_payload() if isinstance(child, Message)]
-        stack.extend(reversed(children))
+        stack.extend((child, depth + 1) for child in reversed(children))
 
 
 def _is_text_alternative(part: Message) -> bool:
-    """An inline text part not chosen for the body: an alternative of the text shown."""
+    """An inline text/plain or text/html part not chosen for the body: an alternative of the
+    text shown (or an empty plain part that gave way to HTML)."""
     if filename(part) or disposition(part) == "attachment":
         return False
-    return content_type(part).startswith("text/")
+    return content_type(part) in BODY_TYPES
+
+
+def _blank(parts: list[Message]) -> bool:
+    """Whether an alternative is only plain text with nothing in it but white space."""
+    return all(content_type(p) == "text/plain" and not text_of(p).strip() for p in parts)
+
+
+def _text_extension(ctype: str) -> str:
+    """`.ics` for an unnamed text/calendar part; "" for anything but text."""
+    if not ctype.startswith("text/"):
+        return ""
+    return _TEXT_EXTENSIONS.get(ctype) or _BUILT_IN_TYPES.guess_extension(ctype) or ""
 
 
 def _has_raw_content(part: Message) -> bool:
@@ -199,12 +268,14 @@ def _has_raw_content(part: Message) -> bool:
 
 
 def _decoded_message(inner: Message, encoding: str) -> bytes:
-    """The bytes of a forwarded message the parser read as text because it was encoded."""
+    """The bytes of a forwarded message the parser read as text because it was encoded.
+
+    Written back as read (`refold_source="none"`): refolding would hand each long header line
+    to the header registry, unguarded, and a 60 KB line of quotes takes it a minute."""
     try:
-        text = inner.as_string()
+        data = inner.as_bytes(policy=GuardedPolicy(refold_source="none"))
     except Exception:
         return b""
-    data = text.encode("ascii", "replace")
     try:
         if encoding == "base64":
             return binascii.a2b_base64(b"".join(data.split()))

@@ -205,7 +205,7 @@ def test_outlook_msg_is_kept_as_an_attachment_and_named_in_a_note() -> None:
     assert report.forwarded == []
 
 
-def test_a_base64_encoded_forward_is_attached_and_named() -> None:
+def test_a_base64_encoded_forward_is_read_as_text() -> None:
     inner = b"From: harasser@example.net\r\nSubject: x\r\n\r\nENCODED-FORWARD-TEXT\r\n"
     raw = (
         b"From: sam@x.example\nMIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=B\n\n"
@@ -215,12 +215,8 @@ def test_a_base64_encoded_forward_is_attached_and_named() -> None:
         + b"--B--\n"
     )
     report = parse_email(raw, NOW)
-    assert report.forwarded == []
-    assert [(a.filename, a.content_type) for a in report.attachments] == [
-        ("forwarded-1.eml", "message/rfc822")
-    ]
-    assert b"ENCODED-FORWARD-TEXT" in report.attachments[0].data
-    assert "attachment 1 is a forwarded message" in report.attachment_notes[0]
+    assert report.forwarded == ["From: harasser@example.net\nSubject: x\n\nENCODED-FORWARD-TEXT"]
+    assert report.attachments == [] and report.attachment_notes == []
 
 
 def test_apple_mail_plain_body_split_around_a_picture_is_whole() -> None:
@@ -264,14 +260,17 @@ def test_related_html_with_text_after_the_image() -> None:
     assert [a.content_type for a in report.attachments] == ["image/png"]
 
 
-def test_a_calendar_alternative_is_not_an_attachment_but_an_inline_one_is_text() -> None:
+def test_a_calendar_alternative_is_an_attachment_not_text() -> None:
     raw = (
         b"From: sam@x.example\nMIME-Version: 1.0\nContent-Type: multipart/alternative; boundary=A\n"
         b"\n--A\nContent-Type: text/plain\n\nMeet me\n--A\nContent-Type: text/calendar\n\n"
         b"BEGIN:VCALENDAR\n--A--\n"
     )
     report = parse_email(raw, NOW)
-    assert (report.body, report.attachments) == ("Meet me", [])
+    assert report.body == "Meet me"
+    assert [(a.filename, a.content_type) for a in report.attachments] == [
+        ("attachment-1.ics", "text/calendar")
+    ]
 
 
 # --- every inline text leaf shows somewhere --------------------------------------------------

@@ -20,6 +20,8 @@ nothing but those two fields and a note. Never raises; never keeps a field outsi
 
 from __future__ import annotations
 
+import binascii
+import quopri
 import re
 from datetime import UTC
 from email.message import EmailMessage, Message
@@ -51,6 +53,7 @@ ALLOWED = frozenset(
         "content-language",
     }
 )
+_ENCODINGS = frozenset({"base64", "quoted-printable"})
 REBUILT_NOTE = (
     "The header fields of this anonymous original could not be removed safely, so this copy "
     "was rebuilt from its parts: the texts and attachments are kept, the header fields are not."
@@ -155,13 +158,49 @@ def rewritten(raw: bytes, limits: LimitsConfig) -> bytes:
     return b"".join(pieces)
 
 
-def _leaves(msg: Message, limits: LimitsConfig) -> list[tuple[str, bytes]]:
+def _leaves(msg: Message, limits: LimitsConfig, depth: int | None = 0) -> list[tuple[str, bytes]]:
+    """Each leaf part's type and decoded bytes. A leaf that is itself a message (a forward
+    sent base64 or quoted-printable encoded, which the walker cannot enter) is redacted in
+    turn, unless `depth` is None (the bytes as they are)."""
     leaves = []
+    inside: set[int] = set()  # parts of an encoded message, read as that message's bytes
     for part in walk(msg, limits, Deadline(limits)):
-        if not part.is_multipart():
-            data = part.get_payload(decode=True)
-            leaves.append((part.get_content_type(), data if isinstance(data, bytes) else b""))
+        if id(part) in inside:
+            continue
+        encoded = _encoded_message(part)
+        if encoded is not None:
+            inside.update(id(sub) for sub in part.walk())
+            data = encoded if depth is None else _inner_original(encoded, limits, depth + 1)
+            leaves.append((part.get_content_type(), data))
+        elif not part.is_multipart():
+            payload = part.get_payload(decode=True)
+            leaves.append((part.get_content_type(), payload if isinstance(payload, bytes) else b""))
     return leaves
+
+
+def _encoded_message(part: Message) -> bytes | None:
+    """The decoded bytes of a message/* part sent base64 or quoted-printable encoded (the
+    parser keeps such a message as one header-less text part), else None."""
+    cte = str(part.get("Content-Transfer-Encoding", "")).strip().lower()
+    if not part.get_content_type().startswith("message/") or cte not in _ENCODINGS:
+        return None
+    inner = part.get_payload()
+    inner = inner[0] if isinstance(inner, list) and inner else inner
+    text = inner.get_payload() if isinstance(inner, Message) else inner
+    if not isinstance(text, str):
+        return b""
+    data = text.encode("ascii", "replace")
+    try:
+        return binascii.a2b_base64(data) if cte == "base64" else quopri.decodestring(data)
+    except (binascii.Error, ValueError):
+        return EMPTY_NOTE.encode()  # cannot be read, so cannot be vouched for: not kept
+
+
+def _inner_original(data: bytes, limits: LimitsConfig, depth: int) -> bytes:
+    """An encoded attached message, redacted like the original (nothing past the depth limit)."""
+    if depth > limits.depth:
+        return EMPTY_NOTE.encode()
+    return stored_original(data, limits, depth=depth)
 
 
 def _top_is_clean(data: bytes) -> bool:
@@ -178,15 +217,17 @@ def _top_is_clean(data: bytes) -> bool:
     return True
 
 
-def checked(original: bytes, copy: bytes, limits: LimitsConfig) -> bool:
+def checked(original: bytes, copy: bytes, limits: LimitsConfig, depth: int = 0) -> bool:
     """Whether the copy parses, keeps no field outside the allowlist in any part, and every
-    leaf part decodes to the same bytes as the original's."""
+    leaf part decodes to the same bytes as the original's (an encoded attached message: as
+    the original's, redacted)."""
     try:
         before, after = read_message(original, limits=limits), read_message(copy, limits=limits)
         for part in walk(after, limits, Deadline(limits)):
             if any(str(key).strip().lower() not in ALLOWED for key in part):
                 return False
-        return _top_is_clean(copy) and _leaves(before, limits) == _leaves(after, limits)
+        redacted, kept = _leaves(before, limits, depth), _leaves(after, limits, None)
+        return _top_is_clean(copy) and redacted == kept
     except Exception:  # ParseError, Refused, and whatever a hostile part makes the package do
         return False
 
@@ -203,7 +244,7 @@ def _safe_top(raw: bytes) -> tuple[str | None, str | None]:
     return subject, date
 
 
-def rebuilt(raw: bytes, limits: LimitsConfig) -> bytes:
+def rebuilt(raw: bytes, limits: LimitsConfig, depth: int = 0) -> bytes:
     """The fail-closed copy: Subject and Date, a note, and every leaf part's decoded bytes as
     an attachment with no header fields but its type and file name."""
     subject, date = _safe_top(raw)
@@ -213,7 +254,7 @@ def rebuilt(raw: bytes, limits: LimitsConfig) -> bytes:
     if date:
         copy["Date"] = date
     try:
-        leaves = _leaves(read_message(raw, limits=limits), limits)
+        leaves = _leaves(read_message(raw, limits=limits), limits, depth)
     except (ParseError, Refused, Exception):
         copy.set_content(EMPTY_NOTE)
         return copy.as_bytes()
@@ -226,17 +267,18 @@ def rebuilt(raw: bytes, limits: LimitsConfig) -> bytes:
     return copy.as_bytes()
 
 
-def stored_original(raw: bytes, limits: LimitsConfig | None = None) -> bytes:
-    """What of an anonymous original may be stored (see the module docstring). Never raises."""
+def stored_original(raw: bytes, limits: LimitsConfig | None = None, *, depth: int = 0) -> bytes:
+    """What of an anonymous original may be stored (see the module docstring). Never raises.
+    `depth` counts encoded messages inside encoded messages."""
     limits = limits or LimitsConfig()
     try:
         copy = rewritten(raw, limits)
-        if checked(raw, copy, limits):
+        if checked(raw, copy, limits, depth):
             return copy
     except (Refused, RecursionError, Exception):
         pass
     try:
-        return rebuilt(raw, limits)
+        return rebuilt(raw, limits, depth)
     except Exception:
         return b"MIME-Version: 1.0\nContent-Type: text/plain; charset=utf-8\n\n" + (
             EMPTY_NOTE.encode() + b"\n"

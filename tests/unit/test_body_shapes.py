@@ -508,11 +508,6 @@ _LONG_RECEIVED = (
 )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="redact.py does not open encoded message/rfc822 parts: their header fields "
-    "(Received, X-Originating-IP, To) stay in the stored anonymous original",
-)
 @pytest.mark.parametrize("encoding", ["base64", "quoted-printable"])
 def test_redact_removes_the_header_fields_of_an_encoded_forward(encoding: str) -> None:
     stored = stored_original(

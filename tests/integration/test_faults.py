@@ -55,7 +55,9 @@ def test_kill_at_each_point_then_restart_finishes_the_work(
     for n in range(3):
         deployment.imap.append(email(f"Report number {n}", message_id=f"<crash-{n}@x>"))
 
-    nth = 1 if point == "after-move" else 2  # a batch is moved at once; the rest per item
+    nth = (
+        1 if point in ("after-flag", "after-move") else 2
+    )  # a batch leaves at once; the rest per item
     crashed = deployment.run_once(crash_at=f"{point}:{nth}")
     assert crashed.returncode == -signal.SIGKILL, crashed.stderr
     finished = deployment.run_once()

@@ -33,6 +33,7 @@ from email.utils import parseaddr
 
 from pipeline.config import Config
 from pipeline.mime import raw_values
+from pipeline.recipients import Unreadable, decoded_text, header_fields
 
 MAX_HEADER_CHARS = 8192  # an Authentication-Results field longer than this is not read
 MAX_RESULTS = 64  # resinfo entries read from one field
@@ -146,6 +147,13 @@ class AckPolicy:
         domain = sender.rpartition("@")[2].lower() or None
         return cls(frozenset(own), domain, (config.intake.authserv_id or "").lower() or None)
 
+    def answers_us_automatically(self, msg: Message) -> bool:
+        """Automatic mail (Auto-Submitted other than "no") about mail we sent, such as a
+        service helpdesk's ticket receipt for a referral: taken as a report, it would be
+        referred back to that service, which would answer again (a loop)."""
+        automatic = _keyword(msg, "Auto-Submitted") not in (None, "no")
+        return automatic and self.domain is not None and names_our_message(msg, self.domain)
+
     def is_own(self, address: str) -> bool:
         return base_address(address) in self.own
 
@@ -164,19 +172,40 @@ class AckPolicy:
 
 
 _MESSAGE_ID = re.compile(r"<[^<>\s]{1,250}>")
+THREAD_FIELDS = ("In-Reply-To", "References")
 MAX_THREAD_IDS = 100  # Message-IDs read from In-Reply-To and References
 
 
 def thread_of(msg: Message, subject: str) -> tuple[list[str], list[str]]:
     """The references (`R-2026-000123`) in the subject and the Message-IDs the message replies
     to (In-Reply-To, References): what ties it to earlier mail of ours."""
+    values = [value for name in THREAD_FIELDS for value in raw_values(msg, name)]
+    return _thread(subject, values)
+
+
+def raw_thread_of(raw: bytes) -> tuple[list[str], list[str]]:
+    """`thread_of` for a message that cannot be parsed: read from its top header fields."""
+    fields = list(header_fields(raw) or ())
+    values = [v.decode("utf-8", "replace") for n, v in fields if n in {"in-reply-to", "references"}]
+    return _thread(raw_subject(raw), values)
+
+
+def raw_subject(raw: bytes) -> str:
+    """The top Subject of a message that cannot be parsed, encoded words decoded where they
+    can be ("" when there is none)."""
+    for name, value in header_fields(raw) or ():
+        if name == "subject":
+            text = value.decode("utf-8", "replace")
+            try:
+                return decoded_text(text)
+            except Unreadable:
+                return text
+    return ""
+
+
+def _thread(subject: str, values: list[str]) -> tuple[list[str], list[str]]:
     references = REFERENCE.findall(subject[:1000])[:20]
-    ids = [
-        found
-        for name in ("In-Reply-To", "References")
-        for value in raw_values(msg, name)
-        for found in _MESSAGE_ID.findall(value[:MAX_HEADER_CHARS])
-    ]
+    ids = [found for value in values for found in _MESSAGE_ID.findall(value[:MAX_HEADER_CHARS])]
     return references, ids[:MAX_THREAD_IDS]
 
 

@@ -40,6 +40,9 @@ _PREFIXES = re.compile(
     r"[ \t]*(?:\[\d{1,4}\]|\(\d{1,4}\))?[ \t]*[:：][ \t]*){0,20}",
     re.I,
 )
+SUBJECT_ONLY_NOTE = (
+    "The report was written in the subject line only, so that line is shown as its text."
+)
 SENDER_FIELDS = ("from", "sender", "reply-to")
 MAX_SENDER_FIELD = 2000
 
@@ -100,6 +103,9 @@ def apply_anonymity(
     anonymise(report)
     report.subject = strip_marker(report.subject, marker)
     forget_sender(report, hints)
+    if not report.body.strip() and report.subject.strip():
+        report.body = report.subject  # the referral withholds the subject: its text goes here
+        report.notes.append(SUBJECT_ONLY_NOTE)
     return stored_original(raw, limits)
 
 

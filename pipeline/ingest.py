@@ -18,7 +18,7 @@ from sqlalchemy import Engine
 from sqlmodel import Session
 
 from pipeline import audit
-from pipeline.acks import AckPolicy, auto_reply_reason, thread_of
+from pipeline.acks import AckPolicy, auto_reply_reason, raw_subject, raw_thread_of, thread_of
 from pipeline.alerts import daily_key, raise_alert
 from pipeline.anonymity import apply_anonymity, clean_attachments, is_anonymous_message
 from pipeline.bounces import Bounce, recognise_bounce
@@ -106,7 +106,7 @@ class Ingest:
             report = report_from_message(msg, received_at, limits=limits, acks=acks)
         except ParseError as exc:
             return self._quarantine_email(source_key, fingerprint, raw, exc, received_at, anonymous)
-        if auto_reply_reason(msg, report.subject):
+        if auto_reply_reason(msg, report.subject) or acks.answers_us_automatically(msg):
             return self.take_auto_reply(source_key)
         follows = follows_anonymous(self.engine, *thread_of(msg, report.subject))
         original = self._apply_anonymity(report, raw, forced=anonymous or follows)
@@ -159,8 +159,15 @@ class Ingest:
     ) -> Outcome:
         """Quarantine a message that cannot be read. One sent to an anonymous address is kept
         without its identifying headers and is never written to."""
-        addresses = self.config.intake.anonymous_addresses
-        anonymous = anonymous or is_anonymous_message(raw, "", addresses, "")
+        intake = self.config.intake
+        subject = raw_subject(raw)
+        anonymous = (
+            anonymous
+            or is_anonymous_message(
+                raw, subject, intake.anonymous_addresses, intake.anonymous_subject_marker
+            )
+            or follows_anonymous(self.engine, *raw_thread_of(raw))
+        )
         notify = self._too_large_notice(raw, received_at) if error.limit and not anonymous else None
         original = quarantined_original(raw, self.config.limits) if anonymous else raw
         return self.quarantine(

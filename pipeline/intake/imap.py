@@ -69,11 +69,13 @@ class Folder:
 
 
 def polled_folders(config: ImapConfig) -> list[Folder]:
-    """The intake folder, then each anonymous folder once. The intake folder is anonymous
-    itself when it is listed in `anonymous_folders` (a mailbox that is anonymous as a whole)."""
+    """Each anonymous folder once, then the intake folder: a message in both (a Gmail label
+    without "Skip the Inbox") is taken as anonymous first, and its other copy is a duplicate.
+    The intake folder is anonymous itself when it is listed in `anonymous_folders` (a mailbox
+    that is anonymous as a whole)."""
     anonymous = list(dict.fromkeys(config.anonymous_folders))
-    folders = [Folder(config.folder, config.folder in anonymous)]
-    return folders + [Folder(name, True) for name in anonymous if name != config.folder]
+    folders = [Folder(name, True) for name in anonymous if name != config.folder]
+    return [*folders, Folder(config.folder, config.folder in anonymous)]
 
 
 def keep_folder(config: ImapConfig) -> str | None:

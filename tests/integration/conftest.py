@@ -23,7 +23,7 @@ from pipeline.daemon import run_once
 from pipeline.demo import write_rules
 from tests.servers.dovecot import Dovecot
 from tests.servers.gpg import KeySet
-from tests.servers.smtp import SmtpSink
+from tests.servers.smtp import Received, SmtpSink
 
 REPO = Path(__file__).resolve().parents[2]
 INTAKE = "report@example.ac.uk"
@@ -150,6 +150,19 @@ admin = ["{ADMIN}"]
         shutil.copytree(self.keys.keys_dir, self.keys_dir)
         self.write()
         return self.keys_dir
+
+    def decrypted(self, received: Received) -> bytes | None:
+        """A referral's inner MIME message, decrypted with the services' keys; None for a mail
+        that is not PGP/MIME (an acknowledgement, an alert)."""
+        if received.message.get_content_type() != "multipart/encrypted":
+            return None
+        encrypted = received.message.get_payload()[1].get_payload(decode=True)  # type: ignore[index,union-attr]
+        return self.keys.decrypt(encrypted)
+
+    def referrals(self) -> list[bytes]:
+        """Every referral the SMTP sink received so far, decrypted."""
+        found = (self.decrypted(received) for received in self.smtp.messages)
+        return [inner for inner in found if inner is not None]
 
     def assert_nowhere(self, canaries: list[str], files: list[Path]) -> None:
         """None of the canaries in these files nor in any log of the runs so far."""

@@ -164,3 +164,35 @@ def test_acknowledgements_only_to_people_who_wrote_and_nothing_missing(
     apple = next(t for t in texts if "BEFORE-PICTURE-52" in t)
     assert "AFTER-PICTURE-52" in apple
     assert "IMG_0001.jpeg" in apple
+
+
+def test_a_service_helpdesk_receipt_for_a_referral_is_not_a_report(deployment: Deployment) -> None:
+    """A ticket system answering our referral automatically would otherwise be referred back
+    to the service, which would answer again: a loop."""
+    deployment.imap.append(email("HELPDESK-LOOP it happened"))
+    assert deployment.run_once().returncode == 0
+    referrals = [m for m in deployment.smtp.messages if deployment.decrypted(m) is not None]
+    ours = referrals[0].message
+    receipt = email(
+        "Thank you, your ticket has been logged.",
+        sender="Advice Centre Helpdesk <helpdesk@example.ac.uk>",
+        subject=f"[Ticket #4711] {ours['Subject']}",
+        message_id="<ticket-4711@helpdesk.example.ac.uk>",
+        extra_headers=f"Auto-Submitted: auto-generated\r\nIn-Reply-To: {ours['Message-ID']}\r\n",
+    )
+    deployment.imap.append(receipt)
+    sent = len(deployment.smtp.messages)
+
+    assert deployment.run_once().returncode == 0
+
+    assert len(deployment.smtp.messages) == sent  # nothing referred back, nothing acknowledged
+    database = sqlite3.connect(deployment.data_dir / "intake.db")
+    try:
+        (reports,) = database.execute("SELECT count(*) FROM report").fetchone()
+        (counted,) = database.execute(
+            "SELECT count(*) FROM audit WHERE action = 'input' AND detail = 'auto_reply'"
+        ).fetchone()
+    finally:
+        database.close()
+    assert (reports, counted) == (1, 1)
+    assert deployment.imap.uids("INBOX") == []

@@ -46,12 +46,7 @@ def _shaped(number: int, key: str, fields: str) -> bytes:
 
 
 def _referrals(deployment: Deployment) -> list[str]:
-    texts = []
-    for received in deployment.smtp.messages:
-        if received.message.get_content_type() == "multipart/encrypted":
-            encrypted = received.message.get_payload()[1].get_payload(decode=True)  # type: ignore[index,union-attr]
-            texts.append(deployment.keys.decrypt(encrypted).decode())
-    return texts
+    return [inner.decode() for inner in deployment.referrals()]
 
 
 def _acknowledgements(deployment: Deployment) -> dict[str, Received]:

@@ -45,15 +45,10 @@ def _message() -> bytes:
 
 def _referral_parts(deployment: Deployment) -> list[str]:
     texts = []
-    for received in deployment.smtp.messages:
-        if received.message.get_content_type() == "multipart/encrypted":
-            encrypted = received.message.get_payload()[1].get_payload(decode=True)  # type: ignore[index,union-attr]
-            inner = message_from_string(
-                deployment.keys.decrypt(encrypted).decode(), policy=policy.default
-            )
-            for part in inner.walk():
-                if part.get_content_maintype() == "text":
-                    texts.append(part.get_content())  # type: ignore[attr-defined]
+    for inner in deployment.referrals():
+        for part in message_from_string(inner.decode(), policy=policy.default).walk():
+            if part.get_content_maintype() == "text":
+                texts.append(part.get_content())  # type: ignore[attr-defined]
     return texts
 
 

@@ -7,19 +7,15 @@ from __future__ import annotations
 import sqlite3
 from datetime import datetime
 
+import pytest
+
 from tests.integration.conftest import ANONYMOUS, INTAKE, Deployment, email
 
 REPORTER = "Samantha Jones <samantha.jones@example.org>"
 
 
 def decrypted_referrals(deployment: Deployment) -> list[str]:
-    found = []
-    for received in deployment.smtp.messages:
-        message = received.message
-        if message.get_content_type() == "multipart/encrypted":
-            encrypted = message.get_payload()[1].get_payload(decode=True)  # type: ignore[index,union-attr]
-            found.append(deployment.keys.decrypt(encrypted).decode())
-    return found
+    return [inner.decode() for inner in deployment.referrals()]
 
 
 def rows(deployment: Deployment, query: str) -> list[tuple[object, ...]]:
@@ -86,8 +82,13 @@ def test_an_anonymous_report_keeps_its_times_to_the_hour(deployment: Deployment)
     assert ":00 UTC" in referral
 
 
+@pytest.mark.parametrize(
+    ("to", "subject"),
+    [(ANONYMOUS, "screenshots"), (INTAKE, "Re: [anonymous] screenshots")],
+    ids=["to-anonymous", "subject-marker"],
+)
 def test_an_anonymous_message_too_large_to_read_is_kept_without_its_sender(
-    deployment: Deployment,
+    deployment: Deployment, to: str, subject: str
 ) -> None:
     deployment.write(extra="[limits]\nattachments = 1\n")
     attachments = "".join(
@@ -96,7 +97,7 @@ def test_an_anonymous_message_too_large_to_read_is_kept_without_its_sender(
         for n in range(3)
     )
     raw = (
-        f"From: {REPORTER}\r\nTo: {ANONYMOUS}\r\nSubject: screenshots\r\n"
+        f"From: {REPORTER}\r\nTo: {to}\r\nSubject: {subject}\r\n"
         "Received: from laptop ([198.51.100.23]) by mx.example.org\r\n"
         "X-Originating-IP: [198.51.100.23]\r\nMessage-ID: <big@x>\r\nMIME-Version: 1.0\r\n"
         'Content-Type: multipart/mixed; boundary="B"\r\n\r\n--B\r\n'

@@ -39,14 +39,7 @@ def _email(to: str, body: str, files: list[tuple[str, str, str, bytes]]) -> byte
 
 
 def _referrals(deployment: Deployment) -> list[Message]:
-    found = []
-    for received in deployment.smtp.messages:
-        if received.message.get_content_type() == "multipart/encrypted":
-            encrypted = received.message.get_payload()[1].get_payload(decode=True)  # type: ignore[index,union-attr]
-            found.append(
-                message_from_bytes(deployment.keys.decrypt(encrypted), policy=policy.default)
-            )
-    return found
+    return [message_from_bytes(inner, policy=policy.default) for inner in deployment.referrals()]
 
 
 def _text(referral: Message) -> str:

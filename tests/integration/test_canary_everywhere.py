@@ -121,11 +121,11 @@ def outgoing_texts(deployment: Deployment) -> list[str]:
     To header (the reporter's own address)."""
     texts = []
     for received in deployment.smtp.messages:
-        message = received.message
-        if message.get_content_type() == "multipart/encrypted":
-            encrypted = message.get_payload()[1].get_payload(decode=True)  # type: ignore[index,union-attr]
-            texts.append(deployment.keys.decrypt(encrypted).decode("utf-8", "replace"))
+        inner = deployment.decrypted(received)
+        if inner is not None:
+            texts.append(inner.decode("utf-8", "replace"))
         else:  # an acknowledgement: addressed to the reporter, by design; what else it says
+            message = received.message
             texts.append(f"{message['Subject']}\n{message.get_content()}")
     return texts
 

@@ -40,13 +40,7 @@ def anywhere(server: Dovecot, marker: str) -> list[str]:
 
 def referrals(deployment: Deployment) -> list[str]:
     """Every referral sent so far, decrypted with the services' keys."""
-    found = []
-    for received in deployment.smtp.messages:
-        message = received.message
-        if message.get_content_type() == "multipart/encrypted":
-            encrypted = message.get_payload()[1].get_payload(decode=True)  # type: ignore[index,union-attr]
-            found.append(deployment.keys.decrypt(encrypted).decode())
-    return found
+    return [inner.decode() for inner in deployment.referrals()]
 
 
 def referral_with(deployment: Deployment, marker: str) -> str:
@@ -79,9 +73,9 @@ def imap_config(**keys: object) -> ImapConfig:
 def test_folders_polled_and_where_originals_may_be_kept() -> None:
     config = imap_config(anonymous_folders=["Anonymous", "Anonymous", "Other"])
     assert polled_folders(config) == [
-        Folder("INBOX", False),
         Folder("Anonymous", True),
         Folder("Other", True),
+        Folder("INBOX", False),
     ]
     assert polled_folders(imap_config(anonymous_folders=["INBOX"])) == [Folder("INBOX", True)]
     assert keep_folder(imap_config()) is None  # the default keeps nothing
@@ -242,3 +236,20 @@ def test_a_crash_between_flag_and_expunge_is_finished_by_the_next_poll(
     assert deployment.run_once().returncode == 0
     assert anywhere(server, "LEFTOVER-1") == []
     assert len([r for r in referrals(deployment) if "LEFTOVER-1" in r]) == 1
+
+
+def test_a_labelled_copy_in_the_inbox_too_is_taken_as_anonymous(deployment: Deployment) -> None:
+    """A Gmail label without "Skip the Inbox": the same Bcc'd message is in both folders."""
+    deployment.write(imap_extra=ANON_FOLDER)
+    raw = email("Labelled twice. BOTH-FOLDERS-1", sender=BCC_SENDER, to="someone@example.org")
+    with deployment.imap.client() as imap:
+        imap.create_folder("Anonymous")
+    deployment.imap.append(raw, folder="Anonymous")
+    deployment.imap.append(raw)
+
+    assert deployment.run_once().returncode == 0
+
+    (referral,) = [r for r in referrals(deployment) if "BOTH-FOLDERS-1" in r]
+    assert_no_sender(referral)
+    assert anonymous_flags(deployment) == [True]
+    assert anywhere(deployment.imap, "BOTH-FOLDERS-1") == []

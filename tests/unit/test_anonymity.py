@@ -13,7 +13,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.anonymity import apply_anonymity, is_anonymous_message
+from pipeline.anonymity import SUBJECT_ONLY_NOTE, apply_anonymity, is_anonymous_message
+from pipeline.parse import parse_email
 from pipeline.redact import ALLOWED, REBUILT_NOTE, rounded_date, stored_original
 from pipeline.report import Report
 
@@ -299,3 +300,17 @@ def test_no_shape_of_mime_lets_a_sender_field_through(lines: list[bytes]) -> Non
     msg = BytesParser(policy=compat32).parsebytes(stored)
     for part in msg.walk():
         assert {str(key).strip().lower() for key in part} <= ALLOWED
+
+
+def test_an_anonymous_report_written_in_the_subject_only_keeps_its_text() -> None:
+    """The referral withholds an anonymous subject: when it is the whole report, it becomes
+    the report's text (after the sender's name is taken out), with a note."""
+    raw = (
+        b"From: Jo Canary <jo.canary@example.org>\r\nTo: anonymous@example.ac.uk\r\n"
+        b"Subject: Dr Smith in Chemistry followed Jo Canary home\r\n\r\n\r\n"
+    )
+    report = parse_email(raw, datetime(2026, 11, 24, 10, tzinfo=UTC))
+    apply_anonymity(report, raw, ["anonymous@example.ac.uk"], "[anonymous]")
+    assert report.anonymous
+    assert "Dr Smith in Chemistry followed" in report.body and "Jo" not in report.body
+    assert SUBJECT_ONLY_NOTE in report.notes

@@ -197,6 +197,7 @@ class App:
             raise StartupError(str(exc)) from None
         ingest = Ingest(config, engine, crypto, ruleset, Renderer(config.templates.dir))
         ingest.limiter.use_secret(derive_secret(passphrase, "ack-limit"))
+        ingest.fingerprint_key = derive_secret(passphrase, "fingerprint")
         transport = transport or SmtpTransport(config.smtp)
         app = cls(config, engine, crypto, ingest, transport, _sources(config), stamp)
         app.check_keys()

@@ -100,7 +100,8 @@ def _stretch(passphrase: str) -> bytes:
 
 def derive_secret(passphrase: str, purpose: str) -> bytes:
     """A 32-byte key for `purpose` ("outbox-key": gpg's passphrase for the outbox key, as hex;
-    "ack-limit": the rate limiter's HMAC key) derived from the outbox passphrase."""
+    "ack-limit": the rate limiter's HMAC key; "fingerprint": the inputs' fingerprints) derived
+    from the outbox passphrase."""
     return hmac.new(_stretch(passphrase), f"report-intake {purpose}".encode(), "sha256").digest()
 
 

@@ -8,6 +8,8 @@ that cannot be parsed is stored encrypted in quarantine with the reason; it is n
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import logging
 from collections.abc import Callable
@@ -79,6 +81,14 @@ class Ingest:
         self.rules = rules
         self.renderer = renderer
         self.limiter = AckLimiter(engine, config.data_dir, config.alerts.ack_limit_per_hour)
+        self.fingerprint_key = b""  # set from the outbox passphrase when the daemon starts
+
+    def fingerprint(self, digest: str) -> str:
+        """An input's fingerprint as the database keeps it: keyed, so that someone holding the
+        database and a copy of the mail (the sender's Sent folder) cannot match the two."""
+        if not self.fingerprint_key:
+            return digest
+        return hmac.new(self.fingerprint_key, digest.encode(), hashlib.sha256).hexdigest()
 
     def seen(self, source_key: str) -> bool:
         """True when this input was taken in before (by any run or instance)."""
@@ -89,7 +99,7 @@ class Ingest:
         `anonymous` marks every message of an anonymous source (folder, Maildir)."""
         if self.seen(source_key):
             return Outcome("seen")
-        fingerprint = content_fingerprint(raw)
+        fingerprint = self.fingerprint(content_fingerprint(raw))
         existing = report_by_fingerprint(self.engine, fingerprint)
         if existing is not None:
             mark_source(self.engine, source_key, existing.id)

@@ -255,7 +255,7 @@ def take_row(ingest: Ingest, form: FormConfig, export: Export, row: ExportRow) -
     key = source_key(form, row)
     if ingest.seen(key) or ingest.seen(f"form:{form.id}:{row.response_id}"):  # or as keyed before
         return Outcome("seen")
-    fingerprint = hashlib.sha256(key.encode()).hexdigest()
+    fingerprint = ingest.fingerprint(hashlib.sha256(key.encode()).hexdigest())
     now = datetime.now(UTC)
     try:
         report = row_report(form, export, row, now, known_categories(ingest.rules))

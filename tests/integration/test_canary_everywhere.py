@@ -18,6 +18,7 @@ from email.message import EmailMessage
 import pytest
 from PIL import Image
 
+from pipeline.parse import content_fingerprint
 from tests.integration.conftest import ANONYMOUS, REPO, Deployment, Run
 from tests.integration.forms_data import PLATFORMS, Response, form_config
 from tests.servers.postgres import USER
@@ -106,14 +107,17 @@ def run_verbose(deployment: Deployment) -> Run:
     return run
 
 
-def prepare(deployment: Deployment) -> None:
+def prepare(deployment: Deployment) -> list[bytes]:
+    """Two mails in the mailbox and a form export in its folder; the mails as sent."""
     deployment.write(extra=form_config(PLATFORMS["generic"], "report-form", "exports"))
     (deployment.root / "exports").mkdir()
     PLATFORMS["generic"].write(
         deployment.root / "exports" / "x.csv", [FORM_NAMED, FORM_ANON], "utf-8", ","
     )
-    deployment.imap.append(named_mail())
-    deployment.imap.append(anonymous_mail())
+    raws = [named_mail(), anonymous_mail()]
+    for raw in raws:
+        deployment.imap.append(raw)
+    return raws
 
 
 def outgoing_texts(deployment: Deployment) -> list[str]:
@@ -159,12 +163,16 @@ def check_everywhere(deployment: Deployment, database_bytes: bytes) -> None:
 
 
 def test_canaries_nowhere_on_sqlite(deployment: Deployment) -> None:
-    prepare(deployment)
+    raws = prepare(deployment)
     run = run_verbose(deployment)
     assert run.returncode == 0, run.stderr[-2000:]
     assert "DEBUG" in run.stderr  # verbose really was on
     database = b"".join(p.read_bytes() for p in deployment.data_dir.glob("intake.db*"))
     check_everywhere(deployment, database)
+    # The fingerprint is keyed: the sender's own copy of the mail does not find its row.
+    for raw in raws:
+        assert content_fingerprint(raw).encode() not in database
+    assert len(deployment.referrals()) >= 4
 
 
 @pytest.mark.postgres

@@ -8,14 +8,16 @@ content (magic bytes and Pillow), never by the declared type or file name alone:
 - JPEG, PNG, GIF, WebP, TIFF: re-saved by Pillow in the same format, upright, with no EXIF, XMP,
   ICC profile, text chunks or comments; HEIC/HEIF and AVIF photos re-saved as JPEG (`images`);
 - PDF: rewritten by pypdf without the document information dictionary, XMP streams, private
-  application data (/PieceInfo) and markup-annotation authors; withheld when it holds inline
-  images or JPEG images with comments or APPn metadata, embedded or attached files, a digital
-  signature, or actions opening other files by path (`pdf`);
+  application data (/PieceInfo, /OPI) and markup-annotation authors, and without link actions
+  to anything but web pages and mailboxes (file:, UNC, drive paths name the sender) and
+  JavaScript; withheld when it holds inline images or JPEG images with comments or APPn
+  metadata, embedded or attached files, a digital signature, or actions or file
+  specifications opening other files by path (`pdf`);
 - Office Open XML and OpenDocument packages: rebuilt from an allowlist of parts and XML
   vocabularies, without authors, comments, tracked changes (accepted), thumbnails, custom XML,
   external relationships, absolute paths, picture alt text, editing permissions and author or
   file-name fields (Word documents with such fields are withheld), every embedded image
-  cleaned (`packages`);
+  cleaned; hyperlinks to anything but web pages and mailboxes become plain text (`packages`);
 - plain text (.txt, .csv): kept as it is, with the charset it was read in (`Cleaned.charset`,
   and the content type's charset parameter) (`text`);
 - anything else, anything that cannot be read, checked or safely rewritten, or anything that

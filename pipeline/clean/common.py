@@ -83,6 +83,19 @@ def withheld(name: str, reason: str) -> Cleaned:
     return Cleaned(None, f"{name}: {reason}; {KEPT}.")
 
 
+# -- Links ------------------------------------------------------------------------------------
+
+_WEB_LINK = re.compile(r"(https?://|mailto:)", re.IGNORECASE)
+# Frame names a link may open in; any other name is free text (it could hold a path).
+STANDARD_FRAMES = frozenset({"_self", "_blank", "_parent", "_top"})
+
+
+def web_link(target: str) -> bool:
+    """True for an http(s) or mailto link: one that names no file on the sender's computer or
+    network (unlike file:, smb:, UNC \\\\server\\share, C:\\..., relative paths)."""
+    return bool(_WEB_LINK.match(target))
+
+
 # -- File names -------------------------------------------------------------------------------
 
 _UNSAFE_CHARACTERS = str.maketrans(dict.fromkeys('<>:"|?*', "_"))

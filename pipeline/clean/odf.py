@@ -8,16 +8,30 @@ pictures cleaned as images; every other XML part filtered: comments (`office:ann
 tracked changes (accepted: the change log and deleted text go) removed, `dc:creator` and
 `dc:date` wherever they are, author, sender, file name, template, printed-by and document
 property fields, picture alt text (`svg:title`, `svg:desc`), DDE links, and elements that link files
-outside the package (`xlink:href` other than a hyperlink) removed, revision session ids removed.
+outside the package (`xlink:href` other than a hyperlink, or naming a member that is not there)
+removed, revision session ids removed. Hyperlinks (`text:a`, `draw:a`) to anything but a web page,
+a mailbox or a bookmark of the document (file:, smb:, UNC and drive paths, relative paths name
+the sender's disk, user name or network) are unwrapped: their text stays, the link goes; the
+hidden name and title of every hyperlink, frame names other than the standard ones and
+bibliography URLs other than web links are removed.
 Macros (Basic/, Scripts/) and any other member withhold the document.
 """
 
 from __future__ import annotations
 
+import posixpath
 import re
 from collections.abc import Callable
+from urllib.parse import unquote
 
-from pipeline.clean.common import EMBEDDED, PART_UNKNOWN, PROTECTED, Withhold
+from pipeline.clean.common import (
+    EMBEDDED,
+    PART_UNKNOWN,
+    PROTECTED,
+    STANDARD_FRAMES,
+    Withhold,
+    web_link,
+)
 from pipeline.clean.xmlparts import DROP, IMAGE, KEEP, Attributes, Name, Part, XmlPolicy
 
 TYPES = tuple(
@@ -100,7 +114,8 @@ def plan(names: list[str], read: Callable[[str], bytes]) -> tuple[str, dict[str,
     if b"encryption-data" in read("META-INF/manifest.xml"):
         raise Withhold(PROTECTED)
     dropped = {name for name in names if _DROPPED_PARTS.match(name)}
-    return mimetype, {name: _part(name, dropped, read) for name in names}
+    content = _content_policy({name for name in names if name not in dropped})
+    return mimetype, {name: _part(name, dropped, read, content) for name in names}
 
 
 def is_odf(names: list[str], read: Callable[[str], bytes], size: Callable[[str], int]) -> bool:
@@ -109,7 +124,7 @@ def is_odf(names: list[str], read: Callable[[str], bytes], size: Callable[[str],
     return read("mimetype").decode("ascii", "replace").strip().startswith(TYPES)
 
 
-def _part(name: str, dropped: set[str], read: Callable[[str], bytes]) -> Part:
+def _part(name: str, dropped: set[str], read: Callable[[str], bytes], content: XmlPolicy) -> Part:
     if name in dropped or (name.endswith("/") and _DROPPED_PARTS.match(name + "x")):
         return DROP
     if name == "mimetype" or name.endswith("/"):
@@ -123,7 +138,7 @@ def _part(name: str, dropped: set[str], read: Callable[[str], bytes]) -> Part:
     if name.startswith(("Pictures/", "ObjectReplacements/")) or "/Pictures/" in name:
         return IMAGE
     if _KNOWN_PARTS.match(name):
-        return Part("xml", policy=_CONTENT_POLICY)
+        return Part("xml", policy=content)
     raise Withhold(PART_UNKNOWN)
 
 
@@ -154,19 +169,57 @@ def links_outside(name: Name, attributes: Attributes) -> bool:
     return bool(href) and outside and name not in _HYPERLINKS
 
 
-def _drop_when(name: Name, attributes: Attributes) -> bool:
-    if name[0] == _META or (name[0] == _TEXT and name[1].startswith("sender-")):
-        return True
-    return links_outside(name, attributes)
+def _content_policy(members: set[str]) -> XmlPolicy:
+    """The filter of content.xml and styles.xml, for a package holding `members`."""
+    folders = {folder + "/" for name in members for folder in _folders(name)}
+
+    def missing(name: Name, attributes: Attributes) -> bool:
+        """An element other than a hyperlink naming a member that is not in the package (its
+        name could be anything, e.g. `Users/<name>/photo.png`)."""
+        href = attributes.get((_XLINK, "href"), "")
+        if not href or name in _HYPERLINKS or href.startswith("#"):
+            return False
+        path = posixpath.normpath(unquote(href))
+        return path not in members and path + "/" not in folders and path not in folders
+
+    def drop_when(name: Name, attributes: Attributes) -> bool:
+        if name[0] == _META or (name[0] == _TEXT and name[1].startswith("sender-")):
+            return True
+        return links_outside(name, attributes) or missing(name, attributes)
+
+    return XmlPolicy(
+        NAMESPACES,
+        drop_elements=_DROPPED_ELEMENTS,
+        drop_attributes=_identifying_attribute,
+        drop_when=drop_when,
+        unwrap_when=_local_link,
+        drop_attribute_when=_hidden_link_detail,
+    )
+
+
+def _folders(name: str) -> list[str]:
+    parts = name.split("/")[:-1]
+    return ["/".join(parts[: i + 1]) for i in range(len(parts))]
+
+
+def _local_link(name: Name, attributes: Attributes) -> bool:
+    """A hyperlink to anything but a web page, a mailbox or a bookmark of this document."""
+    if name not in _HYPERLINKS:
+        return False
+    href = attributes.get((_XLINK, "href"), "")
+    bookmark = href.startswith("#") and not any(c in href for c in ":/\\")
+    return not (web_link(href) or bookmark)
+
+
+def _hidden_link_detail(element: Name, name: Name, value: str) -> bool:
+    """A hyperlink's name and title (hidden text), a frame name other than the standard ones,
+    a bibliography entry's URL other than a web link."""
+    if name == (_OFFICE, "target-frame-name"):
+        return value not in STANDARD_FRAMES
+    if name == (_TEXT, "url"):
+        return not web_link(value)
+    return element in _HYPERLINKS and name in {(_OFFICE, "name"), (_OFFICE, "title")}
 
 
 def _identifying_attribute(name: Name) -> bool:
     return name[1] in _DROPPED_ATTRIBUTES or name[1].startswith("rsid")
-
-
-_CONTENT_POLICY = XmlPolicy(
-    NAMESPACES,
-    drop_elements=_DROPPED_ELEMENTS,
-    drop_attributes=_identifying_attribute,
-    drop_when=_drop_when,
-)

@@ -5,8 +5,13 @@ In: the member names of a package and a way to read a member. Out: a `Part` for 
 - people, comments, thumbnails, custom XML, printer settings, revision logs, custom tags and
   external workbook links dropped, with the relationships and content-type overrides naming
   them, and the elements that refer to those relationships;
-- relationships to external templates and linked files dropped (hyperlinks stay: they are
-  part of what the reporter wrote);
+- relationships to external templates and linked files dropped (web and mailto hyperlinks stay:
+  they are part of what the reporter wrote); hyperlinks to anything else (file:, smb:, UNC and
+  drive paths, relative paths: they name the sender's disk, user name or network) and internal
+  relationships to parts not in the package are dropped, and the references to them removed
+  (`r:id` of `w:hyperlink`, `a:hlinkClick`, a sheet's `hyperlink`...), so the link text stays as
+  plain text; hyperlink tooltips and `docLocation`, VML `href`s other than web links and frame
+  names other than the standard ones are removed;
 - media cleaned as images;
 - each known XML part (document, styles, sheets, slides, charts...) filtered: tracked changes
   accepted (deletions removed, insertions kept), comment anchors removed; author, initials,
@@ -15,7 +20,8 @@ In: the member names of a package and a way to read a member. Out: a `Part` for 
   text (`descr`, `title`: Office writes the file path there), Restrict-editing ranges (the
   editor's address), file-sharing settings, protected-range account ids (SIDs) removed.
 A Word part holding a field that shows the author, user, file path, a document property or a
-linked file (AUTHOR, FILENAME, TEMPLATE, DOCPROPERTY, INCLUDEPICTURE...) withholds the document.
+linked file (AUTHOR, FILENAME, TEMPLATE, DOCPROPERTY, INCLUDEPICTURE...), or a HYPERLINK field to
+anything but a web page or mailbox, withholds the document.
 Any other member (embedded objects, fonts, macros, binary parts, external data connections,
 parts of unknown purpose) withholds the document.
 """
@@ -25,8 +31,18 @@ from __future__ import annotations
 import posixpath
 import re
 from collections.abc import Callable
+from urllib.parse import unquote
 
-from pipeline.clean.common import EMBEDDED, FIELDS, PART_UNKNOWN, UNKNOWN, Withhold
+from pipeline.clean.common import (
+    EMBEDDED,
+    FIELDS,
+    LINKED,
+    PART_UNKNOWN,
+    STANDARD_FRAMES,
+    UNKNOWN,
+    Withhold,
+    web_link,
+)
 from pipeline.clean.xmlparts import DROP, IMAGE, KEEP, Attributes, Name, Part, XmlPolicy
 from pipeline.clean.xmlparts import parse_part as parse_xml
 
@@ -126,6 +142,12 @@ _DROPPED_ATTRIBUTES = {"author", "initials", "userId", "providerId", "userName",
 _DROPPED_ATTRIBUTES |= {"refreshedBy", "personId", "securityDescriptor"}
 # Picture alt text, which Office writes from the picture's file path (C:\Users\<name>\...).
 _DROPPED_ATTRIBUTES |= {"descr", "title"}
+# Hidden text of hyperlinks (ScreenTips, a location in the target file), which may hold a path.
+_DROPPED_ATTRIBUTES |= {"tooltip", "docLocation"}
+
+
+_Ids = tuple[set[str], set[str]]
+_NONE: _Ids = (set(), set())
 
 
 def plan(names: list[str], read: Callable[[str], bytes]) -> tuple[str, dict[str, Part]]:
@@ -137,30 +159,32 @@ def plan(names: list[str], read: Callable[[str], bytes]) -> tuple[str, dict[str,
     if main is None:
         raise Withhold(UNKNOWN)
     dropped = {part for part in lower if _DROPPED_PARTS.match(part) or _rels_of_dropped(part)}
-    dropped_ids = {
-        part: _dropped_relationships(part, read(name), dropped)
+    present = set(lower) - dropped
+    relationships = {
+        part: _relationships(part, read(name), dropped, present)
         for part, name in lower.items()
         if part.endswith(".rels") and part not in dropped
     }
-    parts = {name: _part(part, dropped, dropped_ids) for part, name in lower.items()}
+    parts = {name: _part(part, dropped, present, relationships) for part, name in lower.items()}
     return main, parts
 
 
-def _part(part: str, dropped: set[str], dropped_ids: dict[str, set[str]]) -> Part:
+def _part(part: str, dropped: set[str], present: set[str], relationships: dict[str, _Ids]) -> Part:
     if part in dropped:
         return DROP
     if part.endswith("/"):
         return KEEP
     if part == "[content_types].xml":
-        return Part("xml", policy=_content_types_policy(dropped))
+        return Part("xml", policy=_content_types_policy(present))
     if part.endswith(".rels"):
-        return Part("xml", policy=_relationships_policy(dropped_ids[part]))
+        dropped_ids, unlinked_ids = relationships[part]
+        return Part("xml", policy=_relationships_policy(dropped_ids | unlinked_ids))
     if part in _EMPTY:
         return Part("replace", data=_EMPTY[part])
     if "/media/" in f"/{part}":
         return IMAGE
     if _KNOWN_PARTS.match(part):
-        return Part("xml", policy=_content_policy(dropped_ids.get(_rels_name(part), set())))
+        return Part("xml", policy=_content_policy(*relationships.get(_rels_name(part), _NONE)))
     raise Withhold(EMBEDDED if "/embeddings/" in part or part.endswith(".bin") else PART_UNKNOWN)
 
 
@@ -180,26 +204,38 @@ def _rels_of_dropped(part: str) -> bool:
     return part.endswith(".rels") and bool(_DROPPED_PARTS.match(_rels_source(part)))
 
 
-def _dropped_relationships(rels: str, data: bytes, dropped: set[str]) -> set[str]:
-    """Ids of the relationships to drop: to dropped parts, and external ones but hyperlinks."""
+def _relationships(rels: str, data: bytes, dropped: set[str], present: set[str]) -> _Ids:
+    """Ids of the relationships to drop, in two sets: those whose referring elements go too (to
+    dropped parts; external ones but hyperlinks), and those whose references are removed, their
+    elements kept (hyperlinks other than web links; parts not in the package, whose names could
+    be anything, e.g. `../../Users/<name>/photo.png`)."""
     base = posixpath.dirname(_rels_source(rels))
-    ids = set()
+    dropped_ids, unlinked_ids = set(), set()
     for relationship in parse_xml(data):
+        rid = relationship.get("Id", "")
         target = relationship.get("Target", "")
         if relationship.get("TargetMode") == "External":
             if not relationship.get("Type", "").endswith(_HYPERLINK):
-                ids.add(relationship.get("Id", ""))
+                dropped_ids.add(rid)
+            elif not web_link(target):
+                unlinked_ids.add(rid)
             continue
+        target = unquote(target)
         path = target.lstrip("/") if target.startswith("/") else posixpath.join(base, target)
-        if posixpath.normpath(path).lower() in dropped:
-            ids.add(relationship.get("Id", ""))
-    return ids
+        path = posixpath.normpath(path).lower()
+        if path in dropped:
+            dropped_ids.add(rid)
+        elif path not in present:
+            unlinked_ids.add(rid)
+    return dropped_ids, unlinked_ids
 
 
-def _content_types_policy(dropped: set[str]) -> XmlPolicy:
+def _content_types_policy(present: set[str]) -> XmlPolicy:
+    """Overrides of dropped parts go, and of parts not in the package (any name could be there)."""
+
     def drop_when(name: Name, attributes: Attributes) -> bool:
-        part = attributes.get(("", "PartName"), "").lstrip("/").lower()
-        return name == (_CONTENT_TYPES, "Override") and part in dropped
+        part = unquote(attributes.get(("", "PartName"), "").lstrip("/")).lower()
+        return name == (_CONTENT_TYPES, "Override") and part not in present
 
     return XmlPolicy(NAMESPACES, drop_when=drop_when)
 
@@ -211,11 +247,18 @@ def _relationships_policy(ids: set[str]) -> XmlPolicy:
     return XmlPolicy(NAMESPACES, drop_when=drop_when)
 
 
-def _content_policy(ids: set[str]) -> XmlPolicy:
+def _content_policy(ids: set[str], unlinked: set[str]) -> XmlPolicy:
     def drop_when(name: Name, attributes: Attributes) -> bool:
         if name[1] in _DROPPED_ANYWHERE:
             return True
         return any(key[0] in _R and value in ids for key, value in attributes.items())
+
+    def drop_attribute_when(element: Name, name: Name, value: str) -> bool:
+        if name[0] in _R:
+            return value in unlinked  # the link goes, its text stays
+        if name[1] == "href":  # VML: a shape's link, a picture's original location
+            return not web_link(value)
+        return name[1] == "tgtFrame" and value not in STANDARD_FRAMES
 
     return XmlPolicy(
         NAMESPACES,
@@ -223,6 +266,7 @@ def _content_policy(ids: set[str]) -> XmlPolicy:
         unwrap_elements=frozenset((w, local) for w in _W for local in _W_UNWRAPPED),
         drop_attributes=_identifying_attribute,
         drop_when=drop_when,
+        drop_attribute_when=drop_attribute_when,
         watch=FieldCheck,
     )
 
@@ -259,11 +303,14 @@ class FieldCheck:
             return
         if name[1] == "fldSimple":
             _check_field(attributes.get((name[0], "instr"), ""))
+            _check_link(attributes.get((name[0], "instr"), ""))
         elif name[1] == "fldChar":
             kind = attributes.get((name[0], "fldCharType"))
             if kind == "begin":
                 self.fields.append([])
-            elif kind == "end" and len(self.fields) > 1:
+            elif kind in ("separate", "end"):
+                _check_link("".join(self.fields[-1]))
+            if kind == "end" and len(self.fields) > 1:
                 self.fields.pop()
         elif name[1] == "instrText":
             self.in_instruction = True
@@ -282,3 +329,23 @@ def _check_field(instruction: str) -> None:
     words = instruction.split(None, 1)
     if words and words[0].upper() in _IDENTIFYING_FIELDS:
         raise Withhold(FIELDS)
+
+
+# A HYPERLINK field's target (the first argument that is not a switch), quoted or not, and its
+# ScreenTip (`\o "..."`).
+_HYPERLINK_FIELD = re.compile(r'\s*HYPERLINK\s+(?:"([^"]*)"|([^\s\\"]\S*))?', re.IGNORECASE)
+_FIELD_TOOLTIP = re.compile(r'\\o\s+"([^"]*)"')
+
+
+def _check_link(instruction: str) -> None:
+    """A complete HYPERLINK field must point at a web page or a mailbox (or only at a bookmark,
+    `\\l`), and its ScreenTip must not hold a path; otherwise the document is withheld."""
+    found = _HYPERLINK_FIELD.match(instruction)
+    if found is None:
+        return
+    target = found.group(1) if found.group(1) is not None else found.group(2)
+    if target is not None and not web_link(target):
+        raise Withhold(LINKED)
+    tooltip = _FIELD_TOOLTIP.search(instruction)
+    if tooltip is not None and re.search(r"[\\/:]", tooltip.group(1)):
+        raise Withhold(LINKED)

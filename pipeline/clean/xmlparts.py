@@ -53,6 +53,13 @@ class XmlPolicy:
     drop_attributes: Callable[[Name], bool] = field(default=lambda name: False)
     # Removed with everything inside when this says so (e.g. it points at a dropped part).
     drop_when: Callable[[Name, Attributes], bool] = field(default=lambda name, attributes: False)
+    # Unwrapped (content kept) when this says so (e.g. a hyperlink to a file on a disk).
+    unwrap_when: Callable[[Name, Attributes], bool] = field(default=lambda name, attributes: False)
+    # An attribute removed when this says so, from its element, its name and its value (e.g. a
+    # reference to an unlinked relationship, a tooltip holding a path).
+    drop_attribute_when: Callable[[Name, Name, str], bool] = field(
+        default=lambda element, name, value: False
+    )
     watch: Callable[[], Watcher] | None = None  # makes the watcher of one part, if any
 
 
@@ -167,7 +174,7 @@ class _Filter:
         self.names.append(name)
         if self.watcher is not None:
             self.watcher.start(name, attributes)
-        if name in self.policy.unwrap_elements:
+        if name in self.policy.unwrap_elements or self.policy.unwrap_when(name, attributes):
             if any(_ns(key) for key, _ in pairs):
                 raise _Refused(PART_UNKNOWN)  # its content may use what it declares
             self.removed = True
@@ -175,12 +182,18 @@ class _Filter:
             return
         kept = []
         for key, value in pairs:
-            if not _ns(key) and self.policy.drop_attributes(self._resolve(key, scope, False)):
+            if not _ns(key) and self._drops(name, self._resolve(key, scope, False), value):
                 self.removed = True
                 continue
             kept.append(f' {key}="{escape(value, _ATTRIBUTE_ESCAPES)}"')
         self.out.append(f"<{qname}{''.join(kept)}>")
         self.written.append(True)
+
+    def _drops(self, element: Name, attribute: Name, value: str) -> bool:
+        policy = self.policy
+        return policy.drop_attributes(attribute) or policy.drop_attribute_when(
+            element, attribute, value
+        )
 
     def end(self, qname: str) -> None:
         if self.skipping > 1:

@@ -2,23 +2,28 @@
 and a plain sentence for each kind of thing removed.
 
 Removed from the report's own text (the lines that are not quoted with `>` and come before a
-forwarded or original message):
+forwarded or original message; signatures in `pipeline.scrub_signature`):
 - a signature block: from a line that is `--` (then a space, a no-break or other Unicode space,
   or nothing) to the end of that stretch of text; the lines after a closing salutation
   ("Thanks,", "Kind regards", "Love,", "Thx", "Thanks x"...) when they are short (name, job
   title, phone, address lines), also when blank lines separate them as in HTML mail turned
   into text; a name on the salutation line itself ("Thanks, Sam" keeps "Thanks,"); a last line
-  that is the sender's name or address; and "Sent from my iPhone" lines;
+  that is the sender's name or address; a last block (the last paragraph, or the last six
+  lines) that starts with the sender's name (or `[sender]`) and goes on with short name,
+  title, contact or ID lines and no sentence; and "Sent from my iPhone" lines;
 - inline PGP: the clear-signed message header and signature or key blocks (`pipeline.scrub_pgp`);
 Removed anywhere:
 - reply attributions: `On <date>, <name> wrote:` (also wrapped over up to four lines) and its
   German, French, Spanish, Italian, Portuguese, Welsh, Dutch, Swedish, Danish, Norwegian,
   Polish, Russian, Japanese, Chinese and Turkish forms, and `-----Original Message-----` lines
-  (patterns in `pipeline.scrub_patterns`);
+  (patterns in `pipeline.scrub_patterns`); in any language, a line that names an address or
+  the sender (or is "X wrote on <date>:") and ends with a colon, right above quoted text (or,
+  naming the sender, above a header block), with the dated first half of a wrapped one;
 - in an inline header block of a quoted or forwarded message (Outlook's From/Sent/To/Subject,
   Gmail's and Apple Mail's forwarded headers, in several languages), the To, Cc, Bcc and
-  Reply-To lines (with their wrapped lines), and the From line when it names the sender; From,
-  Date and Subject stay as evidence;
+  Reply-To lines (with their wrapped lines), and every From (De, Von, Van...) line that names
+  the sender, also in nested quoted blocks; someone else's From, Date and Subject stay as
+  evidence;
 - a quoted phone-number line under a quoted salutation and the sender's quoted name.
 Replaced anywhere: the sender's address, local part, display name and name words, with
 `[sender]` (`pipeline.scrub_sender`); the From line of someone else's message keeps single name
@@ -37,25 +42,29 @@ from dataclasses import dataclass, field
 
 from pipeline.report import Report
 from pipeline.scrub_patterns import (
+    ADDRESS,
     ATTRIBUTION,
     ATTRIBUTION_LINES,
     ATTRIBUTION_START,
-    CAPITALISED_NAME,
-    CONTACT,
     DATE_LABELS,
-    DELIMITER,
-    DEVICE,
     FORWARD_MARKER,
     FROM_LABELS,
     LABEL,
     PHONE,
     RECIPIENT_LABELS,
     SALUTATION,
-    SALUTATION_NAME,
     SPACES,
+    WROTE_ON,
 )
 from pipeline.scrub_pgp import strip_pgp
-from pipeline.scrub_sender import SENDER, SenderPatterns, sender_patterns
+from pipeline.scrub_sender import (
+    SENDER,
+    SenderPatterns,
+    decoded_name,
+    names_nobody,
+    sender_patterns,
+)
+from pipeline.scrub_signature import MAX_LINE, SHORT_LINE, SIGNATURE_LINES, signature_tail
 
 SIGNATURE_NOTE = "A signature block was removed because this report is anonymous."
 ATTRIBUTION_NOTE = "A reply attribution line naming the sender was removed."
@@ -77,11 +86,7 @@ _NOTES = (
     ("pgp", PGP_NOTE),
     ("sender", SENDER_NOTE),
 )
-MAX_LINE = 1000
 MAX_PASSES = 8
-SIGNATURE_LINES = 8  # the most short lines taken as a signature after a salutation
-SHORT_LINE = 80
-SHORT_WORDS = 10
 
 
 @dataclass
@@ -105,15 +110,51 @@ def _is_quoted(line: str) -> bool:
 
 def _names_sender(line: str, hints: list[str]) -> bool:
     lowered = line.lower()
-    return any(hint and hint in lowered for hint in hints)
+    return SENDER in line or any(hint and hint in lowered for hint in hints)
 
 
-def _attribution_end(lines: list[str], i: int) -> int | None:
+def _generic_attribution(lines: list[str], i: int, hints: list[str]) -> bool:
+    """Whether line i is an attribution in any language: it names an address (or is "X wrote
+    on <date>:"), ends with a colon and comes right before quoted text (one blank line may
+    come between); or it names the sender and comes right before a header block."""
+    if i >= len(lines) or len(lines[i]) > MAX_LINE:
+        return False
+    text = lines[i].translate(SPACES).rstrip()
+    if not text.endswith((":", "：")):
+        return False
+    own = _names_sender(text, hints)
+    if not (own or ADDRESS.search(text) or WROTE_ON.fullmatch(text)):
+        return False
+    following = i + 1
+    if following < len(lines) and not lines[following].strip():
+        following += 1
+    if following >= len(lines):
+        return False
+    return _is_quoted(lines[following]) or (own and _header_block_end(lines, following) is not None)
+
+
+def _wrapped_start(lines: list[str], i: int) -> bool:
+    """Whether line i may be the first half of a wrapped attribution: a short line with a
+    date or time in it, not a sentence, first in its paragraph."""
+    line = lines[i].translate(SPACES).strip()
+    return (
+        0 < len(line) <= SHORT_LINE
+        and any(c.isdigit() for c in line)
+        and not line.endswith((".", "!", "?", ":"))
+        and (i == 0 or not lines[i - 1].strip())
+    )
+
+
+def _attribution_end(lines: list[str], i: int, hints: list[str]) -> int | None:
     """The index after an attribution starting at line i (over up to three lines), or None."""
     if len(lines[i]) > MAX_LINE:
         return None
     if ATTRIBUTION.fullmatch(lines[i].translate(SPACES).rstrip()):
         return i + 1
+    if _generic_attribution(lines, i, hints):
+        return i + 1
+    if _wrapped_start(lines, i) and _generic_attribution(lines, i + 1, hints):
+        return i + 2
     if not ATTRIBUTION_START.match(lines[i]):
         return None
     joined = lines[i].translate(SPACES).rstrip()
@@ -135,7 +176,7 @@ def _header_block_end(lines: list[str], i: int) -> int | None:
     if not any(label in DATE_LABELS for label in following):
         return None
     end = i + 1
-    while end < len(lines) and lines[end].strip() and end - i < 40:
+    while end < len(lines) and lines[end].strip(" \t\r>") and end - i < 40:
         end += 1
     return end
 
@@ -143,131 +184,18 @@ def _header_block_end(lines: list[str], i: int) -> int | None:
 def _scrub_header_block(block: list[str], hints: list[str], removed: set[str]) -> list[str]:
     """Drop the recipient lines (and their wrapped lines) and a From line naming the sender."""
     kept: list[str] = []
-    dropping = False
-    for number, line in enumerate(block):
+    dropping, kind = False, "recipients"
+    for line in block:
         label = _label(line)
         if label is not None:
-            dropping = label in RECIPIENT_LABELS or (number == 0 and _names_sender(line, hints))
+            own = label in FROM_LABELS and _names_sender(line, hints)
+            dropping = label in RECIPIENT_LABELS or own
+            kind = "attribution" if own else "recipients"
         if dropping:
-            removed.add("attribution" if number == 0 else "recipients")
+            removed.add(kind)
         else:
             kept.append(line)
     return kept
-
-
-def _short(line: str) -> bool:
-    """A line that may belong to a signature: short, and a name, title or contact detail
-    rather than a sentence (which starts in lower case or ends with a full stop)."""
-    text, words = line.strip(), len(line.split())
-    if len(text) > SHORT_LINE or words > SHORT_WORDS:
-        return False
-    if CONTACT.search(text):
-        return True
-    return not text[:1].islower() and not (words >= 4 and text.endswith((".", "!", "?")))
-
-
-_CONNECTORS = frozenset(
-    {"of", "and", "in", "for", "at", "the", "de", "da", "di", "du", "van", "von", "der", "den"}
-    | {"del", "la", "le", "&", "|", "-", "–", "—", "/", ","}
-)
-
-
-def _title_like(line: str) -> bool:
-    """A name, degree or job title line: every word capitalised, a number or a connector
-    ("Samantha Jones", "LLB Law", "Head of Student Support | Year 2")."""
-    words = line.split()
-    if not words or len(words) > SHORT_WORDS or len(line.strip()) > SHORT_LINE:
-        return False
-    for word in words:
-        bare = word.strip(",.;:()|\"'")
-        capital = bare == "" or word == SENDER or bare[:1].isupper() or bare[:1].isdigit()
-        if not capital and bare.lower() not in _CONNECTORS:
-            return False
-    return words[0][:1].isupper() or words[0] == SENDER or words[0][:1].isdigit()
-
-
-def _paragraphs(lines: list[str]) -> list[tuple[int, list[str]]]:
-    """The runs of non-blank lines, each with the index of its first line."""
-    found: list[tuple[int, list[str]]] = []
-    for index, line in enumerate(lines):
-        if not line.strip():
-            continue
-        if found and index and lines[index - 1].strip():
-            found[-1][1].append(line)
-        else:
-            found.append((index, [line]))
-    return found
-
-
-def _signature_tail(segment: list[str], hints: list[str], removed: set[str]) -> list[str]:
-    """One stretch of the sender's own text without its signature."""
-    plain = [line.translate(SPACES) for line in segment]
-    for index, line in enumerate(plain):
-        if DELIMITER.fullmatch(line.rstrip("\r\n")):
-            removed.add("signature")
-            segment = segment[:index]
-            break
-    kept = []
-    for line in segment:
-        if len(line) <= MAX_LINE and DEVICE.fullmatch(line.translate(SPACES).strip()):
-            removed.add("signature")
-        else:
-            kept.append(line)
-    segment = kept
-    for index in range(len(segment) - 1, -1, -1):
-        line = segment[index].translate(SPACES)
-        if len(line) > MAX_LINE:
-            continue
-        if SALUTATION.fullmatch(line.rstrip("\r")):
-            return _after_salutation(segment, index, removed) or segment
-        named = SALUTATION_NAME.fullmatch(line.rstrip("\r"))
-        if named and CAPITALISED_NAME.fullmatch(named["name"]):
-            before = _after_salutation(segment, index, removed)
-            if before is None:
-                return segment
-            removed.add("signature")
-            return [*before[:-1], named["keep"]]
-    return _trailing_name(segment, hints, removed)
-
-
-def _after_salutation(segment: list[str], index: int, removed: set[str]) -> list[str] | None:
-    """The segment up to and including the salutation line when everything after it is a
-    signature (name and title lines right after it, then at most a few paragraphs of contact
-    details, `SIGNATURE_LINES` lines in all), else None."""
-    tail = [line.translate(SPACES) for line in segment[index + 1 :]]
-    filled = [line for line in tail if line.strip()]
-    if not filled:
-        return segment[: index + 1]
-    if len(filled) > SIGNATURE_LINES:
-        return None
-    if not all(_short(line) for line in filled):
-        return None
-    if any(line.strip().lower().startswith(("p.s", "ps ", "ps:")) for line in filled):
-        return None
-    # A name right under the salutation is a signature; anything further down (or after a
-    # blank line, as HTML mail turned into text has between all its lines) only when it
-    # carries contact details or every line is a name or title.
-    for start, paragraph in _paragraphs(tail):
-        contact = CONTACT.search("\n".join(paragraph))
-        if start and not contact and not all(_title_like(line) for line in paragraph):
-            return None
-    removed.add("signature")
-    return segment[: index + 1]
-
-
-def _trailing_name(segment: list[str], hints: list[str], removed: set[str]) -> list[str]:
-    """Without last lines that are the sender's name or address (or their first name)."""
-    names = {h.strip().lower() for h in hints if h.strip()}
-    names |= {h.split()[0].lower() for h in hints if h.strip() and "@" not in h}
-    end = len(segment)
-    while end and (
-        not segment[end - 1].strip() or segment[end - 1].strip(" \t\r,.").lower() in names
-    ):
-        end -= 1
-    if any(segment[i].strip() for i in range(end, len(segment))):
-        removed.add("signature")
-        return segment[:end]
-    return segment
 
 
 def _one_pass(lines: list[str], hints: list[str], removed: set[str], signatures: bool) -> list[str]:
@@ -277,12 +205,12 @@ def _one_pass(lines: list[str], hints: list[str], removed: set[str], signatures:
     i = 0
 
     def flush() -> None:
-        out.extend(_signature_tail(own, hints, removed) if own and signatures else own)
+        out.extend(signature_tail(own, hints, removed) if own and signatures else own)
         own.clear()
 
     while i < len(lines):
         line = lines[i]
-        attribution = _attribution_end(lines, i)
+        attribution = _attribution_end(lines, i, hints)
         if attribution is not None:
             flush()
             removed.add("attribution")
@@ -309,7 +237,12 @@ def _one_pass(lines: list[str], hints: list[str], removed: set[str], signatures:
 
 
 def _hints(hints: Iterable[str]) -> list[str]:
-    return [h.strip().lower() for h in hints if h and len(h.strip()) >= 3]
+    """The sender's names and addresses, lower-cased, without names that name nobody."""
+    return [
+        h.strip().lower()
+        for h in hints
+        if h and len(h.strip()) >= 3 and not names_nobody(decoded_name(h.strip()))
+    ]
 
 
 def _quoted_phones(lines: list[str], hints: list[str], removed: set[str]) -> list[str]:

@@ -83,6 +83,10 @@ ATTRIBUTION = re.compile(
     r")[ \t]*",
     re.I | re.S,
 )
+#: A mail address anywhere in a line (the generic, language-independent attribution test).
+ADDRESS = re.compile(r"[\w.+-]{1,64}@[\w-]{1,63}(?:\.[\w-]{1,63}){1,8}")
+#: "Sam Student wrote on 2 Mar 2026, at 10:00:" (Outlook for Mac, some webmail).
+WROTE_ON = re.compile(r"[ \t>]*.{1,200}?\swrote\son\s(?=[^\n]{0,300}\d).{1,300}?[:：][ \t]*", re.I)
 ATTRIBUTION_START = re.compile(r"[ \t>]*(?:on|am|le|el|il|em|ar|op|den|w|in)\s", re.I)
 ATTRIBUTION_LINES = 4  # an attribution wrapped over this many lines at most
 
@@ -93,7 +97,9 @@ FORWARD_MARKER = re.compile(
     r"|inicio del mensaje reenviado\s?:|begin doorgestuurd bericht\s?:)[ \t]*",
     re.I,
 )
-LABEL = re.compile(r"[ \t>]*\*?(?P<label>[^\W\d_][\w' -]{0,20}?)\*?[ \t]*:\*?(?:[ \t]|\r?$)")
+LABEL = re.compile(
+    r"[ \t>]*\*{0,2}(?P<label>[^\W\d_][\w' -]{0,20}?)\*{0,2}[ \t]*:\*{0,2}(?:[ \t]|\r?$)"
+)
 FROM_LABELS = {"from", "von", "de", "van", "da", "oddi wrth", "gan"}
 DATE_LABELS = {
     "sent", "date", "gesendet", "datum", "envoyé", "envoye", "enviado", "fecha",

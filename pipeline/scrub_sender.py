@@ -5,7 +5,11 @@ Replaced, as whole words: each address (any case); its local part when it has at
 characters and is not a common word (any case); the display name (any case, any white space
 between its words); and each of its words of three letters or more, as written (case matters,
 so the name "May" goes and the verb "may" stays; a lower-case name word that is also a common
-word, a particle such as "van" or a title such as "Mrs" is left to the full-name match).
+word, a particle such as "van" or a title such as "Mrs" is left to the full-name match). A role
+or function word ("Lecturer", "Student", "Help", "Me", `ROLE_WORDS`) is never replaced on its
+own, in any case, and a display name made only of them ("Not telling") is not looked for at all:
+it would turn "my lecturer told me" into "my [sender] told me". A one-word display name that is
+a common word ("Grace") is replaced only as written, with its capital.
 Display names may arrive RFC 2047-encoded; they are decoded first. Never raises; the text grows
 only by `[sender]` standing in for a word of three characters or more; a second pass changes
 nothing.
@@ -22,17 +26,27 @@ SENDER = "[sender]"
 MIN_PART = 3
 MAX_HINT = 200
 
-#: Words too common to replace when they are a lower-case name word or an address's local part.
-COMMON_WORDS = frozenset(
-    """a about admin after again all also am an and any anonymous are art as at away back be bell
-    best bill bird brook can case contact could dale dawn day del der des did do down du each eve
-    faith for frank from general get gold good grace green guy had has have he hello help her
-    here him his hope how info ivy jack joy just know last lee let like little long love mail
-    main man march mark may me member might mike miss more most mr mrs ms must my new no not now
-    of office old on one only or other our out over pat post rain report reports rob rose ruby
-    said sales say see she should so some stone student sue summer support team than that the
-    them then there they this to too under up us van von was we well were west what when where
-    white who will with wood would year you your""".split()  # noqa: SIM905
+#: Role and function words: a display name made only of these ("Lecturer", "Not telling",
+#: "Anonymous Student") names nobody, so it is never replaced in the text; such a word in a
+#: longer name is replaced only as part of that whole name, never on its own, in any case.
+ROLE_WORDS = frozenset(
+    """a about admin administrator advisor adviser after again all also am an and anon
+    anonymous any are as at be can college contact could counsellor department did do
+    faculty for friend from general get guest had has have he hello help helpdesk her here
+    him his how i info just know lecturer let like mail main me member might more most must
+    my no nobody none not now of office on one only or other our out over person private
+    professor report reporter reports said sales say school see she should so some someone
+    staff student support survivor supervisor teacher team telling than that the them then
+    there they this to too tutor under university unknown up us user victim was we well were
+    what when where who will with witness would you your""".split()  # noqa: SIM905
+)
+#: Words too common to replace when they are a lower-case name word or an address's local part
+#: (a capitalised one, such as "Grace" or "May", is still replaced as a name word).
+COMMON_WORDS = ROLE_WORDS | frozenset(
+    """art away back bell best bill bird brook case dale dawn day del der des down du each eve
+    faith frank gold good grace green guy hope ivy jack joy last lee little long love march
+    mark may mike miss mr mrs ms new old pat post rain rob rose ruby stone sue summer van von
+    west white wood year""".split()  # noqa: SIM905
 )
 TITLES = frozenset(
     {"mr", "mrs", "ms", "miss", "mx", "dr", "prof", "professor", "sir", "dame", "lord", "lady"}
@@ -88,14 +102,22 @@ def _name_words(name: str) -> list[str]:
 
 def _keep_part(word: str) -> bool:
     lowered = word.lower()
-    if lowered in TITLES:
+    if lowered in TITLES or lowered in ROLE_WORDS:
         return False
     return not (word == lowered and lowered in COMMON_WORDS)
+
+
+def names_nobody(name: str) -> bool:
+    """Whether a display name is only role and function words ("Lecturer", "Not telling"):
+    it is never looked for in the text on its own."""
+    words = _WORD.findall(name)
+    return all(word.lower() in ROLE_WORDS or word.lower() in TITLES for word in words)
 
 
 def sender_patterns(hints: Iterable[str]) -> SenderPatterns:
     """Patterns for the sender named by `hints` (display names and addresses, in any order)."""
     full: list[str] = []
+    locals_: list[str] = []  # tried after the addresses and names they may be part of
     parts: list[str] = []
     for raw in hints:
         hint = decoded_name((raw or "").strip().strip("<>\"' "))[:MAX_HINT]
@@ -105,13 +127,17 @@ def sender_patterns(hints: Iterable[str]) -> SenderPatterns:
             full.append(rf"(?<![\w.+-]){re.escape(hint)}(?![\w-]|\.\w)")
             local = hint.rpartition("@")[0]
             if len(local) >= MIN_PART and local.lower() not in COMMON_WORDS:
-                full.append(rf"(?<![\w.+-]){re.escape(local)}(?![\w-]|[.+]\w)")
+                locals_.append(rf"(?<![\w.+-]){re.escape(local)}(?![\w-]|[.+]\w)")
             continue
         words = _WORD.findall(hint)
-        if words and sum(map(len, words)) >= MIN_PART:
+        if names_nobody(hint):
+            continue
+        single_common = len(words) == 1 and words[0].lower() in COMMON_WORDS
+        if words and sum(map(len, words)) >= MIN_PART and not single_common:
             spaced = r"[\W_]+".join(re.escape(w) for w in words)
             full.append(rf"(?<!\w){spaced}(?!\w)")
         parts.extend(w for w in _name_words(hint) if _keep_part(w))
-    full_re = re.compile("|".join(sorted(set(full), key=len, reverse=True)), re.I) if full else None
+    ordered = sorted(set(full), key=len, reverse=True) + sorted(set(locals_), key=len, reverse=True)
+    full_re = re.compile("|".join(ordered), re.I) if ordered else None
     parts_re = re.compile(rf"(?<!\w)(?:{_alternation(parts)})(?!\w)") if parts else None
     return SenderPatterns(full_re, parts_re)

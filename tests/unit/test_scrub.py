@@ -302,6 +302,19 @@ FRAGMENTS = [
     "P.S. more",
     "He followed me home after the seminar.",
     "Thanks, Sam",
+    "Sam Student | BSc Psychology",
+    "Student ID 20231234",
+    "M: 07700 900123",
+    "[sender]",
+    "пн, 2 мар. 2026 г. в 10:00, Sam <sam@x.ac.uk>:",
+    "2 Mar 2026 Pzt, saat 10:00 tarihinde Sam",
+    "<sam@x.ac.uk> şunu yazdı:",
+    "Sam wrote on 2 Mar 2026:",
+    "> From: Sam Student [mailto:sam@x.ac.uk]",
+    "*From:* Harry <h@x.org>",
+    "> Sent: Monday",
+    ">",
+    "My lecturer told me.",
 ]
 
 

@@ -32,7 +32,7 @@ from pipeline.recipients import Unreadable, decoded_text, header_fields, sent_to
 from pipeline.redact import stored_original
 from pipeline.report import Attachment, Report
 from pipeline.scrub import SENDER_NOTE, scrub_report, scrub_text_attachment
-from pipeline.scrub_sender import decoded_name, sender_patterns
+from pipeline.scrub.sender import decoded_name, sender_patterns
 
 #: Reply and forward prefixes mail clients put before a subject, in many languages.
 _PREFIXES = re.compile(

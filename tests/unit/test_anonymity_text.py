@@ -1,5 +1,5 @@
-"""Issue 8, the sender's identity in an anonymous report's text (scrub.py, scrub_sender.py,
-scrub_pgp.py, anonymity.py): the name and address wherever they stand, HTML-mail signatures,
+"""Issue 8, the sender's identity in an anonymous report's text (scrub.py, scrub/sender.py,
+scrub/pgp.py, anonymity.py): the name and address wherever they stand, HTML-mail signatures,
 NBSP delimiters, more sign-offs and attribution languages, quoted signatures, inline PGP, the
 subject marker after reply prefixes, and text attachments."""
 

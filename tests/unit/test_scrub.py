@@ -18,7 +18,7 @@ from pipeline.scrub import (
     scrub_report,
     scrub_text,
 )
-from pipeline.scrub_sender import SENDER
+from pipeline.scrub.sender import SENDER
 
 HINTS = ["Sam Student", "sam.student@example.ac.uk"]
 IDENTITY = ["Sam Student", "sam.student@example.ac.uk", "07700 900123", "Psychology"]

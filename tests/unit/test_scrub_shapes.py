@@ -1,4 +1,4 @@
-"""scrub.py and scrub_sender.py against shapes an attacker found: a signature with no sign-off
+"""scrub.py and scrub/sender.py against shapes an attacker found: a signature with no sign-off
 and no `-- ` line, reply attributions in any language (found by their address and the quoted
 text under them), the reporter's From lines in nested quoted header blocks, and display names
 that are common or role words ("Lecturer", "Not telling") replacing words of the story."""
@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.scrub import SIGNATURE_NOTE, notes_for, scrub_text
-from pipeline.scrub_sender import ROLE_WORDS, SENDER
+from pipeline.scrub.sender import ROLE_WORDS, SENDER
 
 NAME, ADDRESS = "Jane Canary", "jane.canary@example.ac.uk"
 ALIAS, PRIVATE = "Janey Privat", "jcanary99@gmail.com"

@@ -2,7 +2,7 @@
 and a plain sentence for each kind of thing removed.
 
 Removed from the report's own text (the lines that are not quoted with `>` and come before a
-forwarded or original message; signatures in `pipeline.scrub_signature`):
+forwarded or original message; signatures in `pipeline.scrub.signature`):
 - a signature block: from a line that is `--` (then a space, a no-break or other Unicode space,
   or nothing) to the end of that stretch of text; the lines after a closing salutation
   ("Thanks,", "Kind regards", "Love,", "Thx", "Thanks x"...) when they are short (name, job
@@ -11,12 +11,12 @@ forwarded or original message; signatures in `pipeline.scrub_signature`):
   that is the sender's name or address; a last block (the last paragraph, or the last six
   lines) that starts with the sender's name (or `[sender]`) and goes on with short name,
   title, contact or ID lines and no sentence; and "Sent from my iPhone" lines;
-- inline PGP: the clear-signed message header and signature or key blocks (`pipeline.scrub_pgp`);
+- inline PGP: the clear-signed message header and signature or key blocks (`pipeline.scrub.pgp`);
 Removed anywhere:
 - reply attributions: `On <date>, <name> wrote:` (also wrapped over up to four lines) and its
   German, French, Spanish, Italian, Portuguese, Welsh, Dutch, Swedish, Danish, Norwegian,
   Polish, Russian, Japanese, Chinese and Turkish forms, and `-----Original Message-----` lines
-  (patterns in `pipeline.scrub_patterns`); in any language, a line that names an address or
+  (patterns in `pipeline.scrub.patterns`); in any language, a line that names an address or
   the sender (or is "X wrote on <date>:") and ends with a colon, right above quoted text (or,
   naming the sender, above a header block), with the dated first half of a wrapped one;
 - in an inline header block of a quoted or forwarded message (Outlook's From/Sent/To/Subject,
@@ -26,7 +26,7 @@ Removed anywhere:
   evidence;
 - a quoted phone-number line under a quoted salutation and the sender's quoted name.
 Replaced anywhere: the sender's address, local part, display name and name words, with
-`[sender]` (`pipeline.scrub_sender`); the From line of someone else's message keeps single name
+`[sender]` (`pipeline.scrub.sender`); the From line of someone else's message keeps single name
 words it shares with the sender.
 
 The quoted text itself stays. Works line by line with bounded, anchored patterns; lines over
@@ -41,7 +41,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from pipeline.report import Report
-from pipeline.scrub_patterns import (
+from pipeline.scrub.patterns import (
     ADDRESS,
     ATTRIBUTION,
     ATTRIBUTION_LINES,
@@ -56,15 +56,15 @@ from pipeline.scrub_patterns import (
     SPACES,
     WROTE_ON,
 )
-from pipeline.scrub_pgp import strip_pgp
-from pipeline.scrub_sender import (
+from pipeline.scrub.pgp import strip_pgp
+from pipeline.scrub.sender import (
     SENDER,
     SenderPatterns,
     decoded_name,
     names_nobody,
     sender_patterns,
 )
-from pipeline.scrub_signature import MAX_LINE, SHORT_LINE, SIGNATURE_LINES, signature_tail
+from pipeline.scrub.signature import MAX_LINE, SHORT_LINE, SIGNATURE_LINES, signature_tail
 
 SIGNATURE_NOTE = "A signature block was removed because this report is anonymous."
 ATTRIBUTION_NOTE = "A reply attribution line naming the sender was removed."

@@ -12,7 +12,7 @@ are the sender's name or address. Lines over `MAX_LINE` characters are never mat
 
 from __future__ import annotations
 
-from pipeline.scrub_patterns import (
+from pipeline.scrub.patterns import (
     CAPITALISED_NAME,
     CONTACT,
     DELIMITER,
@@ -21,7 +21,7 @@ from pipeline.scrub_patterns import (
     SALUTATION_NAME,
     SPACES,
 )
-from pipeline.scrub_sender import SENDER
+from pipeline.scrub.sender import SENDER
 
 MAX_LINE = 1000
 SIGNATURE_LINES = 8  # the most short lines taken as a signature after a salutation

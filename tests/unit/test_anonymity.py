@@ -65,7 +65,7 @@ def test_a_named_message_to_the_intake_in_envelope_headers_is_named() -> None:
         "=?utf-8?b?####?= <report@example.ac.uk>",  # an encoded word that does not decode
         "=?x-no-such-charset?q?Sam?= <report@example.ac.uk>",
         "Report and Support",  # no address
-        "O'Brien, Pat <report@example.ac.uk>",  # an unquoted comma: an item without an address
+        "O'Brien, report@example.ac.uk",  # an item without an address, no display name after it
     ],
 )
 def test_a_recipient_header_that_cannot_be_read_is_anonymous(to: str) -> None:

@@ -132,8 +132,9 @@ def sender_patterns(hints: Iterable[str]) -> SenderPatterns:
         words = _WORD.findall(hint)
         if names_nobody(hint):
             continue
-        single_common = len(words) == 1 and words[0].lower() in COMMON_WORDS
-        if words and sum(map(len, words)) >= MIN_PART and not single_common:
+        # A one-word name is matched as a name part only (case-sensitive): "Fourth" the name,
+        # not "FOURTH" or "fourth" in the text.
+        if len(words) > 1 and sum(map(len, words)) >= MIN_PART:
             spaced = r"[\W_]+".join(re.escape(w) for w in words)
             full.append(rf"(?<!\w){spaced}(?!\w)")
         parts.extend(w for w in _name_words(hint) if _keep_part(w))

@@ -76,7 +76,9 @@ def test_form_canaries_are_in_no_file_log_or_reason(deployment: Deployment) -> N
     exports = deployment.root / "exports"
     exports.mkdir()
     named = row(1, **{ASK: "No", WHEN: "after the party on Friday", "Where?": FORGED})
-    anonymous = row(2, **{ASK: "", WHEN: "03/04/2026"})  # blank: anonymous
+    # blank: anonymous. A person's name (the other cells' canaries share the word "Cnry", which
+    # the anonymous pass would replace with [sender] everywhere, as it does a name).
+    anonymous = row(2, **{ASK: "", WHEN: "03/04/2026", "name": "Robin Cnrytwo"})
     bad_time = row(3, submitted="Cnry-3-when GMT+99")
     empty = row(4, **{"Describe it": " "})
     write_csv(exports / "good.csv", [HEADER, named, anonymous, bad_time, empty])

@@ -216,8 +216,11 @@ def test_a_hundred_parts_with_costly_but_allowed_mime_headers_stay_fast() -> Non
 
     body = b"".join(b"--B\r\n" + part(n) + b"\r\n\r\nx\r\n" for n in range(99))
     raw = FROM + b"Content-Type: multipart/mixed; boundary=B\r\n\r\n" + body + b"--B--\r\n"
-    with within(2.0):
-        assert parse_email(raw, NOW).attachments == []
+    # About 1.5 s of the stdlib's parameter parsing (each header is parsed once); the guard is
+    # against the quadratic paths that take minutes, so it leaves room for a loaded machine.
+    with within(4.0):
+        report = parse_email(raw, NOW)
+    assert report.attachments == [] and report.body.count("x") == 99  # every part is text
 
 
 @pytest.mark.parametrize("name", [b"From", b"To", b"Cc", b"Reply-To", b"Message-ID", b"Date"])

@@ -25,6 +25,7 @@ from pipeline.crypto import LEGACY_OUTBOX_UID, OUTBOX_UID, derive_secret
 from pipeline.models import utcnow
 from pipeline.store import make_engine
 from tests.integration.conftest import OUTBOX_PASSPHRASE, Deployment, email
+from tests.servers.gpg import make_legacy_outbox_key
 
 REPORTER = "sam.student@example.ac.uk"
 # What gpg is given for the outbox key: derived from the configured passphrase (scrypt).
@@ -149,17 +150,7 @@ def legacy_outbox(home: Path, engine: Engine) -> str:
     one outbox key without passphrase, and the queued rows sealed to it."""
     kill_agent(home)
     gpg = gnupg.GPG(gnupghome=str(home))
-    spec = gpg.gen_key_input(
-        key_type="EDDSA",
-        key_curve="ed25519",
-        subkey_type="ECDH",
-        subkey_curve="cv25519",
-        name_real="report-intake outbox",
-        name_email="outbox@report-intake.invalid",
-        expire_date=0,
-        no_protection=True,
-    )
-    old = str(gpg.gen_key(spec).fingerprint)
+    old = make_legacy_outbox_key(gpg)
     for row_id, sealed, payload in query(
         engine, "SELECT id, sealed, payload FROM outbox WHERE kind='ack'"
     ):

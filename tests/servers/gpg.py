@@ -157,3 +157,19 @@ def gpg_keys() -> Iterator[KeySet]:
         yield keys
     finally:
         keys.close()
+
+
+def make_legacy_outbox_key(gpg: gnupg.GPG) -> str:
+    """An outbox key made the way the daemon made it before passphrases (no protection), for
+    the tests of its replacement; its fingerprint."""
+    spec = gpg.gen_key_input(
+        key_type="EDDSA",
+        key_curve="ed25519",
+        subkey_type="ECDH",
+        subkey_curve="cv25519",
+        name_real="report-intake outbox",
+        name_email="outbox@report-intake.invalid",
+        expire_date=0,
+        no_protection=True,
+    )
+    return str(gpg.gen_key(spec).fingerprint)

@@ -16,6 +16,8 @@ from pypdf.generic import ArrayObject, DictionaryObject, FloatObject, NameObject
 
 from pipeline.clean import Cleaned, clean_attachment
 from pipeline.report import Attachment
+from tests.unit.clean_fixtures import members as package_members
+from tests.unit.clean_fixtures import package
 
 SECRET = "Secret Name"
 KEPT = "the original is kept in the encrypted record."
@@ -44,20 +46,6 @@ def _pdf(pages: int = 2) -> bytes:
     out = BytesIO()
     writer.write(out)
     return out.getvalue()
-
-
-def _zip(members: list[tuple[str, bytes]], *, stored: tuple[str, ...] = ()) -> bytes:
-    out = BytesIO()
-    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
-        for name, data in members:
-            method = zipfile.ZIP_STORED if name in stored else zipfile.ZIP_DEFLATED
-            archive.writestr(name, data, compress_type=method)
-    return out.getvalue()
-
-
-def _members(data: bytes) -> dict[str, bytes]:
-    with zipfile.ZipFile(BytesIO(data)) as archive:
-        return {name: archive.read(name) for name in archive.namelist()}
 
 
 W_NS = "http://schemas.openxmlformats.org/wordprocessingml/2006/main"
@@ -347,13 +335,13 @@ def test_broken_pdf_is_withheld() -> None:
 
 
 def test_docx_core_properties_are_blanked_and_other_members_identical() -> None:
-    result = _clean(_zip(DOCX_MEMBERS), "report.docx", "application/octet-stream")
+    result = _clean(package(DOCX_MEMBERS), "report.docx", "application/octet-stream")
 
     assert result.attachment is not None
     assert result.note == "report.docx: hidden details such as author and title were removed."
     assert result.attachment.content_type.endswith("wordprocessingml.document")
     assert SECRET.encode() not in result.attachment.data
-    cleaned = _members(result.attachment.data)
+    cleaned = package_members(result.attachment.data)
     assert list(cleaned) == [name for name, _ in DOCX_MEMBERS]
     assert all(SECRET.encode() not in data for data in cleaned.values())
     assert b"coreProperties" in cleaned["docProps/core.xml"]
@@ -363,13 +351,13 @@ def test_docx_core_properties_are_blanked_and_other_members_identical() -> None:
 
 
 def test_odt_meta_is_blanked_and_mimetype_stays_first_and_stored() -> None:
-    original = _zip(ODT_MEMBERS, stored=("mimetype",))
+    original = package(ODT_MEMBERS, stored=("mimetype",))
 
     result = _clean(original, "report.odt", "application/vnd.oasis.opendocument.text")
 
     assert result.attachment is not None
     assert result.attachment.content_type == "application/vnd.oasis.opendocument.text"
-    cleaned = _members(result.attachment.data)
+    cleaned = package_members(result.attachment.data)
     assert SECRET.encode() not in cleaned["meta.xml"]
     assert b'office:version="1.3"' in cleaned["meta.xml"]
     assert cleaned["content.xml"] == dict(ODT_MEMBERS)["content.xml"]
@@ -384,15 +372,15 @@ def test_office_part_names_are_matched_case_insensitively() -> None:
         for name, data in DOCX_MEMBERS
     ]
 
-    result = _clean(_zip(members), "report.docx", "x/y")
+    result = _clean(package(members), "report.docx", "x/y")
 
     assert result.attachment is not None
     assert SECRET.encode() not in result.attachment.data
-    assert "DOCPROPS/CORE.XML" in _members(result.attachment.data)
+    assert "DOCPROPS/CORE.XML" in package_members(result.attachment.data)
 
 
 def test_zip_bomb_is_withheld_before_rewriting() -> None:
-    bomb = _zip([*DOCX_MEMBERS, ("word/huge.xml", b"\x00" * 100_000)])
+    bomb = package([*DOCX_MEMBERS, ("word/huge.xml", b"\x00" * 100_000)])
     assert len(bomb) < 5_000
 
     result = _clean(bomb, "report.docx", "application/octet-stream", max_archive_bytes=50_000)
@@ -401,13 +389,13 @@ def test_zip_bomb_is_withheld_before_rewriting() -> None:
 
 
 def test_package_under_the_limit_is_cleaned() -> None:
-    result = _clean(_zip(DOCX_MEMBERS), "report.docx", "x/y", max_archive_bytes=50_000)
+    result = _clean(package(DOCX_MEMBERS), "report.docx", "x/y", max_archive_bytes=50_000)
 
     assert result.attachment is not None
 
 
 def test_encrypted_member_is_withheld() -> None:
-    data = bytearray(_zip(DOCX_MEMBERS))
+    data = bytearray(package(DOCX_MEMBERS))
     entry = data.find(b"PK\x01\x02")  # first central directory entry: mark it encrypted
     data[entry + 8] |= 0x1
 
@@ -415,7 +403,7 @@ def test_encrypted_member_is_withheld() -> None:
 
 
 def test_plain_zip_archive_is_withheld() -> None:
-    archive = _zip([("notes.txt", b"hello"), ("photo.jpg", _image("JPEG"))])
+    archive = package([("notes.txt", b"hello"), ("photo.jpg", _image("JPEG"))])
 
     _withheld(_clean(archive, "evidence.zip", "application/zip"), "cannot be checked")
 
@@ -423,11 +411,11 @@ def test_plain_zip_archive_is_withheld() -> None:
 def test_macro_enabled_document_is_withheld() -> None:
     members = [*DOCX_MEMBERS, ("word/vbaProject.bin", b"\xd0\xcf\x11\xe0 C:\\Users\\secret")]
 
-    _withheld(_clean(_zip(members), "report.docm", "x/y"), "macros")
+    _withheld(_clean(package(members), "report.docm", "x/y"), "macros")
 
 
 def test_corrupt_package_is_withheld() -> None:
-    broken = _zip(DOCX_MEMBERS)[:-30]
+    broken = package(DOCX_MEMBERS)[:-30]
 
     _withheld(_clean(broken, "report.docx", "x/y"), "withheld")
 

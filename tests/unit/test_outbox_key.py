@@ -17,6 +17,7 @@ from pipeline.crypto import (
     CryptoError,
     derive_secret,
 )
+from tests.servers.gpg import make_legacy_outbox_key
 
 PASSPHRASE = "unit outbox passphrase 31d7"
 
@@ -32,17 +33,7 @@ def legacy_key(home: Path) -> tuple[gnupg.GPG, str]:
     """An outbox key made the way the daemon made it before passphrases."""
     home.mkdir(mode=0o700)
     gpg = gnupg.GPG(gnupghome=str(home))
-    spec = gpg.gen_key_input(
-        key_type="EDDSA",
-        key_curve="ed25519",
-        subkey_type="ECDH",
-        subkey_curve="cv25519",
-        name_real="report-intake outbox",
-        name_email="outbox@report-intake.invalid",
-        expire_date=0,
-        no_protection=True,
-    )
-    fpr = str(gpg.gen_key(spec).fingerprint)
+    fpr = make_legacy_outbox_key(gpg)
     assert LEGACY_OUTBOX_UID in gpg.list_keys(secret=True)[0]["uids"]
     return gpg, fpr
 

@@ -43,8 +43,8 @@ from pipeline.report import Report
 from pipeline.rules import Decision, RuleSet, Service, evaluate
 from pipeline.store import (
     AckLimiter,
+    anonymous_thread,
     decision_json,
-    follows_anonymous,
     mark_source,
     record_bounce,
     report_by_fingerprint,
@@ -118,8 +118,9 @@ class Ingest:
             return self._quarantine_email(source_key, fingerprint, raw, exc, received_at, anonymous)
         if auto_reply_reason(msg, report.subject) or acks.answers_us_automatically(msg):
             return self.take_auto_reply(source_key)
-        follows = follows_anonymous(self.engine, *thread_of(msg, report.subject))
-        original = self._apply_anonymity(report, raw, forced=anonymous or follows)
+        report.follows = anonymous_thread(self.engine, *thread_of(msg, report.subject))
+        forced = anonymous or bool(report.follows)
+        original = self._apply_anonymity(report, raw, forced=forced)
         return self.take_report(report, source_key, fingerprint, original)
 
     def take_auto_reply(self, source_key: str) -> Outcome:
@@ -176,7 +177,7 @@ class Ingest:
             or is_anonymous_message(
                 raw, subject, intake.anonymous_addresses, intake.anonymous_subject_marker
             )
-            or follows_anonymous(self.engine, *raw_thread_of(raw))
+            or bool(anonymous_thread(self.engine, *raw_thread_of(raw)))
         )
         notify = self._too_large_notice(raw, received_at) if error.limit and not anonymous else None
         original = quarantined_original(raw, self.config.limits) if anonymous else raw
@@ -388,6 +389,7 @@ def referral_context(
             "fields": dict(report.fields),
             "attachment_notes": list(report.attachment_notes),
             "forwarded": list(report.forwarded),
+            "follows": list(report.follows),
             "notes": list(report.notes),
         },
         "reporter": reporter,

@@ -51,6 +51,9 @@ class Report:
     forwarded: list[str] = field(default_factory=list)
     # What the referral says was removed from the report's text (e.g. a signature block).
     notes: list[str] = field(default_factory=list)
+    # References of anonymous reports this message replies to or quotes: it adds to them, and
+    # is anonymous too.
+    follows: list[str] = field(default_factory=list)
     # Where an acknowledgement may go, or None. Kept only in memory and in the encrypted outbox.
     ack_address: str | None = None
     # An anonymised report's former sender names and addresses, in memory only, until its text

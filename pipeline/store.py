@@ -313,21 +313,19 @@ def _count_by(session: Session, column: Any) -> dict[str, int]:
     return {str(state): int(n) for state, n in rows}
 
 
-def follows_anonymous(engine: Engine, references: list[str], message_ids: list[str]) -> bool:
-    """Whether a message belongs to an anonymous report's thread: it names the reference of an
-    anonymous report, or replies to mail we sent about one (our Message-IDs are unique)."""
+def anonymous_thread(engine: Engine, references: list[str], message_ids: list[str]) -> list[str]:
+    """The references of the anonymous reports a message belongs with: it names their reference,
+    or replies to mail we sent about them (our Message-IDs are unique). Empty when none."""
     if not references and not message_ids:
-        return False
+        return []
     with Session(engine) as session:
-        by_reference = select(ReportRow.id).where(
+        by_reference = select(ReportRow.reference).where(
             col(ReportRow.reference).in_(references), col(ReportRow.anonymous).is_(True)
         )
         by_reply = (
-            select(OutboxRow.id)
-            .join(ReportRow, col(ReportRow.id) == col(OutboxRow.report_id))
+            select(ReportRow.reference)
+            .join(OutboxRow, col(ReportRow.id) == col(OutboxRow.report_id))
             .where(col(OutboxRow.message_id).in_(message_ids), col(ReportRow.anonymous).is_(True))
         )
-        return (
-            session.exec(by_reference.limit(1)).first() is not None
-            or session.exec(by_reply.limit(1)).first() is not None
-        )
+        found = [*session.exec(by_reference.limit(20)), *session.exec(by_reply.limit(20))]
+    return sorted({reference for reference in found if reference})

@@ -42,7 +42,6 @@ EXECUTABLE_SUFFIXES = frozenset(
     [
         ".exe",
         ".dll",
-        ".com",
         ".scr",
         ".bat",
         ".cmd",
@@ -89,14 +88,13 @@ MACRO_SUFFIXES = frozenset(
     [".docm", ".dotm", ".xlsm", ".xltm", ".xlam", ".pptm", ".potm", ".ppam", ".ppsm", ".sldm"]
 )
 _EXECUTABLE_MAGIC = (
-    b"MZ",  # Windows PE (exe, dll, scr, sys)
     b"\x7fELF",
     b"\xfe\xed\xfa\xce",  # Mach-O, both byte orders, 32 and 64 bits
     b"\xfe\xed\xfa\xcf",
     b"\xce\xfa\xed\xfe",
     b"\xcf\xfa\xed\xfe",
     b"\xca\xfe\xba\xbe",  # Mach-O universal binary, Java class
-    b"#!",
+    b"#!/",  # a script naming its interpreter
 )
 _OLE = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
 _OLE_VBA = "_VBA_PROJECT".encode("utf-16-le")
@@ -147,7 +145,7 @@ def _withheld(attachment: Attachment, why: str) -> Cleaned:
 
 def _kinds(attachment: Attachment) -> Iterator[str]:
     data, suffix = attachment.data, _suffix(attachment.filename)
-    if suffix in EXECUTABLE_SUFFIXES or data.startswith(_EXECUTABLE_MAGIC):
+    if suffix in EXECUTABLE_SUFFIXES or is_program(data):
         yield "executable"
     if suffix in MACRO_SUFFIXES:
         yield "macro"
@@ -188,7 +186,17 @@ def _starts_executable(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> bool:
     if info.is_dir() or info.file_size < 2:
         return False
     with archive.open(info) as member:
-        return member.read(4).startswith(_EXECUTABLE_MAGIC)
+        return is_program(member.read(4096))
+
+
+def is_program(data: bytes) -> bool:
+    """Whether bytes are a program by their content: a Windows PE file (an `MZ` header whose
+    pointer leads to `PE\\0\\0`: a text that starts "MZ" is not one), ELF, Mach-O, a Java class,
+    or a script naming its interpreter (`#!/`). `.com` files are programs only so."""
+    if data.startswith(b"MZ") and len(data) >= 64:
+        offset = int.from_bytes(data[60:64], "little")
+        return data[offset : offset + 4] == b"PE\0\0"
+    return data.startswith(_EXECUTABLE_MAGIC)
 
 
 def _is_odf_macro(name: str) -> bool:

@@ -65,6 +65,7 @@ def test_a_reply_to_an_anonymous_acknowledgement_stays_anonymous(deployment: Dep
         (referral,) = [r for r in referrals if marker in r]
         assert "Samantha" not in referral and "samantha.jones" not in referral
         assert "Anonymous:  yes" in referral
+        assert f"Adds to:    {reference}" in referral  # the caseworker can join them up
     assert rows(deployment, "SELECT count(*) FROM report WHERE anonymous = 0") == [(0,)]
 
 

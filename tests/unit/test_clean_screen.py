@@ -15,7 +15,7 @@ from tests.unit import clean_fixtures as fx
 ALL = list(KINDS)
 KEPT = "the original is kept in the encrypted record."
 ELF = b"\x7fELF\x02\x01\x01" + b"\x00" * 64
-PE = b"MZ\x90\x00" + b"\x00" * 64
+PE = b"MZ\x90\x00" + b"\x00" * 56 + (64).to_bytes(4, "little") + b"PE\x00\x00" + b"\x00" * 20
 
 
 def _screen(data: bytes, name: str, withhold: list[str] = ALL) -> str | None:
@@ -144,3 +144,15 @@ def test_anonymous_report_is_left_to_the_cleaner() -> None:
     screen_attachments(report, ALL)
 
     assert len(report.attachments) == 2 and not report.attachment_notes
+
+
+@pytest.mark.parametrize(
+    ("data", "name"),
+    [
+        (b"MZ Smith shouted at me in the lab on Friday.", "what happened.txt"),
+        (b"#!! he wrote this on the board", "board.txt"),
+        (b"Screenshots of the messages", "chat from instagram.com"),
+    ],
+)
+def test_text_that_only_looks_like_a_program_travels(data: bytes, name: str) -> None:
+    assert _screen(data, name) is None

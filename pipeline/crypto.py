@@ -240,15 +240,23 @@ class Crypto:
     def check_outbox_passphrase(self) -> None:
         """Decrypt a probe with the outbox key: CryptoError when the passphrase does not open it."""
         fpr = self.outbox_fingerprint()
-        try:
-            opened = self.decrypt_outbox(self.encrypt_for_outbox(_PROBE))
-        except CryptoError:
-            opened = b""
-        if opened != _PROBE:
+        if not self._opens_probe():
+            # A fresh agent once more: gpg-agent has been seen to answer "Corrupted protection"
+            # for a key it had just made (about once in a thousand starts); a wrong passphrase
+            # fails again.
+            self.close()
+            if self._opens_probe():
+                return
             raise CryptoError(
                 f"the outbox passphrase does not open the outbox key {fpr} in {self.homedir}: "
                 "check gpg.outbox_passphrase_file (or _env) holds the passphrase it was made with"
             )
+
+    def _opens_probe(self) -> bool:
+        try:
+            return self.decrypt_outbox(self.encrypt_for_outbox(_PROBE)) == _PROBE
+        except CryptoError:
+            return False
 
     def check_secret_keys(self) -> None:
         """Refuse a homedir holding any secret key other than the outbox key."""

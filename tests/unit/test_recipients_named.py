@@ -11,15 +11,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.recipients import Unreadable, decoded_text, sent_to_anonymous
+from tests.unit.test_anonymity_shapes import message
 
 #: As in intake.example.toml.
 CONFIGURED = ["anonymous@example.ac.uk", "report+anonymous@example.ac.uk"]
 INTAKE = "report@example.ac.uk"
-
-
-def message(*fields: str) -> bytes:
-    head = "".join(f"{field}\r\n" for field in fields)
-    return (f"From: Sam Student <sam@example.org>\r\n{head}Subject: help\r\n\r\nbody\r\n").encode()
 
 
 # --- 1. a configured address with a plus tag matches only itself --------------------------------

@@ -9,6 +9,7 @@ import csv
 import hashlib
 import io
 import json
+import re
 import sqlite3
 import sys
 from pathlib import Path
@@ -48,6 +49,9 @@ email = "email"
 name = "name"
 """
 FORGED = "Cnry-loc\rReporter: forged\u2028Email: forged@example.org\x0bCategory: forged"
+
+
+CANARY = re.compile(rb"(?i)cnry(?:-|\d+@)")
 
 
 def row(n: int, **given: str) -> list[str]:
@@ -104,7 +108,9 @@ def test_form_canaries_are_in_no_file_log_or_reason(deployment: Deployment) -> N
     files = [p for p in files if "rules" not in p.parts]
     assert any(p.name == "intake.db" for p in files)
     for path in files:
-        assert b"cnry" not in path.read_bytes().lower(), path
+        # Every canary is `Cnry-` or `cnry<n>@`: armoured OpenPGP (base64) can spell "cnry"
+        # by chance, never with a "-" or "@" after it.
+        assert CANARY.search(path.read_bytes()) is None, path
     assert "cnry" not in log.lower()
     with sqlite3.connect(deployment.data_dir / "intake.db") as db:
         reports = db.execute("SELECT form_id, state, category, reason FROM report").fetchall()

@@ -24,15 +24,23 @@ def daily_key(*parts: str) -> str:
     return ":".join([*parts, utcnow().strftime("%Y-%m-%d")])
 
 
-def raise_alert(engine: Engine, config: Config, key: str, subject: str, text: str) -> bool:
-    """Log the alert and queue it for the admins, unless an alert with `key` went out already."""
+def hourly_key(*parts: str) -> str:
+    """An alert key that lets the same alert out once an hour."""
+    return ":".join([*parts, utcnow().strftime("%Y-%m-%dT%H")])
+
+
+def raise_alert(
+    engine: Engine, config: Config, key: str, subject: str, text: str, *, kind: str = "other"
+) -> bool:
+    """Log the alert and queue it for the admins, unless an alert with `key` went out already.
+    `kind` (e.g. "source", "dead-letter", "smtp", "rules", "key") is what `intake status` shows."""
     log.error("alert: %s", subject)
     admins = config.alerts.admin
     if not admins:
         return False
     sender = config.smtp.from_
     with Session(engine) as session:
-        session.add(AlertRow(key=key))
+        session.add(AlertRow(key=key, kind=kind, subject=subject))
         try:
             session.flush()
         except IntegrityError:

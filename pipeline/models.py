@@ -2,8 +2,10 @@
 here in plaintext; the report itself lives in `EncryptedRecord` rows as OpenPGP messages.
 
 Report states: `queued` (referrals/acknowledgement waiting in the outbox), `delivered` (every
-outbox mail of the report sent), `routed` (nothing to send), `quarantined` (could not be read;
-the original is kept encrypted with a reason), `held` (a referral cannot be encrypted yet).
+outbox mail of the report sent), `routed` (nothing to send), `unrouted` (no rule referred it to
+any service: an admin must act), `quarantined` (could not be read; the original is kept
+encrypted with a reason), `held` (a referral cannot be encrypted yet), `released` (a keyholder
+released it from quarantine; it is being taken in again).
 Outbox states: `queued`, `sent`, `held` (waiting for a usable key), `failed` (dead letter: given
 up, an admin was alerted), `bounced` (sent, then a bounce came back for it).
 """
@@ -24,8 +26,10 @@ class ReportState:
     QUEUED = "queued"
     DELIVERED = "delivered"
     ROUTED = "routed"
+    UNROUTED = "unrouted"
     QUARANTINED = "quarantined"
     HELD = "held"
+    RELEASED = "released"
 
 
 class OutboxState:
@@ -77,6 +81,22 @@ class SourceItem(SQLModel, table=True):
     source_key: str = Field(primary_key=True)
     report_id: int | None = Field(default=None, foreign_key="report.id")
     seen_at: datetime = Field(default_factory=utcnow)
+    # What the input became when taken: the `inputs` ledger of `intake status` counts these.
+    # "stored" | "quarantined" | "duplicate" | "bounce" | "auto_reply" | ...; None before issue 9
+    outcome: str | None = Field(default=None, index=True)
+    source: str | None = None  # the configured source's name ("imap", "maildir", "form:<id>")
+
+
+class SourceStatus(SQLModel, table=True):
+    """Per configured source: the last successful poll, and the error it is failing with."""
+
+    __tablename__ = "source_status"
+
+    name: str = Field(primary_key=True)
+    last_success_at: datetime | None = None
+    last_error: str | None = None  # names the source, host:port and config key; never content
+    error_cause: str | None = None  # a short stable class of the error, for coalescing alerts
+    error_since: datetime | None = None  # None while the source works
 
 
 class OutboxRow(SQLModel, table=True):
@@ -95,6 +115,7 @@ class OutboxRow(SQLModel, table=True):
     sealed: bytes | None = Field(default=None, sa_column=Column(LargeBinary))
     payload: bytes | None = Field(default=None, sa_column=Column(LargeBinary))
     state: str = Field(default=OutboxState.QUEUED, index=True)
+    urgent: bool = False  # urgent mail is sent before other mail
     attempts: int = 0
     next_attempt_at: datetime = Field(default_factory=utcnow)
     last_error: str | None = None
@@ -109,6 +130,8 @@ class AlertRow(SQLModel, table=True):
 
     key: str = Field(primary_key=True)
     created_at: datetime = Field(default_factory=utcnow)
+    kind: str | None = None  # e.g. "source", "dead-letter", "smtp", "rules", "key"; None before 9
+    subject: str | None = None  # the alert mail's subject: names references, never content
 
 
 class AckSent(SQLModel, table=True):

@@ -18,9 +18,11 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, delete, event, func, text
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from sqlalchemy import Connection, Engine, delete, event, func, inspect, text
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, SQLModel, col, create_engine, select
+from sqlmodel import Session, col, create_engine, select
 
 from pipeline import audit
 from pipeline.audit import make_append_only
@@ -47,15 +49,32 @@ def _sqlite_pragmas(dbapi_connection: object, _record: object) -> None:
     cursor.close()
 
 
+MIGRATIONS = Path(__file__).with_name("migrations")
+BASELINE = "0001"  # the schema `create_all` made before migrations existed
+
+
+def migrate(connection: Connection) -> None:
+    """Bring the schema to the newest migration, in the caller's transaction. A database made
+    before migrations (tables, no `alembic_version`) is stamped at the baseline first."""
+    settings = AlembicConfig()
+    settings.set_main_option("script_location", str(MIGRATIONS))
+    settings.attributes["connection"] = connection
+    tables = set(inspect(connection).get_table_names())
+    if "report" in tables and "alembic_version" not in tables:
+        command.stamp(settings, BASELINE)
+    command.upgrade(settings, "head")
+
+
 def make_engine(url: str) -> Engine:
-    """An engine for `url` with the schema created (SQLite in WAL mode, or PostgreSQL)."""
+    """An engine for `url` with the schema migrated to the newest version (SQLite in WAL mode,
+    or PostgreSQL)."""
     engine = create_engine(url, pool_pre_ping=True, hide_parameters=True)  # no data in errors
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
     with engine.begin() as connection:
         if engine.dialect.name == "postgresql":  # instances starting together take turns
             connection.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _lock_key("schema")})
-        SQLModel.metadata.create_all(connection)
+        migrate(connection)
         make_append_only(connection)
     return engine
 

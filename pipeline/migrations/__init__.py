@@ -1,0 +1,1 @@
+"""Alembic migrations: the database schema, version by version (`store.make_engine` upgrades)."""

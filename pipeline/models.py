@@ -4,8 +4,9 @@ here in plaintext; the report itself lives in `EncryptedRecord` rows as OpenPGP 
 Report states: `queued` (referrals/acknowledgement waiting in the outbox), `delivered` (every
 outbox mail of the report sent), `routed` (nothing to send), `unrouted` (no rule referred it to
 any service: an admin must act), `quarantined` (could not be read; the original is kept
-encrypted with a reason), `held` (a referral cannot be encrypted yet), `released` (a keyholder
-released it from quarantine; it is being taken in again).
+encrypted with a reason), `held` (a referral cannot be encrypted yet). A quarantined report
+that a keyholder releases (`intake quarantine release`) keeps its row and reference and takes
+the state its new take gives.
 Outbox states: `queued`, `sent`, `held` (waiting for a usable key), `failed` (dead letter: given
 up, an admin was alerted), `bounced` (sent, then a bounce came back for it).
 """
@@ -29,7 +30,6 @@ class ReportState:
     UNROUTED = "unrouted"
     QUARANTINED = "quarantined"
     HELD = "held"
-    RELEASED = "released"
 
 
 class OutboxState:

@@ -5,35 +5,54 @@ service's pinned key: the outer message carries only a generic subject, the addr
 Message-ID; the report, its real subject and its attachments exist only inside the encrypted
 part. `build_acknowledgement` makes the reporter's reply (with `Auto-Submitted: auto-replied` and
 `X-Report-Intake: acknowledgement`).
-`SmtpTransport` sends one message and says whether a failure is temporary or permanent.
+An urgent referral's outer message carries `Importance: high`, `Priority: urgent` and
+`X-Priority: 1` and, when `[referrals] urgent_marker` is set, the marker in its subject.
+`SmtpTransport` sends one message; a failure is a `SendError` that says whether it is the mail's
+(temporary or permanent), the server's (unreachable: stop for now) or our configuration's
+(`fault`: SMTP 530, 535, an authentication or TLS 5.7.x, or relaying denied, at STARTTLS, AUTH,
+MAIL, RCPT or DATA; the whole queue waits).
+A server's reply text is read to classify it, never kept: it may quote an address.
 """
 
 from __future__ import annotations
 
+import re
 import smtplib
 import ssl
+from collections.abc import Callable
 from email.message import EmailMessage
 from email.mime.application import MIMEApplication
 from email.mime.multipart import MIMEMultipart
 from email.utils import formatdate, make_msgid, parseaddr
-from typing import Protocol
+from typing import Literal, Protocol, TypeVar
 
-from pipeline.config import SmtpConfig
+from pipeline.config import ConfigError, SmtpConfig
 from pipeline.crypto import Crypto
 from pipeline.render import Rendered, one_line
 from pipeline.report import Attachment
 
+T = TypeVar("T")
+Stage = Literal["connect", "STARTTLS", "AUTH", "EHLO", "MAIL", "RCPT", "DATA"]
+
 
 class SendError(Exception):
-    """A send failed; `temporary` says whether a retry may succeed."""
+    """A send failed. `temporary`: a later try of this mail may succeed. `unreachable`: the
+    server is not taking mail now (down, closing, overloaded): stop trying other mail.
+    `fault`: the config keys to check when the server refuses our configuration (credentials,
+    TLS or authentication required): nothing is the mail's fault, the whole queue waits."""
 
     def __init__(
-        self, message: str, temporary: bool, unreachable: bool = False, auth: bool = False
+        self,
+        message: str,
+        *,
+        temporary: bool,
+        unreachable: bool = False,
+        fault: str | None = None,
     ) -> None:
         super().__init__(message)
         self.temporary = temporary
-        self.unreachable = unreachable  # the server itself is down: stop trying other mail
-        self.auth = auth  # our credentials were refused: a configuration fault, not the mail's
+        self.unreachable = unreachable
+        self.fault = fault
 
 
 class Transport(Protocol):
@@ -71,18 +90,34 @@ def build_referral(
     message_id: str,
     rendered: Rendered,
     attachments: list[Attachment],
+    urgent: bool = False,
 ) -> bytes:
     """The referral as PGP/MIME bytes, encrypted to the one pinned `fingerprint`."""
     inner = referral_inner(rendered, attachments).as_bytes()
-    return wrap_pgp_mime(
-        crypto.encrypt(inner, [fingerprint]), sender, recipient, outer_subject, message_id
-    )
+    armored = crypto.encrypt(inner, [fingerprint])
+    return wrap_pgp_mime(armored, sender, recipient, outer_subject, message_id, urgent=urgent)
+
+
+URGENT_HEADERS = {"Importance": "high", "Priority": "urgent", "X-Priority": "1 (Highest)"}
+
+
+def referral_subject(reference: str, urgent: bool, marker: str) -> str:
+    """A referral's outer subject: its reference, and `marker` (`[referrals] urgent_marker`,
+    none when empty) when the report is urgent. Nothing of the report's content."""
+    return f"Referral {reference} {marker}" if urgent and marker else f"Referral {reference}"
 
 
 def wrap_pgp_mime(
-    armored: bytes, sender: str, recipient: str, outer_subject: str, message_id: str
+    armored: bytes,
+    sender: str,
+    recipient: str,
+    outer_subject: str,
+    message_id: str,
+    *,
+    urgent: bool = False,
 ) -> bytes:
-    """An RFC 3156 multipart/encrypted message around an ASCII-armoured OpenPGP message."""
+    """An RFC 3156 multipart/encrypted message around an ASCII-armoured OpenPGP message; an
+    `urgent` one with the headers that make a mail client show it as important."""
     outer = MIMEMultipart("encrypted", protocol="application/pgp-encrypted")
     version = MIMEApplication("Version: 1\n", "pgp-encrypted", _encoder=_noop)
     version["Content-Description"] = "PGP/MIME version identification"
@@ -94,6 +129,8 @@ def wrap_pgp_mime(
     outer.attach(payload)
     _envelope_headers(outer, sender, one_line(outer_subject), message_id)
     outer["To"] = recipient
+    for name, value in (URGENT_HEADERS if urgent else {}).items():
+        outer[name] = value
     return outer.as_bytes()
 
 
@@ -159,11 +196,49 @@ def crlf(message: bytes) -> bytes:
     return message.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
 
 
+FAULT_CODES = (530, 534, 535, 538)  # auth or TLS required, mechanism too weak, refused
+# Enhanced codes of authentication and TLS (RFC 3463, 4954, 5248; Exchange's 5.7.57 and 5.7.60
+# "client not authenticated" / "not allowed to send as"). Other 5.7.x, such as 550 5.7.1
+# "message refused", are about one mail; 5.7.1 at MAIL or RCPT naming relaying is ours.
+FAULT_ENHANCED = {"5.7.0", "5.7.3", "5.7.8", "5.7.9", "5.7.10", "5.7.11", "5.7.14", "5.7.57"}
+FAULT_ENHANCED |= {"5.7.60"}
+_RELAY = re.compile(r"relay", re.IGNORECASE)
+_ENHANCED = re.compile(r"\s*([245]\.\d{1,3}\.\d{1,3})(?!\d)")
+_TLS_WORDS = re.compile(r"tls|ssl|encrypt", re.IGNORECASE)
+
+
+def _text(reply: bytes | str) -> str:
+    return reply.decode("utf-8", "replace") if isinstance(reply, bytes) else reply
+
+
 class SmtpTransport:
     """Sends through an SMTP server: plain, STARTTLS or TLS, optional authentication."""
 
     def __init__(self, config: SmtpConfig) -> None:
         self.config = config
+
+    def send(self, sender: str, recipient: str, message: bytes) -> None:
+        client = self._session()
+        try:
+            self._transfer(client, parseaddr(sender)[1], recipient, crlf(message))
+        finally:
+            _close(client)
+
+    def _session(self) -> smtplib.SMTP:
+        """Connected, in TLS and logged in as configured; or SendError."""
+        cfg = self.config
+        client = self._step("connect", self._connect)
+        try:
+            if cfg.security == "starttls":
+                context = ssl.create_default_context()
+                self._step("STARTTLS", lambda: client.starttls(context=context))
+            if cfg.username:
+                username = cfg.username
+                self._step("AUTH", lambda: client.login(username, cfg.secret() or ""))
+        except BaseException:
+            _close(client)
+            raise
+        return client
 
     def _connect(self) -> smtplib.SMTP:
         cfg = self.config
@@ -172,29 +247,77 @@ class SmtpTransport:
             return smtplib.SMTP_SSL(
                 cfg.host, cfg.port, timeout=cfg.timeout_seconds, context=context
             )
-        client = smtplib.SMTP(cfg.host, cfg.port, timeout=cfg.timeout_seconds)
-        if cfg.security == "starttls":
-            client.starttls(context=ssl.create_default_context())
-        return client
+        return smtplib.SMTP(cfg.host, cfg.port, timeout=cfg.timeout_seconds)
 
-    def send(self, sender: str, recipient: str, message: bytes) -> None:
-        envelope_from = parseaddr(sender)[1]
+    def _step(self, stage: Stage, action: Callable[[], T]) -> T:
+        """Run one step of the session; its failure as a SendError."""
         try:
-            with self._connect() as client:
-                if self.config.username:
-                    client.login(self.config.username, self.config.secret() or "")
-                refused = client.sendmail(envelope_from, [recipient], crlf(message))
-        except smtplib.SMTPAuthenticationError as exc:
-            raise SendError(f"SMTP {exc.smtp_code} authentication", True, auth=True) from None
+            return action()
+        except ConfigError as exc:  # the password cannot be read: names the key
+            raise SendError(str(exc), temporary=True, fault=self.config.password_key) from None
         except smtplib.SMTPResponseException as exc:
-            raise SendError(f"SMTP {exc.smtp_code}", temporary=exc.smtp_code < 500) from None
+            raise self._refusal(exc.smtp_code, exc.smtp_error, stage) from None
+        except smtplib.SMTPServerDisconnected as exc:
+            raise _unreachable(exc) from None
+        except smtplib.SMTPException as exc:  # STARTTLS or AUTH not offered, no usable mechanism
+            fault = "smtp.security" if stage == "STARTTLS" else "smtp.username"
+            raise SendError(f"SMTP {stage}: {exc}", temporary=True, fault=fault) from None
+        except OSError as exc:
+            raise _unreachable(exc) from None
+
+    def _transfer(self, client: smtplib.SMTP, sender: str, recipient: str, data: bytes) -> None:
+        try:
+            client.sendmail(sender, [recipient], data)  # one recipient: refused means raised
+        except smtplib.SMTPSenderRefused as exc:
+            raise self._refusal(exc.smtp_code, exc.smtp_error, "MAIL") from None
         except smtplib.SMTPRecipientsRefused as exc:
-            code = next(iter(exc.recipients.values()))[0]
-            raise SendError(f"SMTP {code} for recipient", temporary=code < 500) from None
+            code, reply = next(iter(exc.recipients.values()))
+            raise self._refusal(code, reply, "RCPT") from None
+        except smtplib.SMTPDataError as exc:
+            raise self._refusal(exc.smtp_code, exc.smtp_error, "DATA") from None
+        except smtplib.SMTPHeloError as exc:
+            raise self._refusal(exc.smtp_code, exc.smtp_error, "EHLO") from None
         except (OSError, smtplib.SMTPException) as exc:
-            raise SendError(
-                f"SMTP connection: {type(exc).__name__}", temporary=True, unreachable=True
-            ) from None
-        if refused:
-            code = next(iter(refused.values()))[0]
-            raise SendError(f"SMTP {code} for recipient", temporary=code < 500)
+            raise _unreachable(exc) from None
+
+    def _refusal(self, code: int, reply: bytes | str, stage: Stage) -> SendError:
+        """What a reply other than success means: a configuration fault (530, 535, an auth or
+        TLS 5.7.x, relaying denied, a STARTTLS or AUTH refused for good), the server not taking
+        mail (421, a 4xx before MAIL, anything at connect or EHLO), or this mail's temporary
+        (4xx) or permanent (5xx) failure."""
+        text = _text(reply)
+        found = _ENHANCED.match(text)
+        enhanced = found.group(1) if found else ""
+        message = " ".join(part for part in (f"SMTP {code}", enhanced, f"at {stage}") if part)
+        relaying = stage in ("MAIL", "RCPT") and enhanced == "5.7.1" and _RELAY.search(text)
+        if (
+            code in FAULT_CODES
+            or enhanced in FAULT_ENHANCED
+            or relaying
+            or (stage in ("STARTTLS", "AUTH") and code >= 500)
+        ):
+            return SendError(message, temporary=True, fault=self._fault_keys(code, text, stage))
+        if code == 421 or stage not in ("MAIL", "RCPT", "DATA"):
+            return SendError(message, temporary=True, unreachable=True)
+        return SendError(message, temporary=code < 500)
+
+    def _fault_keys(self, code: int, text: str, stage: Stage) -> str:
+        """The config keys to check for a configuration fault."""
+        cfg = self.config
+        if stage == "AUTH" or code == 535:
+            return f"smtp.username and {cfg.password_key}"
+        if stage == "STARTTLS" or _TLS_WORDS.search(text):
+            return "smtp.security"
+        return "smtp.username and smtp.from" if cfg.username else "smtp.username"
+
+
+def _unreachable(exc: Exception) -> SendError:
+    return SendError(f"SMTP connection: {type(exc).__name__}", temporary=True, unreachable=True)
+
+
+def _close(client: smtplib.SMTP) -> None:
+    """QUIT, or just close when the server is gone; never raises (the mail is settled)."""
+    try:
+        client.quit()
+    except (OSError, smtplib.SMTPException):
+        client.close()

@@ -1,13 +1,19 @@
-"""Outbox: queued mail rows in, mail handed to the transport out.
+"""Outbox: queued mail rows in, mail handed to the transport out, and a `DrainResult`.
 
 Each row is claimed under a row lock (SKIP LOCKED on PostgreSQL, so several instances share the
-work), sent, and its new state committed on its own. A temporary failure retries with
-exponential backoff and jitter (the first retry within `retry_seconds`) until the queue
-lifetime runs out; a permanent or expired one is a dead letter (`failed`) with an admin alert.
-An unreachable server ends the drain (the rest waits); refused credentials hold the whole queue
-without using up retries. An acknowledgement's address and mail are decrypted only to send
-them, and erased (set NULL) once sent, dead-lettered or expired; a drain that erased something
-checkpoints SQLite's WAL (`store.reclaim`). Every resend of a mail carries the same Message-ID.
+work), urgent mail first, sent, and its new state committed on its own. A temporary failure
+retries with exponential backoff and jitter (the first retry within `retry_seconds`) until the
+queue lifetime runs out; a permanent or expired one is a dead letter (`failed`). Dead letters
+are announced together: one alert per hour naming their references (`kind` "dead-letter"). An
+alert mail that fails is logged and listed, never alerted about.
+An unreachable server ends the drain (the rest waits). A configuration fault (SMTP 530, 535,
+5.7.x: credentials refused, authentication or TLS required) holds the whole queue: the row
+keeps its state and attempts, nothing is dead-lettered, one alert per hour (`kind` "smtp"),
+and the next drain simply tries again. `DrainResult.held` says why mail could not be handed
+over. A drain tries each row at most once and at most `MAX_ROWS` rows: it always ends.
+An acknowledgement's address and mail are decrypted only to send them, and erased (set NULL)
+once sent, dead-lettered or expired; a drain that erased something checkpoints SQLite's WAL
+(`store.reclaim`). Every resend of a mail carries the same Message-ID.
 
 `release_held` re-encrypts held referrals once their service's pinned key is usable;
 `reseal_outbox` moves every sealed row to the protected outbox key (upgrade from an outbox key
@@ -25,10 +31,10 @@ from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
 from pipeline import audit
-from pipeline.alerts import daily_key, raise_alert
+from pipeline.alerts import hourly_key, raise_alert
 from pipeline.config import Config
 from pipeline.crypto import Crypto, CryptoError
-from pipeline.deliver import SendError, Transport, add_recipient, wrap_pgp_mime
+from pipeline.deliver import SendError, Transport, add_recipient, referral_subject, wrap_pgp_mime
 from pipeline.faults import crash_point
 from pipeline.models import OutboxRow, OutboxState, ReportRow, ReportState, utcnow
 from pipeline.rules import Service
@@ -37,19 +43,28 @@ from pipeline.store import claim_due, reclaim, settle_report
 log = logging.getLogger(__name__)
 
 MAX_BACKOFF = timedelta(hours=1)
+MAX_ROWS = 2000  # rows one drain tries at most; the rest waits for the next drain
 ERASED = "address erased"
 
 
 @dataclass
 class DrainResult:
+    """What one drain did. `held`: why mail could not be handed to the SMTP server (names the
+    server and the config keys to check, never a secret); None when it could."""
+
     sent: int = 0
     retrying: int = 0
     failed: int = 0
     errors: list[str] = field(default_factory=list)
+    held: str | None = None
 
 
 class QueueHeld(Exception):
-    """Nothing more can be sent now (server unreachable, credentials refused)."""
+    """Nothing more can be sent now (server unreachable, our configuration refused)."""
+
+    def __init__(self, error: SendError) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 class Erased(Exception):
@@ -97,30 +112,36 @@ class Drain:
         self.transport = transport
         self.result = DrainResult()
         self.erased = 0
-        self._alerts: list[tuple[str, str, str]] = []  # raised after each commit (one writer)
+        self.tried: set[int] = set()  # each row at most once per drain
+        self.dead: list[tuple[str, str]] = []  # (reference, what failed) not yet announced
+        self.fault: SendError | None = None  # the configuration fault that held the queue
 
     def run(self) -> DrainResult:
-        more = True
-        while more:
-            more = self._next()
-            for key, subject, text in self._alerts:
-                raise_alert(self.engine, self.config, key, subject, text)
-            self._alerts.clear()
+        while len(self.tried) < MAX_ROWS and self.result.held is None:
+            # An empty queue ends the drain, unless announcing dead letters queued alert mail.
+            if not self._next() and not self._announce_dead_letters():
+                break
+        self._announce_dead_letters()
+        if self.fault is not None:
+            self._alert_fault(self.fault)
         if self.erased:
             reclaim(self.engine)  # SQLite: the erased rows' old pages leave the WAL
         return self.result
 
     def _next(self) -> bool:
-        """Send one due row; False when there is none left or the queue is held."""
+        """Send one due row not tried yet; False when there is none or the queue is held."""
         with Session(self.engine) as session:
-            rows = claim_due(session, utcnow(), limit=1)
+            rows = claim_due(session, utcnow(), limit=1, skip=self.tried)
             if not rows:
                 return False
             row = rows[0]
+            assert row.id is not None
+            self.tried.add(row.id)
             try:
                 outcome = self._send(session, row)
-            except QueueHeld:
+            except QueueHeld as held:
                 session.commit()
+                self._hold(held.error)
                 return False
             setattr(self.result, outcome, getattr(self.result, outcome) + 1)
             if outcome in ("sent", "failed"):
@@ -156,26 +177,34 @@ class Drain:
         return "sent"
 
     def _failed(self, session: Session, row: OutboxRow, reference: str, error: SendError) -> str:
-        if error.auth:
-            self._alerts.append(
-                (
-                    daily_key("smtp-auth"),
-                    "SMTP authentication refused: outbox held",
-                    f"The SMTP server {self.config.smtp.host} refused our credentials ({error}). "
-                    "Nothing is sent until [smtp] username/password are fixed; no mail is lost.",
-                )
-            )
+        if error.fault:  # not this mail's fault: it keeps its state and attempts
             session.rollback()
-            raise QueueHeld(str(error))
+            raise QueueHeld(error)
         if error.temporary and utcnow() - row.created_at < self._lifetime():
             self._retry_later(row, str(error))
             log.warning("%s %s to %s: %s (will retry)", reference, row.kind, row.target, error)
             if error.unreachable:
                 session.add(row)
-                raise QueueHeld(str(error))
+                raise QueueHeld(error)
             return "retrying"
         self._dead_letter(session, row, reference, str(error))
         return "failed"
+
+    def _hold(self, error: SendError) -> None:
+        smtp = self.config.smtp
+        server = f"the SMTP server {smtp.host}:{smtp.port}"
+        if error.fault:
+            self.fault = error
+            self.result.held = (
+                f"{server} refuses our mail ({error}): the outbox is held until it accepts "
+                f"mail again; check {error.fault}"
+            )
+        else:
+            self.result.held = (
+                f"{server} is not taking mail ({error}): the rest of the outbox waits; "
+                "check smtp.host and smtp.port, and the server"
+            )
+        log.error("outbox: %s", self.result.held)
 
     def _retry_later(self, row: OutboxRow, error: str) -> None:
         row.attempts += 1
@@ -190,14 +219,37 @@ class Drain:
         row.last_error = error
         row.state = OutboxState.FAILED
         audit.record(session, "state", reference, f"{row.kind} to {row.target}: failed, {error}")
-        self._alerts.append(
-            (
-                f"dead-letter:{row.message_id}",
-                f"{reference}: {row.kind} to {row.target} could not be delivered",
-                f"The {row.kind} for {reference} to {row.target} failed for good: {error}. "
-                f"See `intake status`; once fixed: intake retry --reference {reference}",
-            )
+        if row.kind == "alert":  # an alert about alert mail would be mail again: log it only
+            log.error("alert mail %s could not be delivered: %s", row.target, error)
+            return
+        log.error("%s %s to %s could not be delivered: %s", reference, row.kind, row.target, error)
+        self.dead.append((reference, f"{row.kind} to {row.target}: {error}"))
+
+    def _announce_dead_letters(self) -> bool:
+        """One alert for the dead letters of this drain (one per hour); whether it queued it."""
+        if not self.dead:
+            return False
+        dead, self.dead = self.dead, []
+        references = list(dict.fromkeys(reference for reference, _ in dead))
+        named = ", ".join(references[:3]) + (", ..." if len(references) > 3 else "")
+        subject = f"{len(dead)} mail(s) could not be delivered: {named}"
+        lines = [f"{reference}: {what}" for reference, what in dead]
+        text = (
+            "These mails failed for good:\n" + "\n".join(lines) + "\n\n"
+            "`intake status` lists every dead letter, also those after this alert. Once the "
+            "cause is fixed: intake retry --reference REFERENCE (or intake retry for all)."
         )
+        key = hourly_key("dead-letter")
+        return raise_alert(self.engine, self.config, key, subject, text, kind="dead-letter")
+
+    def _alert_fault(self, fault: SendError) -> None:
+        subject = f"outbox held: the SMTP server refuses our mail (check {fault.fault})"
+        text = (
+            f"{self.result.held}.\n\nNo mail is lost and none is given up: every mail keeps "
+            "its place in the queue, and sending resumes by itself once the server accepts "
+            "mail again. `intake status` shows the queue."
+        )
+        raise_alert(self.engine, self.config, hourly_key("smtp"), subject, text, kind="smtp")
 
 
 def drain(config: Config, engine: Engine, crypto: Crypto, transport: Transport) -> DrainResult:
@@ -219,9 +271,14 @@ def release_held(
             reference = _reference(session, row)
             inner = crypto.decrypt_outbox(row.sealed or b"")
             armored = crypto.encrypt(inner, [service.fingerprint])
-            subject = f"Referral {reference}"
+            subject = referral_subject(reference, row.urgent, config.referrals.urgent_marker)
             row.payload = wrap_pgp_mime(
-                armored, config.smtp.from_, service.email, subject, row.message_id
+                armored,
+                config.smtp.from_,
+                service.email,
+                subject,
+                row.message_id,
+                urgent=row.urgent,
             )
             row.recipient = service.email
             row.sealed = None

@@ -2,9 +2,13 @@
 
 In: SMTP sessions from the code under test. Out: ``SmtpSink.messages``, a list of
 ``Received(mail_from, rcpt_tos, data)``. ``script("450 try later", times=2)`` makes the
-next two DATA answers that reply instead of accepting (``at="RCPT"`` or ``"MAIL"`` for
-the other commands), so delivery retries and permanent failures can be tested against a
-real server. The server is aiosmtpd's ``Controller``: a thread with an asyncio loop.
+next two DATA answers that reply instead of accepting (``at="RCPT"``, ``"MAIL"`` or
+``"AUTH"`` for the other commands), so delivery retries and permanent failures can be tested
+against a real server. ``refuse("530 5.7.0 Must issue a STARTTLS command first", at="MAIL")``
+answers every such command with that reply until ``accept()``; ``refusals`` lists the replies
+given. AUTH (PLAIN, LOGIN) is offered without TLS and accepts any credentials unless refused;
+``logins`` lists the user names that logged in. The server is aiosmtpd's ``Controller``: a
+thread with an asyncio loop.
 """
 
 from __future__ import annotations
@@ -21,11 +25,12 @@ from typing import Any, Literal
 
 import pytest
 from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import SMTP, Envelope, Session
+from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from .net import LOOPBACK, free_port
 
-Stage = Literal["MAIL", "RCPT", "DATA"]
+Stage = Literal["MAIL", "RCPT", "DATA", "AUTH"]
+STAGES: tuple[Stage, ...] = ("MAIL", "RCPT", "DATA", "AUTH")
 
 
 @dataclass(frozen=True)
@@ -46,17 +51,36 @@ class Received:
 
 @dataclass
 class _Handler:
-    """aiosmtpd hooks: record accepted mail, answer scripted replies first."""
+    """aiosmtpd hooks: record accepted mail, answer scripted replies first, then standing
+    refusals."""
 
     sink: SmtpSink
     scripted: dict[str, deque[str]] = field(
-        default_factory=lambda: {"MAIL": deque(), "RCPT": deque(), "DATA": deque()}
+        default_factory=lambda: {stage: deque() for stage in STAGES}
     )
+    standing: dict[str, str] = field(default_factory=dict)
 
     def next_scripted(self, stage: Stage) -> str | None:
         with self.sink._lock:
             queue = self.scripted[stage]
-            return queue.popleft() if queue else None
+            reply = queue.popleft() if queue else self.standing.get(stage)
+            if reply:
+                self.sink.refusals.append((stage, reply))
+            return reply
+
+    async def handle_AUTH(
+        self, server: SMTP, session: Session, envelope: Envelope, args: list[str]
+    ) -> Any:
+        return self.next_scripted("AUTH") or MISSING
+
+    def authenticate(
+        self, server: SMTP, session: Session, envelope: Envelope, mechanism: str, data: Any
+    ) -> AuthResult:
+        """Any credentials are good (refusals come from ``refuse``/``script`` at AUTH)."""
+        if isinstance(data, LoginPassword):
+            with self.sink._lock:
+                self.sink.logins.append(data.login.decode())
+        return AuthResult(success=True)
 
     async def handle_MAIL(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: Any
@@ -95,6 +119,8 @@ class SmtpSink:
 
     def __init__(self) -> None:
         self.messages: list[Received] = []
+        self.refusals: list[tuple[Stage, str]] = []
+        self.logins: list[str] = []
         self._lock = threading.Lock()
         self._arrived = threading.Condition(self._lock)
         self._handler = _Handler(self)
@@ -123,6 +149,8 @@ class SmtpSink:
                 port=port,
                 server_hostname="sink.test",  # no DNS lookup of our own name
                 ready_timeout=5.0,
+                authenticator=self._handler.authenticate,
+                auth_require_tls=False,
             )
             try:
                 controller.start()
@@ -147,12 +175,21 @@ class SmtpSink:
 
     def script(self, reply: str, *, times: int = 1, at: Stage = "DATA") -> None:
         """Answer the next ``times`` commands ``at`` with ``reply`` (e.g. "550 no")."""
-        if not re.fullmatch(r"[245]\d\d( .*)?", reply):
-            raise ValueError(f"A scripted SMTP reply starts with a code: got {reply!r}.")
-        if at not in self._handler.scripted:
-            raise ValueError(f"at must be MAIL, RCPT or DATA, not {at!r}.")
+        _check(reply, at)
         with self._lock:
             self._handler.scripted[at].extend([reply] * times)
+
+    def refuse(self, reply: str, *, at: Stage = "DATA") -> None:
+        """Answer every command ``at`` with ``reply`` (after any scripted ones) until
+        ``accept()``."""
+        _check(reply, at)
+        with self._lock:
+            self._handler.standing[at] = reply
+
+    def accept(self) -> None:
+        """Stop every standing refusal: accept again."""
+        with self._lock:
+            self._handler.standing.clear()
 
     def pending_script(self, at: Stage = "DATA") -> int:
         """How many scripted replies for ``at`` have not been used yet."""
@@ -174,9 +211,13 @@ class SmtpSink:
             return list(self.messages)
 
     def clear(self) -> None:
-        """Forget received messages and unused scripted replies."""
+        """Forget received messages, refusals, logins, unused scripted replies and standing
+        refusals."""
         with self._lock:
             self.messages.clear()
+            self.refusals.clear()
+            self.logins.clear()
+            self._handler.standing.clear()
             for queue in self._handler.scripted.values():
                 queue.clear()
 
@@ -184,6 +225,13 @@ class SmtpSink:
         with self._arrived:
             self.messages.append(received)
             self._arrived.notify_all()
+
+
+def _check(reply: str, at: str) -> None:
+    if not re.fullmatch(r"[245]\d\d( .*)?", reply):
+        raise ValueError(f"A scripted SMTP reply starts with a code: got {reply!r}.")
+    if at not in STAGES:
+        raise ValueError(f"at must be one of {', '.join(STAGES)}, not {at!r}.")
 
 
 @pytest.fixture

@@ -3,7 +3,8 @@
 In: a condition's YAML value (checked once by its validator when the rules load) and the
 `Facts` of a report. Out: yes or no. `CONDITIONS` maps each `when:` key to its `Condition`;
 to add one, write a check decorated with `@condition("key", validate=...)` here. Neither the
-loader nor the engine changes. All text comparisons ignore case; a list means "any of".
+loader nor the engine changes. All text comparisons ignore case; a list means "any of";
+categories compare as slugs (`categories.py`: "Hate Crime" is `hate-crime`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
+from pipeline.rules.categories import category_slug
 from pipeline.rules.facts import Facts
 
 Validator = Callable[[object], str | None]  # an error message ("must be ..."), or None if fine
@@ -92,6 +94,17 @@ def flag(value: object) -> str | None:
     return None if isinstance(value, bool) else f"must be true or false, not {describe(value)}"
 
 
+def categories(value: object) -> str | None:
+    """A category or a list of them, each with a letter or digit (compared as slugs)."""
+    error = words(value)
+    if error is not None:
+        return error
+    for word in as_words(value):
+        if not category_slug(word):
+            return f"must name a category with a letter or digit, not '{_shorten(word)}'"
+    return None
+
+
 def one_of(*choices: str) -> Validator:
     """One of `choices`, or a non-empty list of them."""
     allowed = ", ".join(choices)
@@ -139,10 +152,13 @@ def _is_one_of(text: str | None, value: object) -> bool:
 # --- conditions -------------------------------------------------------------------------
 
 
-@condition("category", validate=words)
+@condition("category", validate=categories)
 def category(facts: Facts, value: object) -> bool:
-    """The category (as reported, or as set by an earlier rule) is one of these."""
-    return _is_one_of(facts.category, value)
+    """The category (as reported, or as set by an earlier rule) is one of these, as slugs."""
+    if facts.category is None:
+        return False
+    wanted = {category_slug(word) for word in as_words(value)}
+    return category_slug(facts.category) in wanted
 
 
 @condition("any_keyword", validate=words)

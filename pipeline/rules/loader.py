@@ -4,6 +4,8 @@ In: a folder holding `services.yaml` (the services reports may be referred to) a
 routing files (every other `*.yaml`; they run in file-name order, rules within a file in
 order; hidden files are ignored). Out: a `RuleSet`, or `RuleError` listing every problem of
 every file as `file:line: message` -- nothing is loaded from a folder with any mistake in it.
+A folder without a default route (a `default:` with `refer:`) is one: a report no rule refers
+would reach nobody. Categories in `set:` are kept as slugs (`categories.py`).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from pathlib import Path
 
 from yaml.nodes import Node
 
+from pipeline.rules.categories import category_slug
 from pipeline.rules.conditions import CONDITIONS
 from pipeline.rules.facts import SETTABLE
 from pipeline.rules.model import (
@@ -63,8 +66,11 @@ def load_ruleset(rules_dir: Path) -> RuleSet:
     if entries is not None:
         found.services = load_services(rules_dir / SERVICES_FILE, found.problems)
         found.files.append(rules_dir / SERVICES_FILE)
-        for path in _routing_files(rules_dir, entries, found.problems):
+        routing = _routing_files(rules_dir, entries, found.problems)
+        for path in routing:
             _load_routing(path, found)
+        if routing:
+            _require_default(rules_dir, found)
     if found.problems:
         raise RuleError(_by_file_and_line(found.problems))
     return RuleSet(found.services.by_id, found.rules, found.default, found.files)
@@ -74,12 +80,13 @@ def _list_folder(rules_dir: Path, problems: list[Problem]) -> list[Path] | None:
     """The folder's visible entries by name; None (with a problem) if it cannot be listed."""
     if not rules_dir.is_dir():
         what = "is not a folder" if rules_dir.exists() else "does not exist"
-        problems.append(Problem(rules_dir, 0, f"the rules folder {what}"))
+        problems.append(Problem(rules_dir, 0, f"the rules folder {what}", folder=True))
         return None
     try:
         entries = sorted(rules_dir.iterdir(), key=lambda path: path.name)
     except OSError as error:
-        problems.append(Problem(rules_dir, 0, f"cannot list the rules folder: {error.strerror}"))
+        message = f"cannot list the rules folder: {error.strerror}"
+        problems.append(Problem(rules_dir, 0, message, folder=True))
         return None
     return [path for path in entries if not path.name.startswith(".")]
 
@@ -97,7 +104,7 @@ def _routing_files(rules_dir: Path, entries: list[Path], problems: list[Problem]
             "there are no routing files (*.yaml besides services.yaml), "
             "so no report would be referred or acknowledged"
         )
-        problems.append(Problem(rules_dir, 0, message))
+        problems.append(Problem(rules_dir, 0, message, folder=True))
     return routing
 
 
@@ -140,7 +147,7 @@ def _load_rule(source: Source, index: int, node: Node, found: _Found) -> None:
     before = len(source.problems)
     name = _rule_name(fields, found)
     description = fields.text("description")
-    when, updates = _conditions(fields), _updates(fields)
+    (when, when_lines), updates = _conditions(fields), _updates(fields)
     refer = _refer(fields, found)
     acknowledge = _acknowledge(fields)
     stop = fields.flag("stop")
@@ -158,6 +165,7 @@ def _load_rule(source: Source, index: int, node: Node, found: _Found) -> None:
         acknowledge=acknowledge,
         stop=bool(stop),
         lines=fields.lines(),
+        when_lines=when_lines,
     )
     found.rules.append(rule)
 
@@ -178,13 +186,14 @@ def _rule_name(fields: Fields, found: _Found) -> str | None:
     return name
 
 
-def _conditions(fields: Fields) -> dict[str, object]:
+def _conditions(fields: Fields) -> tuple[dict[str, object], dict[str, int]]:
+    """The rule's conditions (key -> value) and the line of each value."""
     node = fields.values.get("when")
     if node is None or is_null(node):
-        return {}
+        return {}, {}
     pairs = mapping_pairs(fields.source, node, fields.label("when"))
     if pairs is None:
-        return {}
+        return {}, {}
     known = sorted(CONDITIONS)
     given = read_fields(fields.source, node, pairs, known, fields.owner, kind="condition")
     conditions: dict[str, object] = {}
@@ -196,7 +205,7 @@ def _conditions(fields: Fields) -> dict[str, object]:
             fields.source.report(value_node, f"{label} {error}")
         elif readable:
             conditions[key] = tuple(value) if isinstance(value, list) else value
-    return conditions
+    return conditions, given.lines()
 
 
 def _updates(fields: Fields) -> dict[str, object]:
@@ -213,9 +222,20 @@ def _updates(fields: Fields) -> dict[str, object]:
     updates: dict[str, object] = {}
     for key, kind in SETTABLE.items():
         value = settings.flag(key) if kind is bool else settings.text(key)
+        if key == "category" and isinstance(value, str):
+            value = _category(settings, value)
         if value is not None:
             updates[key] = value
     return updates
+
+
+def _category(settings: Fields, written: str) -> str | None:
+    """The slug a `set: {category: ...}` stands for; None (reported) if it has none."""
+    slug = category_slug(written)
+    if not slug:
+        label = settings.label("category")
+        settings.report("category", f"{label} must have a letter or digit, not '{written}'")
+    return slug or None
 
 
 def _refer(fields: Fields, found: _Found) -> tuple[str, ...]:
@@ -287,4 +307,28 @@ def _load_default(fields: Fields, found: _Found) -> None:
     default = read_fields(source, node, pairs, DEFAULT_KEYS, "the default")
     refer = _refer(default, found)
     acknowledge = _acknowledge(default)
+    if pairs and "refer" not in default.values:
+        message = (
+            "no default route: the default refers to no service, so a report no rule refers "
+            f"would reach nobody; add 'refer: [{_a_service(found)}]' to it"
+        )
+        source.report(line, message)
     found.default = Default(source.file, line, refer, acknowledge, default.lines())
+
+
+def _require_default(rules_dir: Path, found: _Found) -> None:
+    """A folder whose routing files set no default has no default route: refused."""
+    if found.default_place is not None:
+        return
+    service = _a_service(found)
+    message = (
+        "no default route: no routing file sets 'default', so a report no rule refers would "
+        f"reach nobody; add 'default: {{refer: [{service}], acknowledge: ack-default}}' "
+        "to one routing file (e.g. routing.yaml)"
+    )
+    found.problems.append(Problem(rules_dir, 0, message, folder=True))
+
+
+def _a_service(found: _Found) -> str:
+    """A service id for an example in a message: the first one defined, else a placeholder."""
+    return next(iter(found.services.by_id), "SERVICE-ID")

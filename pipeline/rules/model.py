@@ -20,14 +20,21 @@ NO_ACKNOWLEDGEMENT = "none"
 
 @dataclass(frozen=True)
 class Problem:
-    """One mistake in a rules file, at a 1-based line (0 when it concerns a whole file)."""
+    """One mistake in a rules file, at a 1-based line (0 when it concerns a whole file).
+
+    `folder`: it concerns the whole rules folder (`rules/: message`). `warning`: the rules can
+    be used, but probably not as meant (`file:line: warning: message`).
+    """
 
     file: Path
     line: int
     message: str
+    warning: bool = False
+    folder: bool = False
 
     def __str__(self) -> str:
-        return f"{self.file}:{self.line}: {self.message}"
+        place = f"{self.file}/" if self.folder else f"{self.file}:{self.line}"
+        return f"{place}: {'warning: ' if self.warning else ''}{self.message}"
 
 
 class RuleError(Exception):
@@ -78,6 +85,14 @@ class Rule:
     acknowledge: str | None = None
     stop: bool = False
     lines: Mapping[str, int] = field(default_factory=dict, compare=False, repr=False)
+    # The line of each condition's value in `when:`.
+    when_lines: Mapping[str, int] = field(default_factory=dict, compare=False, repr=False)
+
+    def line_of(self, key: str) -> int:
+        """The line of a key's value (`when.category` for a condition), else the rule's."""
+        if key.startswith("when."):
+            return self.when_lines.get(key[len("when.") :], self.lines.get("when", self.line))
+        return self.lines.get(key, self.line)
 
 
 @dataclass(frozen=True)

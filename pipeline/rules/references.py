@@ -16,10 +16,16 @@ def check_references(
     ruleset: RuleSet, template_names: set[str], key_fingerprints: set[str]
 ) -> list[Problem]:
     """Problems for every template or public key the rule set names but that is missing."""
-    problems = [
+    return missing_templates(ruleset, template_names) + _missing_keys(
+        ruleset, _normalised(key_fingerprints)
+    )
+
+
+def missing_templates(ruleset: RuleSet, template_names: set[str]) -> list[Problem]:
+    """A problem for every template the rule set names that is not in `template_names`."""
+    return [
         _missing_template(ref) for ref in ruleset.template_refs() if ref.name not in template_names
     ]
-    return problems + _missing_keys(ruleset, _normalised(key_fingerprints))
 
 
 def _missing_template(ref: TemplateRef) -> Problem:

@@ -14,7 +14,9 @@ WriteRules = Callable[..., Path]  # fixtures from conftest.py
 MakeReport = Callable[..., Report]
 
 
-def ruleset_of(write_rules: WriteRules, rules: str, default: str = "") -> RuleSet:
+def ruleset_of(
+    write_rules: WriteRules, rules: str, default: str = "default: {refer: [advice-centre]}\n"
+) -> RuleSet:
     """A rule set with the example services and these rules (YAML list items, at column 2)."""
     return load_ruleset(write_rules(routing=f"rules:\n{rules}\n{default}"))
 
@@ -91,6 +93,11 @@ def test_nothing_matches_so_the_default_applies(
         "refer": ["advice-centre"],
         "acknowledge": "ack-default",
         "rules": [],
+        "reporter_role": None,
+        "source": "form",
+        "form": None,
+        "to_addresses": [],
+        "decided_by": {"refer": ["default"], "acknowledge": "default"},
     }
 
 
@@ -154,7 +161,7 @@ def test_last_acknowledge_wins(write_rules: WriteRules, make_report: MakeReport)
         "  - {name: one, acknowledge: none}\n"
         "  - {name: two, acknowledge: ack-urgent}\n"
         "  - {name: three, when: {anonymous: true}, acknowledge: ack-never}\n",
-        "default: {acknowledge: ack-default}\n",
+        "default: {refer: [advice-centre], acknowledge: ack-default}\n",
     )
 
     assert evaluate(ruleset, make_report("x")).acknowledge == "ack-urgent"
@@ -166,7 +173,7 @@ def test_acknowledge_none_overrides_the_default(
     ruleset = ruleset_of(
         write_rules,
         "  - {name: quiet, when: {source: email}, acknowledge: NONE}\n",
-        "default: {acknowledge: ack-default}\n",
+        "default: {refer: [advice-centre], acknowledge: ack-default}\n",
     )
 
     assert evaluate(ruleset, make_report("x", source="email")).acknowledge is None
@@ -186,7 +193,7 @@ def test_default_refer_applies_only_when_no_rule_referred(
     assert evaluate(ruleset, make_report("x", reporter_role="student")).refer == ["advice-centre"]
 
 
-def test_without_a_default_nothing_is_referred_or_acknowledged(
+def test_without_a_default_acknowledgement_none_is_sent(
     write_rules: WriteRules, make_report: MakeReport
 ) -> None:
     ruleset = ruleset_of(
@@ -195,7 +202,11 @@ def test_without_a_default_nothing_is_referred_or_acknowledged(
 
     decision = evaluate(ruleset, make_report("please help"))
 
-    assert (decision.refer, decision.acknowledge, decision.urgent) == ([], None, True)
+    assert (decision.refer, decision.acknowledge, decision.urgent) == (
+        ["advice-centre"],
+        None,
+        True,
+    )
 
 
 def test_conditions_in_one_when_must_all_hold(

@@ -4,19 +4,21 @@ In: bytes to protect and pinned 40-hex fingerprints. Out: ASCII-armoured OpenPGP
 specific exception (`KeyUnusableError`, `EncryptError`, `DecryptError`). Data goes to gpg through
 pipes, never through a temporary file. Every recipient is named explicitly and checked against
 the keyring (present, not expired, not revoked, able to encrypt) before `always_trust` is used:
-the pin is the trust decision, there is no keyserver or WKD lookup.
+the pin is the trust decision, there is no keyserver or WKD lookup. A key is judged by its
+encryption subkeys (`KeyInfo`): an expired one makes the key unusable unless another can
+encrypt, and the key expires when its primary or its last usable encryption subkey does.
 
-The daemon's homedir holds public keys (records keys and services' keys, imported from
-`keys_dir`) and exactly one secret key: the outbox key, which seals queued acknowledgements
-(address and mail) and held referrals. It holds nothing that opens a stored report. The outbox
-key is protected by a passphrase kept outside the data folder. It is stretched once per start
-with scrypt (`derive_secret`): gpg gets the derived value through a pipe (`--pinentry-mode
-loopback --passphrase-fd 0`), so a guess at the passphrase costs a memory-hard scrypt while
-each use of the key stays cheap (the agent's own S2K count is set low); the homedir's gpg-agent
-is told never to cache it, so each decryption needs it and a wrong one fails at once. An outbox
-key from before passphrases (no protection, `LEGACY_OUTBOX_UID`) is replaced:
-`legacy_outbox_keys` names it, `reseal` moves data to the protected key, `delete_secret_key`
-removes it.
+The daemon's homedir holds public keys (records keys and services' keys: exactly those in
+`keys_dir`, kept so by `sync_keys_dir`) and exactly one secret key: the outbox key, which seals
+queued acknowledgements (address and mail) and held referrals. It holds nothing that opens a
+stored report. The outbox key is protected by a passphrase kept outside the data folder. It is
+stretched once per start with scrypt (`derive_secret`): gpg gets the derived value through a
+pipe (`--pinentry-mode loopback --passphrase-fd 0`), so a guess at the passphrase costs a
+memory-hard scrypt while each use of the key stays cheap (the agent's own S2K count is set low);
+the homedir's gpg-agent is told never to cache it, so each decryption needs it and a wrong one
+fails at once. An outbox key from before passphrases (no protection, `LEGACY_OUTBOX_UID`) is
+replaced: `legacy_outbox_keys` names it, `reseal` moves data to the protected key,
+`delete_secret_key` removes it.
 """
 
 from __future__ import annotations
@@ -44,6 +46,10 @@ AGENT_CONF = (
     "# written by report-intake: nothing cached; the passphrase is stretched by scrypt already\n"
     "default-cache-ttl 0\nmax-cache-ttl 0\ns2k-count 65536\n"
 )
+# While the outbox key is made, and only then: gpg signs the new subkey with the new primary
+# key through the agent's cache; with a TTL of 0 that entry can expire in between under load
+# ("key not created", about 1 in 50). The agent is stopped right after, so nothing stays cached.
+GENERATION_AGENT_CONF = AGENT_CONF.replace("cache-ttl 0", "cache-ttl 60")
 _PROBE = b"report-intake outbox probe"
 
 
@@ -72,8 +78,51 @@ class DecryptError(CryptoError):
 class KeyInfo:
     fingerprint: str
     uids: tuple[str, ...]
-    expires: float | None  # epoch seconds, None = never
+    # When it stops being able to encrypt (epoch seconds, None = never): the primary key's
+    # expiry or the last of its usable encryption subkeys', whichever comes first.
+    expires: float | None
     problem: str | None  # None when the key can be used to encrypt now
+    subkey: str | None = None  # the encryption (sub)key gpg encrypts to now
+
+
+@dataclass(frozen=True)
+class KeyChanges:
+    """What `Crypto.sync_keys_dir` changed in the keyring; false when nothing."""
+
+    imported: tuple[str, ...] = ()  # new keys, or keys with new subkeys/signatures/revocations
+    deleted: tuple[str, ...] = ()  # keys whose file left keys_dir
+    pruned: tuple[str, ...] = ()  # subkeys that a key's file no longer holds
+
+    def __bool__(self) -> bool:
+        return bool(self.imported or self.deleted or self.pruned)
+
+    def __str__(self) -> str:
+        named = (
+            ("imported", self.imported),
+            ("deleted", self.deleted),
+            ("subkeys removed", self.pruned),
+        )
+        return "; ".join(f"{name} {', '.join(fprs)}" for name, fprs in named if fprs)
+
+
+@dataclass(frozen=True)
+class _Part:
+    """The primary key or a subkey that can encrypt, as gpg lists it."""
+
+    fingerprint: str
+    created: float
+    expires: float | None
+    validity: str  # gpg's validity letter: "e" expired, "r" revoked
+
+    def usable(self, now: float) -> bool:
+        expired = self.expires is not None and self.expires <= now
+        return self.validity not in ("e", "r") and not expired
+
+    def state(self) -> str:
+        if self.validity == "r":
+            return "is revoked"
+        day = time.strftime("%Y-%m-%d", time.gmtime(self.expires)) if self.expires else "?"
+        return f"expired on {day}"
 
 
 def ensure_private_dir(path: Path) -> Path:
@@ -105,15 +154,67 @@ def derive_secret(passphrase: str, purpose: str) -> bytes:
     return hmac.new(_stretch(passphrase), f"report-intake {purpose}".encode(), "sha256").digest()
 
 
-def _key_problem(key: dict[str, Any], now: float) -> str | None:
+def _epoch(value: str | None) -> float | None:
+    return float(value) if value else None
+
+
+def _encryption_parts(key: dict[str, Any]) -> list[_Part]:
+    """The primary key (when it encrypts itself: lowercase "e") and the encryption subkeys."""
+    listed = [key, *key.get("subkey_info", {}).values()]
+    return [
+        _Part(
+            normalise_fingerprint(part["fingerprint"]),
+            float(part.get("date") or 0),
+            _epoch(part.get("expires")),
+            part.get("trust", ""),
+        )
+        for part in listed
+        if "e" in part.get("cap", "")
+    ]
+
+
+def _key_info(key: dict[str, Any], now: float) -> KeyInfo:
+    """A listed key as the daemon sees it: gpg encrypts to the newest usable encryption
+    (sub)key; the key can encrypt until its primary or its last usable such subkey expires."""
+    fpr = normalise_fingerprint(key["fingerprint"])
+    uids = tuple(key.get("uids", []))
+    primary = _epoch(key.get("expires"))
+    parts = _encryption_parts(key)
+    usable = [part for part in parts if part.usable(now)]
+    problem = _key_problem(key, primary, parts, usable, now)
+    if problem:
+        return KeyInfo(fpr, uids, primary, problem)
+    newest = max(usable, key=lambda part: part.created)  # gpg's choice (the first of equals)
+    return KeyInfo(fpr, uids, _encrypts_until(primary, usable), None, newest.fingerprint)
+
+
+def _encrypts_until(primary: float | None, usable: list[_Part]) -> float | None:
+    subkeys = None
+    if all(part.expires is not None for part in usable):
+        subkeys = max(part.expires or 0.0 for part in usable)
+    ends = [end for end in (primary, subkeys) if end is not None]
+    return min(ends) if ends else None
+
+
+def _key_problem(
+    key: dict[str, Any],
+    primary_expires: float | None,
+    parts: list[_Part],
+    usable: list[_Part],
+    now: float,
+) -> str | None:
     validity = key.get("trust", "")
     if validity == "r":
         return "the key is revoked"
-    expires = float(key["expires"]) if key.get("expires") else None
-    if validity == "e" or (expires is not None and expires <= now):
+    if validity == "e" or (primary_expires is not None and primary_expires <= now):
         return "the key has expired"
-    if "E" not in key.get("cap", ""):
-        return "the key has no usable encryption subkey"
+    if not parts:
+        return "the key has no encryption subkey"
+    if not usable:
+        newest = max(parts, key=lambda part: part.created)
+        return f"no usable encryption subkey: the newest, {newest.fingerprint}, {newest.state()}"
+    if "E" not in key.get("cap", "") or "D" in key.get("cap", ""):
+        return "the key has no usable encryption subkey"  # gpg says so (disabled, bad binding)
     return None
 
 
@@ -128,13 +229,13 @@ class Crypto:
         self._passphrase = derive_secret(passphrase, "outbox-key").hex() if passphrase else None
         self._outbox_fpr: str | None = None
 
-    def _agent_conf(self) -> None:
+    def _agent_conf(self, text: str = AGENT_CONF) -> None:
         """Tell this homedir's gpg-agent to cache no passphrase (a running one rereads it and
         forgets what it cached)."""
         conf = self.homedir / "gpg-agent.conf"
-        if conf.exists() and conf.read_text(encoding="utf-8", errors="replace") == AGENT_CONF:
+        if conf.exists() and conf.read_text(encoding="utf-8", errors="replace") == text:
             return
-        conf.write_text(AGENT_CONF, encoding="utf-8")
+        conf.write_text(text, encoding="utf-8")
         subprocess.run(
             ["gpgconf", "--homedir", str(self.homedir), "--reload", "gpg-agent"],
             capture_output=True,
@@ -151,28 +252,78 @@ class Crypto:
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
-    def import_keys_dir(self, keys_dir: Path) -> list[str]:
-        """Import every public key `*.asc` in `keys_dir`; refuse files that hold secret keys."""
-        imported: list[str] = []
+    def sync_keys_dir(self, keys_dir: Path) -> KeyChanges:
+        """Make the homedir's public keys what `keys_dir` holds (`*.asc`): new and changed
+        files are imported, a subkey a file no longer holds is removed, and a key whose file
+        is gone is deleted. A key with a secret part (the outbox key) is never touched. Every
+        file is read first: a missing folder, or a file with a secret key or no key, refuses
+        the whole sync (CryptoError naming it) and changes nothing. Run under `setup_lock`."""
+        files = self._read_keys_dir(keys_dir)
+        wanted = {fpr: subkeys for _, held in files for fpr, subkeys in held.items()}
+        imported = [fpr for text, _ in files for fpr in self._import(text)]
+        listed = {normalise_fingerprint(k["fingerprint"]): k for k in self.gpg.list_keys()}
+        gone = [fpr for fpr in listed if fpr not in wanted]
+        cut = [
+            (fpr, sub)
+            for fpr, key in listed.items()
+            if fpr in wanted
+            for sub in (normalise_fingerprint(s[2]) for s in key.get("subkeys", []))
+            if sub not in wanted[fpr]
+        ]
+        if gone or cut:  # asking for secret keys starts gpg-agent: only when it matters
+            with_secret = self.gpg.list_keys(secret=True)
+            secret = {normalise_fingerprint(k["fingerprint"]) for k in with_secret}
+            gone = [fpr for fpr in gone if fpr not in secret]
+            cut = [(fpr, sub) for fpr, sub in cut if fpr not in secret]
+        for fpr in gone:
+            self._delete(fpr, f"{fpr} (its file left {keys_dir})")
+        for fpr, sub in cut:
+            self._delete(sub, f"subkey {sub} of {fpr}", subkey=True)
+        return KeyChanges(tuple(imported), tuple(gone), tuple(sub for _, sub in cut))
+
+    def _read_keys_dir(self, keys_dir: Path) -> list[tuple[str, dict[str, set[str]]]]:
+        """Each key file's text and the keys it holds (fingerprint → subkey fingerprints)."""
+        if not keys_dir.is_dir():
+            raise CryptoError(f"{keys_dir}: the keys folder (gpg.keys_dir) does not exist")
+        found = []
         for path in sorted(keys_dir.glob("*.asc")):
             text = path.read_text(encoding="ascii", errors="replace")
             if "PRIVATE KEY BLOCK" in text:
                 raise CryptoError(f"{path}: holds a secret key; the keys folder is for public keys")
-            result = self.gpg.import_keys(text)
-            if not result.fingerprints:
-                raise CryptoError(f"{path}: no OpenPGP public key could be imported")
-            imported.extend(normalise_fingerprint(f) for f in result.fingerprints)
-        return imported
+            held = {
+                normalise_fingerprint(key["fingerprint"]): {
+                    normalise_fingerprint(sub[2]) for sub in key.get("subkeys", [])
+                }
+                for key in self.gpg.scan_keys_mem(text)
+                if key.get("fingerprint")
+            }
+            if not held:
+                raise CryptoError(f"{path}: no OpenPGP public key could be read")
+            found.append((text, held))
+        return found
+
+    def _import(self, text: str) -> list[str]:
+        """Import (merge) the keys in `text`; the fingerprints of those that changed."""
+        result = self.gpg.import_keys(text)
+        if not result.fingerprints:
+            raise CryptoError(f"gpg could not import a key from the keys folder: {result.status}")
+        return [
+            normalise_fingerprint(r["fingerprint"])
+            for r in result.results
+            if r.get("ok", "0") != "0"
+        ]
+
+    def _delete(self, fingerprint: str, what: str, *, subkey: bool = False) -> None:
+        """Delete a public key, or one subkey; gpg itself refuses a key with a secret part."""
+        result = self.gpg.delete_keys(fingerprint, exclamation_mode=subkey)
+        if str(result.status) != "ok":
+            raise CryptoError(f"could not delete the public key {what}: {result.status}")
 
     def keys(self) -> dict[str, KeyInfo]:
         """Every public key in the homedir by primary fingerprint."""
         now = time.time()
-        found = {}
-        for key in self.gpg.list_keys():
-            fpr = normalise_fingerprint(key["fingerprint"])
-            expires = float(key["expires"]) if key.get("expires") else None
-            found[fpr] = KeyInfo(fpr, tuple(key.get("uids", [])), expires, _key_problem(key, now))
-        return found
+        listed = (_key_info(key, now) for key in self.gpg.list_keys())
+        return {info.fingerprint: info for info in listed}
 
     def check_key(self, fingerprint: str) -> KeyInfo:
         """The pinned key, usable for encryption now, or KeyUnusableError saying why not."""
@@ -232,7 +383,13 @@ class Crypto:
             expire_date=0,
             passphrase=self._require_passphrase(),
         )
-        result = self.gpg.gen_key(spec)
+        self.close()
+        self._agent_conf(GENERATION_AGENT_CONF)
+        try:
+            result = self.gpg.gen_key(spec)
+        finally:
+            self.close()  # the agent that cached the new key's passphrase goes
+            self._agent_conf()
         if not result.fingerprint:
             raise CryptoError(f"could not generate the outbox key: {result.status}")
         return normalise_fingerprint(str(result.fingerprint))
@@ -308,3 +465,27 @@ class Crypto:
             capture_output=True,
             check=False,
         )
+
+
+class KeyholderHome:
+    """A records keyholder's own GnuPG home (`--gnupghome` of `intake quarantine release` and
+    `intake show`), used as it is: nothing is written to it, its agent is left alone. It only
+    decrypts stored records, in memory; the daemon's homedir never holds a records secret key."""
+
+    def __init__(self, homedir: Path, binary: str = "gpg") -> None:
+        if not homedir.is_dir():
+            raise CryptoError(f"{homedir} is not a folder (a GnuPG home)")
+        self.homedir = homedir
+        self.gpg = gnupg.GPG(gnupghome=str(homedir), gpgbinary=binary, options=_GPG_OPTIONS)
+
+    def secret_keys(self) -> set[str]:
+        """The primary fingerprints of the keys whose secret (or secret subkey) is here."""
+        keys = self.gpg.list_keys(secret=True)
+        return {normalise_fingerprint(key["fingerprint"]) for key in keys}
+
+    def decrypt(self, data: bytes) -> bytes:
+        """The plaintext of a stored record; DecryptError when no key here opens it."""
+        result = self.gpg.decrypt(data)
+        if not result.ok:
+            raise DecryptError(f"gpg in {self.homedir} could not decrypt it: {result.status}")
+        return bytes(result.data)

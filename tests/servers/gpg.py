@@ -71,6 +71,74 @@ class KeySet:
         """
         return _generate(self.gpg, name, email, expire)
 
+    def make_key_with_subkeys(
+        self, name: str, email: str, subkeys: list[str | dt.date]
+    ) -> tuple[str, str]:
+        """A key whose primary (sign only) never expires, with one encryption subkey per
+        entry, added in order; return ``(fingerprint, public armour)``. An entry is a gpg
+        period such as ``"5d"`` or a date; a date in the past gives a subkey that expired
+        then (created the day before, so older than the others)."""
+        past = [day for day in subkeys if isinstance(day, dt.date) and day <= dt.date.today()]
+        created = min(past, default=dt.date.today()) - dt.timedelta(days=2)
+        spec = self.gpg.gen_key_input(
+            key_type="EDDSA",
+            key_curve="ed25519",
+            key_usage="sign",
+            name_real=name,
+            name_email=email,
+            no_protection=True,
+            expire_date="0",
+            creation_date=created.strftime("%Y%m%dT000000"),
+        )
+        key = self.gpg.gen_key(spec)
+        if not key.fingerprint:
+            raise GpgSetupError(f"gpg did not create the key {name} <{email}>:\n{key.stderr}")
+        fpr = str(key.fingerprint).upper()
+        for expire in subkeys:
+            self.add_encryption_subkey(fpr, expire)
+        return fpr, self.gpg.export_keys(fpr)
+
+    def add_encryption_subkey(self, fingerprint: str, expire: str | dt.date) -> str:
+        """Add a cv25519 encryption subkey to a key made here (see `make_key_with_subkeys`
+        for ``expire``); the new public armour of the whole key."""
+        argv = ["gpg", "--homedir", str(self.home), "--batch", "--pinentry-mode", "loopback"]
+        argv += ["--passphrase", ""]
+        period = expire
+        if isinstance(expire, dt.date):
+            if expire <= dt.date.today():
+                made = expire - dt.timedelta(days=1)
+                argv += ["--faked-system-time", made.strftime("%Y%m%dT120000!")]
+                period = "1d"
+            else:
+                period = expire.isoformat()
+        argv += ["--quick-add-key", fingerprint, "cv25519", "encr", str(period)]
+        done = subprocess.run(argv, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise GpgSetupError(f"gpg could not add a subkey to {fingerprint}:\n{done.stderr}")
+        return str(self.gpg.export_keys(fingerprint))
+
+    def encryption_subkeys(self, fingerprint: str) -> list[str]:
+        """The fingerprints of a key's encryption subkeys, oldest first."""
+        key = next(k for k in self.gpg.list_keys() if k["fingerprint"] == fingerprint)
+        subs = [s for s in key["subkey_info"].values() if "e" in s["cap"]]
+        return [s["fingerprint"] for s in sorted(subs, key=lambda s: int(s["date"]))]
+
+    def public_without_subkey(self, fingerprint: str, subkey: str) -> str:
+        """The public armour of a key made here, less one subkey (a rotated key file)."""
+        with tempfile.TemporaryDirectory(prefix="intake-gpg-cut-") as home:
+            copy = gnupg.GPG(gnupghome=home)
+            copy.import_keys(self.gpg.export_keys(fingerprint))
+            if str(copy.delete_keys(subkey, exclamation_mode=True).status) != "ok":
+                raise GpgSetupError(f"gpg could not drop the subkey {subkey} of {fingerprint}")
+            armor = str(copy.export_keys(fingerprint))
+            kill = ["gpgconf", "--homedir", home, "--kill", "all"]
+            subprocess.run(kill, check=False, capture_output=True)
+        return armor
+
+    def recipients(self, armored: bytes | str) -> list[str]:
+        """The long key ids an OpenPGP message is encrypted to."""
+        return [str(keyid).upper() for keyid in self.gpg.get_recipients(armored)]
+
     def close(self) -> None:
         """Stop this home's gpg-agent and delete the home and the key folder."""
         subprocess.run(

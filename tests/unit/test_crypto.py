@@ -14,7 +14,7 @@ from tests.servers.gpg import KeySet
 @pytest.fixture
 def crypto(tmp_path: Path, gpg_keys: KeySet) -> Crypto:
     found = Crypto(tmp_path / "g", passphrase="unit test passphrase")
-    found.import_keys_dir(gpg_keys.keys_dir)
+    found.sync_keys_dir(gpg_keys.keys_dir)
     yield found
     found.close()
 
@@ -35,7 +35,7 @@ def test_expired_key_is_refused(crypto: Crypto, gpg_keys: KeySet, tmp_path: Path
     fpr, public = gpg_keys.make_key("Expired", "old@example.ac.uk", expire=dt.date(2020, 1, 1))
     (tmp_path / "k").mkdir()
     (tmp_path / "k" / "old.asc").write_text(public)
-    crypto.import_keys_dir(tmp_path / "k")
+    crypto.sync_keys_dir(tmp_path / "k")
     with pytest.raises(KeyUnusableError, match="expired"):
         crypto.encrypt(b"x", [fpr])
 
@@ -51,7 +51,7 @@ def test_secret_key_in_keys_dir_is_refused(crypto: Crypto, tmp_path: Path) -> No
     (tmp_path / "s").mkdir()
     (tmp_path / "s" / "x.asc").write_text("-----BEGIN PGP PRIVATE KEY BLOCK-----\n")
     with pytest.raises(CryptoError, match="secret key"):
-        crypto.import_keys_dir(tmp_path / "s")
+        crypto.sync_keys_dir(tmp_path / "s")
 
 
 def test_readable_homedir_is_refused(tmp_path: Path) -> None:

@@ -77,6 +77,11 @@ _BARE_ADDR = re.compile(r'(?P<addr>[^\s<>()",;:\\]+)\s*(?:\((?P<name>[^()<>@\\]*
 # given back (possessive loops), so tokenizing is linear for any input.
 _LIST_ITEM = re.compile(r'"(?:[^"\\]|\\.?)*+"?|\((?:[^()\\]|\\.?)*+\)?|<[^<>]*>|[^,"(<]+|.', re.S)
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+# Trace fields, which each delivery adds or changes: not part of a fingerprint without Message-ID.
+_TRACE = re.compile(
+    rb"(?i)(?:received|delivered-to|return-path|x-original-to|authentication-results)[ \t]*:"
+    rb"|(?:dkim|arc)-[!-9;-~]*[ \t]*:"
+)
 
 
 class ParseError(Exception):
@@ -98,13 +103,29 @@ def split_raw(raw: bytes) -> tuple[bytes, bytes]:
 
 
 def content_fingerprint(raw: bytes) -> str:
-    """Message-ID plus a hash of the body: the same mail re-delivered (new Received headers) has
-    the same fingerprint, while two different mails sharing a Message-ID do not."""
-    headers, body = split_raw(raw)
-    found = re.search(rb"(?im)^message-id:[ \t]*(.*(?:\r?\n[ \t].*)*)", headers)
-    message_id = found.group(1).strip() if found else b""
-    body_hash = hashlib.sha256(body.replace(b"\r\n", b"\n")).hexdigest()
-    return hashlib.sha256(message_id + b"\0" + body_hash.encode()).hexdigest()
+    """What makes two deliveries the same message. With a Message-ID: the ID plus a hash of the
+    body, so two different mails sharing an ID are not merged. Without one: a hash of the whole
+    message but its trace fields (Received, Delivered-To, Return-Path, X-Original-To, DKIM-*,
+    ARC-*, Authentication-Results), so two different mails are never merged while the same mail
+    delivered twice is. Line endings (CRLF, LF) do not count."""
+    headers, body = (part.replace(b"\r\n", b"\n") for part in split_raw(raw))
+    found = re.search(rb"(?im)^message-id:[ \t]*(.*(?:\n[ \t].*)*)", headers)
+    message_id = b" ".join(found.group(1).split()) if found else b""
+    content = body if message_id else b"\n".join(_untraced_fields(headers)) + b"\n\n" + body
+    content_hash = hashlib.sha256(content).hexdigest()
+    return hashlib.sha256(message_id + b"\0" + content_hash.encode()).hexdigest()
+
+
+def _untraced_fields(headers: bytes) -> list[bytes]:
+    """The fields of an LF-ended header block (folded lines kept with their field) without the
+    trace fields that each delivery adds or changes."""
+    fields: list[bytes] = []
+    for line in headers.split(b"\n"):
+        if line[:1] in (b" ", b"\t") and fields:
+            fields[-1] += b"\n" + line
+        else:
+            fields.append(line)
+    return [field for field in fields if not _TRACE.match(field)]
 
 
 def strict_address(value: str) -> str | None:

@@ -8,7 +8,12 @@ memory; at rest it exists only encrypted (see `store.py`).
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
+
+# An email's Date is taken for when it was sent only from a year before it was received to a
+# day after: a sender's clock can be wrong (a phone reset to 1970), a form platform's is not.
+DATE_BEFORE = timedelta(days=365)
+DATE_AHEAD = timedelta(days=1)
 
 
 @dataclass(frozen=True)
@@ -37,7 +42,7 @@ class Report:
     sender_address: str | None = None
     to_addresses: list[str] = field(default_factory=list)
     message_id: str | None = None
-    sent_at: datetime | None = None
+    sent_at: datetime | None = None  # the message's Date, or a form's submission time
     attachments: list[Attachment] = field(default_factory=list)
     category: str | None = None
     reporter_role: str | None = None
@@ -59,6 +64,18 @@ class Report:
     # An anonymised report's former sender names and addresses, in memory only, until its text
     # attachments have been scrubbed of them (`anonymity.clean_attachments`).
     sender_hints: list[str] = field(default_factory=list, repr=False)
+
+    def sent_time(self) -> datetime | None:
+        """When the reporter sent the report, in UTC: a form's submission time, or an email's
+        Date within the bounds above; None when not known."""
+        if self.sent_at is None:
+            return None
+        sent = self.sent_at if self.sent_at.tzinfo else self.sent_at.replace(tzinfo=UTC)
+        if self.source == "email" and not (
+            self.received_at - DATE_BEFORE <= sent <= self.received_at + DATE_AHEAD
+        ):
+            return None
+        return sent.astimezone(UTC)
 
     def to_record(self) -> dict[str, object]:
         """The parsed report as a JSON-ready dict for the encrypted record (attachment metadata)."""

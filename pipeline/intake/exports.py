@@ -13,8 +13,10 @@ job). Layouts recognised (`dialect`):
   `11/24/26 10:15:32`). The id is "ID", the submission time "Completion time".
 - "qualtrics", Qualtrics CSV/TSV/Excel: three header rows (column ids such as "ResponseId" and
   "Q3"; question texts; `{"ImportId": ...}` cells whose "timeZone" is the zone of "RecordedDate"
-  and "EndDate"). Values are keyed by column id and by question text. "IPAddress",
-  "LocationLatitude" and "LocationLongitude" are dropped on reading; nothing downstream sees them.
+  and "EndDate"). Values are keyed by column id and by question text: as exported, and (where
+  that names one column only) with its white space collapsed to single spaces and without a
+  " - Selected Choice" suffix. "IPAddress", "LocationLatitude" and "LocationLongitude" are
+  dropped on reading; nothing downstream sees them.
 - "jisc", Jisc Online Surveys: its export layout could not be checked against Jisc's own
   documentation, so a header row is taken for Jisc when it has "Response ID" plus a started
   column ("Started", "Started on", "Start date") and a completed one ("Completed", "Completed on",
@@ -79,6 +81,7 @@ DIALECTS = ("google", "microsoft", "qualtrics", "jisc", "generic")
 _DETECTION_ORDER = ("qualtrics", "microsoft", "jisc", "google", "generic")
 
 _QUALTRICS_DROPPED = frozenset({"IPAddress", "LocationLatitude", "LocationLongitude"})
+_SELECTED_CHOICE = " - Selected Choice"
 _JISC_STARTED = frozenset({"started", "started on", "start date"})
 _JISC_COMPLETED = ("completed", "completed on", "completion date")
 _PLATFORM_ID = {"microsoft": "id", "qualtrics": "responseid", "jisc": "response id"}
@@ -132,14 +135,17 @@ class Export:
         return [*self.columns, *self.aliases]
 
     def describe_headers(self, limit: int = 40) -> str:
-        """The header names for a message, or only their number when the first row may be a
-        response (never its cells)."""
+        """The header names for a message (Qualtrics: the column ids, then the question texts),
+        or only their number when the first row may be a response (never its cells)."""
         if not self.header_recognised:
             return (
                 f"a first row of {len(self.columns)} cells that holds none of the mapped "
                 "headers (not shown: it may be a response rather than a header row)"
             )
-        return ", ".join(repr(name) for name in self.columns[:limit]) or "no columns"
+        found = ", ".join(repr(name) for name in self.columns[:limit]) or "no columns"
+        if self.aliases:
+            found += "; question texts " + ", ".join(repr(text) for text in self.aliases[:limit])
+        return found
 
 
 class ExportError(Exception):
@@ -164,15 +170,17 @@ def read_export(
     id_column: str | None = None,
     date_format: str | None = None,
     expected: Collection[str] = (),
+    data: bytes | None = None,
 ) -> Export:
     """Read one export file (see the module docstring); ExportError when it cannot be read.
     `expected`: the headers the caller maps, which mark a generic file's first row as a
-    header row."""
+    header row. `data`: the file's bytes, when they are in memory already."""
     if dialect != "auto" and dialect not in DIALECTS:
         raise ValueError(f"unknown dialect {dialect!r}; use 'auto' or one of {', '.join(DIALECTS)}")
     wanted = {*expected, *([id_column] if id_column else [])}
     try:
-        return _export(path, read_records(path), dialect, id_column, date_format, wanted)
+        records = read_records(path, data)
+        return _export(path, records, dialect, id_column, date_format, wanted)
     except Unreadable as exc:
         raise ExportError(f"{path}: {exc}") from None
 
@@ -280,15 +288,37 @@ def _layout(dialect: str, header_rows: Records) -> _Layout:
     aliases: list[tuple[int, str]] = []
     if dialect == "qualtrics":
         texts = [cell_text(cell) for cell in header_rows[1][1]]
-        kept = [(i, texts[i]) for i, _ in keys if i < len(texts) and texts[i]]
-        unique = _unique([text for _, text in kept], set(names))
-        aliases = [(i, text) for (i, _), text in zip(kept, unique, strict=True)]
+        aliases = _question_aliases([(i, texts[i]) for i, _ in keys if i < len(texts)], names)
     by_lower = {name.lower(): (i, name) for i, name in reversed(keys)}
     submitted = next((by_lower[n] for n in _SUBMITTED[dialect] if n in by_lower), None)
     layout = _Layout([name for _, name in keys], keys, aliases, len(names), submitted)
     if dialect == "qualtrics" and submitted is not None:
         _qualtrics_zone(layout, header_rows[2][1], submitted)
     return layout
+
+
+def _question_aliases(texts: list[tuple[int, str]], names: list[str]) -> list[tuple[int, str]]:
+    """Qualtrics question texts (cell index, text) as names of their columns: each as exported
+    (made unique like the columns, never shadowing a column id), then the other names a person
+    would map it by (`_plain_forms`) where exactly one column answers to them."""
+    kept = [(i, text) for i, text in texts if text]
+    unique = _unique([text for _, text in kept], set(names))
+    aliases = [(i, text) for (i, _), text in zip(kept, unique, strict=True)]
+    taken = {*names, *unique}
+    plain = [(i, form) for i, text in kept for form in _plain_forms(text) if form not in taken]
+    counts = Counter(form for _, form in plain)
+    return aliases + [(i, form) for i, form in plain if counts[form] == 1]
+
+
+def _plain_forms(text: str) -> list[str]:
+    """A question text as someone copying it from the survey would write it: its white space
+    (line breaks, no-break spaces, runs of spaces) as one space; and, for a choice question
+    with a text-entry option, without Qualtrics' " - Selected Choice" suffix."""
+    plain = " ".join(text.split())
+    forms = [plain]
+    if plain.endswith(_SELECTED_CHOICE) and len(plain) > len(_SELECTED_CHOICE):
+        forms.append(plain[: -len(_SELECTED_CHOICE)])
+    return [form for form in forms if form != text]
 
 
 def _unique(names: list[str], taken: set[str]) -> list[str]:

@@ -4,10 +4,11 @@
 Delimited text may be UTF-8 (with or without BOM), UTF-16 with BOM (Excel's "Unicode Text") or
 Windows-1252, separated by `,`, `;` or tab (an Excel `sep=` first line is honoured). Workbooks
 are read with openpyxl (first sheet). JSON is a list of objects (or an object holding one under
-"responses", "data" or "results"); JSON Lines is one object a line. Each record is (row number
-as a spreadsheet or editor shows it, cells); blank rows are skipped. The header row of a JSON
-file is built from the objects' keys and numbered 0; a key an object does not have is the cell
-None (`ABSENT`), so a missing answer can be told from a blank one.
+"responses", "data" or "results"), nested no deeper than Python's parser reaches; JSON Lines is
+one object a line. Each record is (row number as a spreadsheet or editor shows it, cells);
+blank rows are skipped. The header row of a JSON file is built from the objects' keys and
+numbered 0; a key an object does not have is the cell None (`ABSENT`), so a missing answer can
+be told from a blank one.
 
 No message raised here quotes a cell: a response's text never reaches a log, a reason or an
 alert. Parser messages that could quote the document (csv, json) are replaced by fixed text.
@@ -40,6 +41,10 @@ _TOO_MANY_ROWS = (
     "the file has more than {:,} rows, the most one export may have; export it in parts "
     "(e.g. by date range)"
 )
+_TOO_DEEP = (
+    "the JSON is nested too deeply to read (lists or objects inside each other thousands of "
+    "levels deep); a form export is a list of flat responses"
+)
 # json.JSONDecodeError.msg texts that quote nothing of the document (the C scanner's)
 _JSON_MESSAGES = frozenset(
     {
@@ -60,15 +65,16 @@ class Unreadable(Exception):
     """Why a file cannot be read, without its path and without any of its cells."""
 
 
-def read_records(path: Path) -> Records:
-    """The file's records by its suffix; Unreadable when it cannot be read."""
+def read_records(path: Path, data: bytes | None = None) -> Records:
+    """The file's records by its suffix; Unreadable when it cannot be read. `data`: the file's
+    bytes when they are in memory already (a decrypted archive: never written to disk)."""
     suffix = path.suffix.lower()
     if suffix not in SUFFIXES:
         raise Unreadable(
             f"files ending {suffix or 'without a suffix'} are not read; "
             f"save the export as one of {', '.join(SUFFIXES)}"
         )
-    data = _read_bytes(path)
+    data = _read_bytes(path) if data is None else data
     if suffix == ".xlsx":
         return _xlsx_records(data)
     if suffix in (".json", ".jsonl", ".ndjson"):
@@ -239,6 +245,13 @@ def _json_records(data: bytes, lines: bool) -> Records:
         text = data.decode(json.detect_encoding(data))
     except UnicodeDecodeError as exc:
         raise Unreadable(f"byte {exc.start} is not valid UTF-8; JSON must be UTF-8") from None
+    try:
+        return _json_document(text, lines)
+    except RecursionError:
+        raise Unreadable(_TOO_DEEP) from None
+
+
+def _json_document(text: str, lines: bool) -> Records:
     if lines:
         return _json_table(_json_lines(text))
     try:

@@ -4,6 +4,10 @@
 python run_daemon.py --config intake.toml          run until SIGTERM/SIGINT
 python run_daemon.py --config intake.toml --once   run every job once; exit 0 if all went well
 python run_daemon.py --demo                        a self-contained demo run (no servers needed)
+
+With --once the exit status says what needs an admin: 1 could not start, 2 a source could not
+be read, 4 mail could not be handed to the SMTP server, 8 a report was quarantined or routed to
+no service; they add up (see pipeline/daemon.py). Run until stopped, it exits 0 on SIGTERM.
 """
 
 from __future__ import annotations
@@ -16,11 +20,15 @@ from pipeline.app import StartupError
 from pipeline.cli import setup_logging
 from pipeline.config import ConfigError, load_config
 from pipeline.crypto import CryptoError
-from pipeline.daemon import run_forever, run_once
+from pipeline.daemon import EXIT_HELP, Exit, run_forever, run_once
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description="Run the report-intake daemon.")
+    parser = argparse.ArgumentParser(
+        description="Run the report-intake daemon.",
+        epilog=EXIT_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--config", help="the TOML config file")
     parser.add_argument("--once", action="store_true", help="run every job once and exit")
     parser.add_argument("--demo", action="store_true", help="run once on a generated demo setup")
@@ -40,7 +48,7 @@ def main() -> int:
         app = App.open(load_config(args.config))
     except (ConfigError, StartupError, CryptoError) as exc:
         print(exc, file=sys.stderr)
-        return 1
+        return Exit.START
     try:
         return run_once(app) if args.once else run_forever(app)
     finally:

@@ -1,7 +1,11 @@
 """Intake sources: each hands its items, with a stable source key, to the `Ingest` stage and
 removes an item from its source only after that returned (the report is committed).
 
-In: a source's config. Out: calls into `Ingest` (one per item) and a `PollResult`.
+In: a source's config. Out: calls into `Ingest` (one per item) and a `PollResult`. A source
+that cannot be read at all raises `SourceError`; a folder, file or item that fails is recorded
+with `PollResult.fail`. Either way the error names the source, the server or path and the config
+key to check, with a short stable `cause` ("login", "unreachable", "export", ...) that alerts
+are coalesced by; never content.
 """
 
 from __future__ import annotations
@@ -21,9 +25,25 @@ class PollResult:
     counts: dict[str, int] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
     notices: list[str] = field(default_factory=list)  # for an admin; shown by intake status
+    causes: set[str] = field(default_factory=set)  # of `errors`: see SourceError.cause
 
     def add(self, status: str) -> None:
         self.counts[status] = self.counts.get(status, 0) + 1
+
+    def fail(self, cause: str, message: str) -> None:
+        """Record an error (a full sentence naming source and key) and its short cause."""
+        self.errors.append(message)
+        self.causes.add(cause)
+
+
+class SourceError(Exception):
+    """A source cannot be read at all: the message names the source, the server (host:port) or
+    path, and the config key to check; `cause` is a short stable word for coalescing alerts
+    ("password", "unreachable", "timeout", "tls", "login", "folder", ...)."""
+
+    def __init__(self, cause: str, message: str) -> None:
+        super().__init__(message)
+        self.cause = cause
 
 
 class Source(Protocol):
@@ -49,7 +69,7 @@ def take_safely(key: str, take: Callable[[], Outcome], result: PollResult) -> bo
     try:
         outcome = take()
     except Exception as exc:  # one bad item never stops the others; it stays for the next poll
-        result.errors.append(f"{key}: {describe(exc)}")
+        result.fail("item", f"{key}: {describe(exc)}")
         return False
     result.add(outcome.status)
     crash_point("after-commit")

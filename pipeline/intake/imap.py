@@ -13,8 +13,10 @@ quarantined mail, duplicates, bounces and the like are always expunged. Without 
 nothing is expunged: the messages stay flagged \\Deleted (never a bare EXPUNGE that could
 remove someone else's mail) and a notice asks an admin to expunge them.
 
-A missing anonymous folder, or a protocol error in one folder, is an error for that folder;
-the other folders are still polled. Login is pluggable: `LOGINS` maps `imap.auth` to a function.
+A mailbox that cannot be reached or refuses us is a `SourceError` naming the server and the key
+to check (`imap (host:993): login refused: check imap.username / imap.password_file`). A missing
+folder, or a protocol error in one folder, is an error for that folder; the other folders are
+still polled. Login is pluggable: `LOGINS` maps `imap.auth` to a function.
 """
 
 from __future__ import annotations
@@ -22,15 +24,17 @@ from __future__ import annotations
 import logging
 import ssl
 from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass
 
 from imapclient import IMAPClient
+from imapclient.exceptions import CapabilityError, LoginError
 from imapclient.util import to_unicode
 
 from pipeline.config import ConfigError, ImapConfig
 from pipeline.faults import crash_point
 from pipeline.ingest import Ingest, Outcome
-from pipeline.intake import PollResult, describe, take_safely
+from pipeline.intake import PollResult, SourceError, describe, take_safely
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +48,44 @@ def _password_login(client: IMAPClient, config: ImapConfig) -> None:
 LOGINS: dict[str, Callable[[IMAPClient, ImapConfig], None]] = {"password": _password_login}
 
 
+def server(config: ImapConfig) -> str:
+    """How errors name the mailbox: `imap (imap.example.ac.uk:993)`."""
+    return f"imap ({config.host}:{config.port})"
+
+
+def connect_error(config: ImapConfig, exc: Exception) -> SourceError:
+    """What went wrong in `connect`, and which key to check. Only our own text, the OS's and
+    the server's status replies: never the password."""
+    where = server(config)
+    if isinstance(exc, ConfigError):
+        return SourceError("password", f"imap: {exc}")
+    if isinstance(exc, LoginError):
+        reply = to_unicode(str(exc))[:200]
+        return SourceError(
+            "login",
+            f"{where}: login refused ({reply}): check imap.username / {config.password_key}",
+        )
+    if isinstance(exc, CapabilityError):
+        return SourceError("tls", f"{where}: the server offers no STARTTLS: check imap.security")
+    if isinstance(exc, ssl.SSLError):
+        reason = getattr(exc, "verify_message", None) or exc.reason or type(exc).__name__
+        return SourceError(
+            "tls", f"{where}: TLS failed ({reason}): check imap.security and imap.port"
+        )
+    if isinstance(exc, TimeoutError):
+        return SourceError(
+            "timeout",
+            f"{where}: no answer within {config.timeout_seconds:g} s: check imap.host, "
+            "imap.port and imap.timeout_seconds",
+        )
+    if isinstance(exc, OSError):
+        reason = exc.strerror or type(exc).__name__
+        return SourceError(
+            "unreachable", f"{where}: cannot connect ({reason}): check imap.host and imap.port"
+        )
+    return SourceError("imap", f"{where}: the server refused the session ({describe(exc)})")
+
+
 def connect(config: ImapConfig) -> IMAPClient:
     """A logged-in client (plain, STARTTLS or TLS) with timeouts on the socket."""
     context = ssl.create_default_context()
@@ -54,9 +96,14 @@ def connect(config: ImapConfig) -> IMAPClient:
         ssl_context=context if config.security == "tls" else None,
         timeout=config.timeout_seconds,
     )
-    if config.security == "starttls":
-        client.starttls(context)
-    LOGINS[config.auth](client, config)
+    try:
+        if config.security == "starttls":
+            client.starttls(context)
+        LOGINS[config.auth](client, config)
+    except BaseException:
+        with suppress(OSError):
+            client.shutdown()
+        raise
     return client
 
 
@@ -91,6 +138,15 @@ def keep_folder(config: ImapConfig) -> str | None:
     return config.processed_folder
 
 
+def _missing_folder(config: ImapConfig, folder: Folder) -> str:
+    if folder.name == config.folder:
+        return f'imap.folder: no folder "{folder.name}" in the mailbox of {config.username}'
+    return (
+        f'imap.anonymous_folders: no folder "{folder.name}" in the mailbox; create it (or the '
+        "rule that fills it) or remove it from the list"
+    )
+
+
 def may_keep(outcome: Outcome) -> bool:
     """Only a named report that was stored may be kept in the processed folder."""
     return outcome.status == "stored" and not outcome.anonymous
@@ -106,12 +162,18 @@ class ImapSource:
 
     def poll(self, ingest: Ingest) -> PollResult:
         result = PollResult()
-        client = connect(self.config)
+        try:
+            client = connect(self.config)
+        except (ConfigError, OSError, IMAPClient.Error) as exc:
+            raise connect_error(self.config, exc) from None
         try:
             if self.keep_folder and not client.folder_exists(self.keep_folder):
                 client.create_folder(self.keep_folder)
             for folder in self.folders:
                 self._poll_folder(client, ingest, folder, result)
+        except OSError as exc:  # what was taken stays taken; the rest waits for the next poll
+            reason = exc.strerror or type(exc).__name__
+            result.fail("connection", f"{server(self.config)}: connection lost ({reason})")
         finally:
             _logout(client)
         return result
@@ -121,16 +183,14 @@ class ImapSource:
     ) -> None:
         """One folder; a missing anonymous folder or a protocol error is an error for this
         folder only (a lost connection still ends the poll)."""
-        if folder.anonymous and not client.folder_exists(folder.name):
-            result.errors.append(
-                f'{self.account}: imap.anonymous_folders: no folder "{folder.name}" in the '
-                "mailbox; create it (or the rule that fills it) or remove it from the list"
-            )
+        where = server(self.config)
+        if not client.folder_exists(folder.name):
+            result.fail("folder", f"{where}: {_missing_folder(self.config, folder)}")
             return
         try:
             self._take_folder(client, ingest, folder, result)
         except IMAPClient.Error as exc:
-            result.errors.append(f"{self.account}/{folder.name}: {describe(exc)}")
+            result.fail("imap", f'{where}: folder "{folder.name}": IMAP error ({describe(exc)})')
 
     def _take_folder(
         self, client: IMAPClient, ingest: Ingest, folder: Folder, result: PollResult

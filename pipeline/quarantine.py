@@ -1,0 +1,337 @@
+"""Quarantine and stored reports, for an admin and a records keyholder.
+
+In: a `Config`, references and, to release or show, a keyholder's own GnuPG home
+(`--gnupghome`, holding a records secret key, which the daemon never has). Out: lines on
+standard output, quarantined inputs taken in again (through `Ingest`), or an error that names
+what to fix. Decrypted records live in memory only: never in a file, a log or the database.
+
+- `quarantined_items` (`intake quarantine list`): reference, source, when and why; no content.
+- `release` (`intake quarantine release`): the stored original decrypted and taken in again
+  under the current config, rules and limits, as the report it was. It keeps its reference: the
+  reporter may have been told it (the too-large notice), a follow-up may name it, the audit
+  trail follows it, and its fingerprint and source items still point at its row, so a copy of
+  the input arriving again is still a duplicate of it. It goes from `quarantined` to what the
+  new take gives (queued, routed, unrouted, held) in one transaction with an audit line naming
+  the OS user; still unreadable, it stays quarantined with the new reason. An anonymous
+  original was stored without its identifying header fields: what is there is released, and
+  it stays anonymous. A form response is read again from the encrypted archive of its export.
+- `show_report` (`intake show`): one stored report for a keyholder: its metadata, the decrypted
+  report, its attachments and its mail. Nothing is written.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from sqlalchemy import Engine
+from sqlmodel import Session, col, select
+
+from pipeline.app import App
+from pipeline.audit import current_user
+from pipeline.config import Config
+from pipeline.crypto import CryptoError, KeyholderHome, normalise_fingerprint
+from pipeline.ingest import Outcome, as_utc
+from pipeline.intake.exports import ExportError
+from pipeline.intake.forms import FormSource, RowError, released_response, response_keys
+from pipeline.models import EncryptedRecord, OutboxRow, ReportRow, ReportState, SourceItem
+from pipeline.store import make_engine
+
+
+class QuarantineError(Exception):
+    """A reference cannot be released or shown; the message says which and what to do."""
+
+
+class KeyholderError(QuarantineError):
+    """The `--gnupghome` given cannot open the stored records."""
+
+
+class Keyholder:
+    """A records keyholder's GnuPG home, checked to hold a secret key of `gpg.records_keys`."""
+
+    def __init__(self, config: Config, home: Path) -> None:
+        self.path = home
+        try:
+            self.home = KeyholderHome(home, config.gpg.binary)
+            held = self.home.secret_keys()
+        except CryptoError as exc:
+            raise KeyholderError(f"--gnupghome {home}: {exc}") from None
+        wanted = [normalise_fingerprint(fpr) for fpr in config.gpg.records_keys]
+        if not held & set(wanted):
+            raise KeyholderError(
+                f"--gnupghome {home}: holds no secret key of gpg.records_keys "
+                f"({', '.join(wanted)}); give the GnuPG home of a records keyholder"
+            )
+
+    def decrypt(self, data: bytes, what: str) -> bytes:
+        try:
+            return self.home.decrypt(data)
+        except CryptoError as exc:
+            raise KeyholderError(f"--gnupghome {self.path}: cannot decrypt {what}: {exc}") from None
+
+
+# -- List -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class QuarantinedItem:
+    """One quarantined input, without content."""
+
+    reference: str
+    source: str  # "email" | "form"
+    form: str | None
+    received_at: datetime
+    reason: str
+    anonymous: bool
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "reference": self.reference,
+            "source": self.source,
+            "form": self.form,
+            "received_at": self.received_at.isoformat(),
+            "reason": self.reason,
+            "anonymous": self.anonymous,
+        }
+
+    def line(self) -> str:
+        source = f"form:{self.form}" if self.form else self.source
+        anonymous = " (anonymous)" if self.anonymous else ""
+        when = f"{self.received_at:%Y-%m-%d %H:%M} UTC"
+        return f"{self.reference}  {when}  {source}{anonymous}  {self.reason}"
+
+
+def quarantined_items(engine: Engine) -> list[QuarantinedItem]:
+    """Every quarantined report, oldest first."""
+    with Session(engine) as session:
+        query = select(ReportRow).where(ReportRow.state == ReportState.QUARANTINED)
+        rows = list(session.exec(query.order_by(col(ReportRow.id))))
+    return [
+        QuarantinedItem(
+            row.reference or "",
+            row.source,
+            row.form_id or _form_id(engine, row),
+            as_utc(row.received_at),
+            row.reason or "",
+            row.anonymous,
+        )
+        for row in rows
+    ]
+
+
+def _source_keys(engine: Engine, report_id: int | None) -> list[str]:
+    with Session(engine) as session:
+        query = select(SourceItem.source_key).where(SourceItem.report_id == report_id)
+        return list(session.exec(query))
+
+
+def _form_id(engine: Engine, row: ReportRow) -> str | None:
+    """A form response's form id, from the key it was taken in under (`form:<id>:<hash>`)."""
+    if row.source != "form":
+        return None
+    keys = [key for key in _source_keys(engine, row.id) if key.startswith("form:")]
+    return keys[0].split(":")[1] if keys else None
+
+
+def list_command(config: Config, as_json: bool) -> int:
+    engine = make_engine(config.database_url)
+    try:
+        items = quarantined_items(engine)
+    finally:
+        engine.dispose()
+    if as_json:
+        print(json.dumps([item.to_json() for item in items]))
+    else:
+        print("\n".join(item.line() for item in items) or "nothing is quarantined")
+    return 0
+
+
+# -- Release --------------------------------------------------------------------------------
+
+
+def stored_report(engine: Engine, reference: str) -> ReportRow:
+    with Session(engine) as session:
+        row = session.exec(select(ReportRow).where(ReportRow.reference == reference)).first()
+    if row is None:
+        raise QuarantineError(f"{reference}: no report with this reference")
+    return row
+
+
+def _record(engine: Engine, row: ReportRow, kind: str) -> bytes | None:
+    with Session(engine) as session:
+        record = session.get(EncryptedRecord, (row.id, kind))
+        return record.data if record else None
+
+
+def release(app: App, keyholder: Keyholder, reference: str, actor: str) -> ReportRow:
+    """Take one quarantined input in again (see the module docstring); its row afterwards."""
+    row = stored_report(app.engine, reference)
+    if row.state != ReportState.QUARANTINED:
+        raise QuarantineError(
+            f"{reference}: it is {row.state}, not quarantined: nothing to release"
+        )
+    sealed = _record(app.engine, row, "original")
+    if sealed is None:
+        raise QuarantineError(
+            f"{reference}: its original was purged (retention): nothing to release"
+        )
+    original = keyholder.decrypt(sealed, f"the original of {reference}")
+    if row.source == "form":
+        outcome = _release_response(app, keyholder, row, original, actor)
+    else:
+        outcome = app.ingest.release_email(row, original, actor)
+    if outcome.status == "seen":
+        raise QuarantineError(f"{reference}: another release took it in meanwhile")
+    return stored_report(app.engine, reference)
+
+
+def _release_response(
+    app: App, keyholder: Keyholder, row: ReportRow, original: bytes, actor: str
+) -> Outcome:
+    """A quarantined form response, found in the encrypted archives of its export file."""
+    stored = json.loads(original)
+    form = next((f for f in app.config.forms if f.id == stored["form"]), None)
+    if form is None:
+        raise QuarantineError(
+            f"{row.reference}: its form {stored['form']!r} is not in {app.config.source} "
+            "([[forms]] id); add the form back to release this response"
+        )
+    keys = set(_source_keys(app.engine, row.id))
+    source, name = FormSource(form, app.config.data_dir), str(stored["file"])
+    for path in source.archived(name):
+        data = keyholder.decrypt(path.read_bytes(), f"the archived export {path}")
+        try:
+            export = source.read(Path(name), data)
+        except ExportError as exc:
+            raise QuarantineError(f"{path}: the archived export cannot be read: {exc}") from None
+        found = next((r for r in export.rows if keys & set(response_keys(form, r))), None)
+        if found is None:
+            continue
+        try:
+            report, record = released_response(app.ingest, form, export, found, row)
+        except RowError as exc:
+            return app.ingest.still_quarantined(row, f"{name}:{found.row}: {exc}", actor)
+        return app.ingest.release_report(row, report, record, actor)
+    raise QuarantineError(
+        f"{row.reference}: no archived export of {name} in {source.archive_dir} holds this "
+        f"response (forms.after is {form.after!r}); drop an export that holds it into "
+        f"{form.path}: the daemon takes in again a quarantined response that reads now"
+    )
+
+
+def release_command(config: Config, references: list[str], home: Path) -> int:
+    """Release each reference; 0 when every one was taken in, else 1."""
+    try:
+        keyholder = Keyholder(config, home)
+    except KeyholderError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    status = 0
+    app = App.open(config)
+    try:
+        for reference in references:
+            try:
+                row = release(app, keyholder, reference, current_user())
+            except QuarantineError as exc:
+                print(exc, file=sys.stderr)
+                status = 1
+                continue
+            if row.state == ReportState.QUARANTINED:
+                print(f"{reference}: still quarantined: {row.reason}")
+                status = 1
+            else:
+                print(f"{reference}: released: {row.state}")
+    finally:
+        app.close()
+    return status
+
+
+# -- Show -----------------------------------------------------------------------------------
+
+
+def metadata_lines(engine: Engine, row: ReportRow) -> list[str]:
+    """What the database knows of a report (no content), one `name: value` a line."""
+    decision = json.loads(row.decision) if row.decision else {}
+    lines = [
+        f"reference: {row.reference}",
+        f"state: {row.state}",
+        f"source: {row.source}" + (f" (form {row.form_id})" if row.form_id else ""),
+        f"received: {as_utc(row.received_at):%Y-%m-%d %H:%M} UTC",
+        f"category: {row.category or '-'}",
+        f"anonymous: {'yes' if row.anonymous else 'no'}",
+        f"urgent: {'yes' if row.urgent else 'no'}",
+        f"refer: {', '.join(decision.get('refer', [])) or '-'}",
+        f"acknowledge: {decision.get('acknowledge') or '-'}",
+        f"rules: {', '.join(decision.get('rules', [])) or '-'}",
+    ]
+    if row.reason:
+        lines.append(f"reason: {row.reason}")
+    if row.purged_at:
+        lines.append(f"purged: {as_utc(row.purged_at):%Y-%m-%d} (retention)")
+    with Session(engine) as session:
+        query = select(OutboxRow).where(OutboxRow.report_id == row.id)
+        for mail in session.exec(query.order_by(col(OutboxRow.id))):
+            error = f" ({mail.last_error})" if mail.last_error else ""
+            lines.append(f"mail: {mail.kind} to {mail.target}: {mail.state}{error}")
+    return lines
+
+
+def report_lines(record: dict[str, object]) -> list[str]:
+    """The decrypted report (the `report` record) for a person to read."""
+    sender = " ".join(str(record.get(k) or "") for k in ("sender_name", "sender_address"))
+    lines = [
+        f"subject: {record.get('subject') or ''}",
+        f"from: {'anonymous' if record.get('anonymous') else sender.strip() or '-'}",
+        f"sent: {record.get('sent_at') or '-'}",
+        f"reporter role: {record.get('reporter_role') or '-'}",
+    ]
+    fields = record.get("fields")
+    if isinstance(fields, dict):
+        lines += [f"{name}: {value}" for name, value in fields.items()]
+    follows = record.get("follows")
+    if isinstance(follows, list) and follows:
+        lines.append(f"adds to: {', '.join(map(str, follows))}")
+    lines += ["", str(record.get("body") or ""), ""]
+    forwarded = record.get("forwarded")
+    if isinstance(forwarded, list):
+        lines += [f"forwarded message:\n{text}" for text in forwarded]
+    attachments = record.get("attachments")
+    if isinstance(attachments, list) and attachments:
+        lines.append("attachments:")
+        lines += [
+            f"  {a['filename']} ({a['content_type']}, {a['size']} bytes)" for a in attachments
+        ]
+    else:
+        lines.append("attachments: none")
+    return lines
+
+
+def show_report(engine: Engine, keyholder: Keyholder, reference: str) -> list[str]:
+    """One stored report for a keyholder: metadata, then the decrypted report."""
+    row = stored_report(engine, reference)
+    lines = metadata_lines(engine, row)
+    sealed = _record(engine, row, "report")
+    if sealed is None:
+        why = (
+            "it is quarantined: release it to read it"
+            if row.state == ReportState.QUARANTINED
+            else "its records were purged"
+        )
+        return [*lines, "", f"report: none stored ({why})"]
+    record = json.loads(keyholder.decrypt(sealed, f"the report {reference}"))
+    return [*lines, "", "-- report (decrypted) --", *report_lines(record)]
+
+
+def show_command(config: Config, reference: str, home: Path) -> int:
+    engine = make_engine(config.database_url)
+    try:
+        print("\n".join(show_report(engine, Keyholder(config, home), reference)))
+    except QuarantineError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    finally:
+        engine.dispose()
+    return 0

@@ -1,0 +1,80 @@
+"""Alerts for a stored report that reaches no service (yet): quarantined, held or unrouted.
+
+In: an `Unreached` (the report's reference, its state, the reason, whether it is urgent and,
+for a held referral, the service). Out: one admin alert through `alerts.raise_alert`, saying
+what happened and what to do. Ordinary alerts are coalesced: held referrals once a day per
+service, unrouted reports once an hour (`intake status` lists every one); a quarantined report
+raises no alert of its own (`intake status` and the run's exit status show it). An urgent
+report always raises its own alert, "URGENT:" first in the subject, kind `urgent`, never
+coalesced with others. Names references, services, rules and reasons; never content.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import Engine
+
+from pipeline.alerts import daily_key, hourly_key, raise_alert
+from pipeline.config import Config
+from pipeline.models import ReportState
+
+URGENT_KIND = "urgent"
+
+
+@dataclass(frozen=True)
+class Unreached:
+    reference: str
+    state: str  # ReportState.QUARANTINED, HELD or UNROUTED
+    reason: str  # why quarantined or held; for unrouted, the rules that matched
+    urgent: bool = False
+    service: str | None = None  # the service whose referral is held
+
+    def subject(self) -> str:
+        if self.state == ReportState.HELD:
+            return (
+                f"{self.reference}: the referral to {self.service} is held: its key cannot be used"
+            )
+        if self.state == ReportState.UNROUTED:
+            return f"{self.reference} reached no service: the rules refer it to nobody"
+        return f"{self.reference} is quarantined: it could not be read"
+
+    def text(self) -> str:
+        """What happened and what to do."""
+        reference = self.reference
+        if self.state == ReportState.HELD:
+            return (
+                f"{reference}: the referral to {self.service} is held ({self.reason}). It is "
+                "sent once the key is fixed: update the key in the keys folder, then run "
+                "intake retry."
+            )
+        if self.state == ReportState.UNROUTED:
+            return (
+                f"{reference}: no rule refers it to a service ({self.reason}) and the default "
+                "refers nobody, so no service has it. The report is kept, encrypted: a records "
+                f"keyholder can read it with `intake show {reference} --gnupghome DIR` and pass "
+                "it on. Fix the rules (a default that refers a service; check them with intake "
+                "check-rules) so that no other report is left with nobody. `intake status` "
+                "lists every unrouted report."
+            )
+        return (
+            f"{reference} could not be taken in and is quarantined ({self.reason}). The "
+            "original is kept, encrypted. Fix the cause (a limit, a form mapping), then a "
+            f"records keyholder runs `intake quarantine release {reference} --gnupghome DIR`."
+        )
+
+
+def alert_unreached(engine: Engine, config: Config, item: Unreached) -> None:
+    """Raise the alert for a report left quarantined, held or unrouted (see the module)."""
+    if item.urgent:
+        key = ":".join(["urgent", item.reference, item.service or item.state])
+        text = f"This report is marked urgent.\n\n{item.text()}"
+        subject = f"URGENT: {item.subject()}"
+        raise_alert(engine, config, key, subject, text, kind=URGENT_KIND, urgent=True)
+    elif item.state == ReportState.HELD and item.service is not None:
+        subject = f"referrals to {item.service} are held: its key cannot be used"
+        key = daily_key("key", item.service)
+        raise_alert(engine, config, key, subject, item.text(), kind="held")
+    elif item.state == ReportState.UNROUTED:
+        text = f"{item.text()}\n\nOther reports left unrouted within the hour raise no more mail."
+        raise_alert(engine, config, hourly_key("unrouted"), item.subject(), text, kind="unrouted")

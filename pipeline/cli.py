@@ -1,12 +1,17 @@
 """The `intake` command (also `python -m pipeline`): admins' checks, dry runs and status.
 
-intake check-rules --config FILE            exit 0, or 1 with `file:line: message` lines
+intake check-rules --config FILE [--strict] exit 0, or 1 with `file:line: message` lines
+                                            (warnings: exit 0 unless --strict)
 intake route --config FILE --dry-run --json MESSAGE.eml
 intake route --config FILE --dry-run --json --form FORM_ID EXPORT_FILE
 intake status --config FILE [--json]
-intake run --config FILE [--once]           the daemon (same as run_daemon.py)
+intake run --config FILE [--once]           the daemon (same as run_daemon.py); with --once the
+                                            exit status is a sum of 1, 2, 4, 8 (intake run -h)
 intake retry --config FILE [--reference R] [--send]   held referrals and dead letters again
 intake purge --config FILE [--dry-run]      remove records past their retention period
+intake quarantine list --config FILE [--json]   quarantined inputs (reference, source, reason)
+intake quarantine release --config FILE REFERENCE... --gnupghome DIR   take them in again
+intake show --config FILE REFERENCE --gnupghome DIR   one stored report, decrypted, to stdout
 """
 
 from __future__ import annotations
@@ -21,20 +26,29 @@ from pathlib import Path
 
 from sqlmodel import Session
 
-from pipeline import audit
+from pipeline import audit, quarantine
 from pipeline.anonymity import apply_anonymity
-from pipeline.app import App, StartupError, load_rules, scan_keys
+from pipeline.app import (
+    App,
+    RoutingError,
+    StartupError,
+    load_routing,
+    load_rules,
+    scan_keys,
+    source_names,
+)
 from pipeline.audit import current_user
 from pipeline.config import Config, ConfigError, load_config
 from pipeline.crypto import CryptoError
-from pipeline.daemon import run_forever, run_once
+from pipeline.daemon import EXIT_HELP, run_forever, run_once
 from pipeline.intake.exports import ExportError
 from pipeline.intake.forms import FormSource, RowError, known_categories, row_report
 from pipeline.outbox import release_held, requeue
 from pipeline.parse import ParseError, parse_email
 from pipeline.retention import due_for_purge, purge
 from pipeline.rules import RuleSet, evaluate
-from pipeline.store import make_engine, needs_attention, recent_alerts, status_counts
+from pipeline.status import read_status
+from pipeline.store import make_engine
 
 OWN_LOGGERS = ("pipeline", "__main__")
 
@@ -59,14 +73,22 @@ def setup_logging(verbose: bool = False) -> None:
         logging.getLogger(__name__).debug("debug logging on: our own lines only")
 
 
-def cmd_check_rules(config: Config, _args: argparse.Namespace) -> int:
-    """Like a linter: problems on standard output, one `file:line: message` a line."""
+def cmd_check_rules(config: Config, args: argparse.Namespace) -> int:
+    """Like a linter: one `file:line: message` a line on standard output, warnings as
+    `file:line: warning: message`. Exit 1 on any error, or with --strict on any warning."""
     try:
-        load_rules(config, scan_keys(config))
-    except StartupError as exc:
+        routing = load_routing(config, scan_keys(config))
+    except RoutingError as exc:
         print(exc)
+        for warning in exc.warnings:
+            print(warning)
         return 1
-    print(f"{config.rules.dir}: rules, services, keys and templates are consistent")
+    for warning in routing.warnings:
+        print(warning)
+    if routing.warnings and args.strict:
+        return 1
+    noted = f"; {len(routing.warnings)} warning(s) above" if routing.warnings else ""
+    print(f"{config.rules.dir}: rules, services, keys and templates are consistent{noted}")
     return 0
 
 
@@ -125,19 +147,14 @@ def cmd_route(config: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_status(config: Config, args: argparse.Namespace) -> int:
+    """Counts, what needs an admin, recent alerts, the inputs ledger and the sources' health
+    (`pipeline.status`); never content."""
     engine = make_engine(config.database_url)
-    counts = status_counts(engine)
-    problems, alerts = needs_attention(engine), recent_alerts(engine)
-    engine.dispose()
-    if args.json:
-        print(json.dumps(counts))
-        return 0
-    for group, states in counts.items():
-        print(f"{group}: " + ", ".join(f"{state} {n}" for state, n in states.items()))
-    for line in problems:
-        print(f"  needs attention: {line}")
-    for line in alerts:
-        print(f"  alert: {line}")
+    try:
+        status = read_status(engine, source_names(config))
+    finally:
+        engine.dispose()
+    print(status.to_json() if args.json else "\n".join(status.lines()))
     return 0
 
 
@@ -171,15 +188,33 @@ def cmd_purge(config: Config, args: argparse.Namespace) -> int:
 
 
 def audit_command(config: Config, args: argparse.Namespace) -> None:
-    """One audit line for an admin command that changes something."""
-    if args.command not in {"retry", "purge"} or getattr(args, "dry_run", False):
+    """One audit line for an admin command that changes something (a release: one a
+    reference)."""
+    releasing = args.command == "quarantine" and args.action == "release"
+    changing = args.command in {"retry", "purge"} and not getattr(args, "dry_run", False)
+    if not (releasing or changing):
         return
     engine = make_engine(config.database_url)
     with Session(engine) as session:
-        reference = getattr(args, "reference", None)
-        audit.record(session, "command", reference, f"intake {args.command}", current_user())
+        command = f"intake {args.command}" + (" release" if releasing else "")
+        for reference in args.references if releasing else [getattr(args, "reference", None)]:
+            audit.record(session, "command", reference, command, current_user())
         session.commit()
     engine.dispose()
+
+
+def cmd_quarantine(config: Config, args: argparse.Namespace) -> int:
+    """`list`: quarantined inputs, no content. `release`: a records keyholder takes them in
+    again under the current config (`pipeline.quarantine`); 1 when one stays quarantined."""
+    if args.action == "list":
+        return quarantine.list_command(config, args.json)
+    setup_logging()
+    return quarantine.release_command(config, args.references, args.gnupghome)
+
+
+def cmd_show(config: Config, args: argparse.Namespace) -> int:
+    """One stored report, decrypted with a records keyholder's key, on standard output."""
+    return quarantine.show_command(config, args.reference, args.gnupghome)
 
 
 def cmd_run(config: Config, args: argparse.Namespace) -> int:
@@ -198,6 +233,8 @@ COMMANDS: dict[str, Callable[[Config, argparse.Namespace], int]] = {
     "run": cmd_run,
     "retry": cmd_retry,
     "purge": cmd_purge,
+    "quarantine": cmd_quarantine,
+    "show": cmd_show,
 }
 
 
@@ -206,20 +243,42 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     for name in COMMANDS:
         command = sub.add_parser(name)
-        command.add_argument("--config", required=True, help="the TOML config file")
+        if name != "quarantine":  # its own commands (list, release) take --config
+            command.add_argument("--config", required=True, help="the TOML config file")
+    sub.choices["check-rules"].add_argument(
+        "--strict", action="store_true", help="warnings are errors too (exit 1)"
+    )
     route = sub.choices["route"]
     route.add_argument("--dry-run", action="store_true", required=True, help="write nothing")
     route.add_argument("--json", action="store_true", help="one JSON object")
     route.add_argument("--form", help="read MESSAGE as an export of this [[forms]] id")
     route.add_argument("message", help="an RFC 5322 message file (.eml), or an export with --form")
     sub.choices["status"].add_argument("--json", action="store_true")
+    sub.choices["run"].epilog = EXIT_HELP
+    sub.choices["run"].formatter_class = argparse.RawDescriptionHelpFormatter
     sub.choices["run"].add_argument("--once", action="store_true", help="run every job once")
     sub.choices["run"].add_argument("--verbose", action="store_true")
     sub.choices["purge"].add_argument("--dry-run", action="store_true", help="list, change nothing")
     retry = sub.choices["retry"]
     retry.add_argument("--reference", help="only this report's dead letters (R-YYYY-NNNNNN)")
     retry.add_argument("--send", action="store_true", help="then run every job once")
+    add_quarantine_parsers(sub)
     return parser
+
+
+def add_quarantine_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """`quarantine list|release` and `show`."""
+    keyholder = "a records keyholder's GnuPG home, holding a secret key of gpg.records_keys"
+    actions = sub.choices["quarantine"].add_subparsers(dest="action", required=True)
+    for action in ("list", "release"):
+        actions.add_parser(action).add_argument("--config", required=True, help="the TOML config")
+    actions.choices["list"].add_argument("--json", action="store_true")
+    release = actions.choices["release"]
+    release.add_argument("references", nargs="+", metavar="REFERENCE")
+    release.add_argument("--gnupghome", required=True, type=Path, help=keyholder)
+    show = sub.choices["show"]
+    show.add_argument("reference", metavar="REFERENCE")
+    show.add_argument("--gnupghome", required=True, type=Path, help=keyholder)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -12,9 +12,17 @@ import re
 import stat
 import tomllib
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 Security = Literal["none", "starttls", "tls"]
 
@@ -30,19 +38,37 @@ class Section(BaseModel):
 class SecretSection(Section):
     """A section with a password given inline, in a file (`password_file`) or by `password_env`."""
 
+    section: ClassVar[str] = ""  # the TOML table, for errors: "imap.password_file: ..."
+
     password: str | None = Field(default=None, repr=False)
     password_file: Path | None = None
     password_env: str | None = None
 
+    @property
+    def password_key(self) -> str:
+        """The config key that gives the password, e.g. `imap.password_file`."""
+        if self.password_env:
+            return f"{self.section}.password_env"
+        return f"{self.section}.password_file" if self.password_file else f"{self.section}.password"
+
     def secret(self) -> str | None:
-        """The password, read from wherever the config says it is."""
+        """The password, read from wherever the config says it is; ConfigError naming the key
+        when it cannot be read."""
         if self.password_env:
             value = os.environ.get(self.password_env)
             if value is None:
-                raise ConfigError(f"environment variable {self.password_env} is not set")
+                raise ConfigError(
+                    f"{self.password_key}: environment variable {self.password_env} is not set"
+                )
             return value
         if self.password_file:
-            return self.password_file.read_text(encoding="utf-8").strip()
+            try:
+                return self.password_file.read_text(encoding="utf-8").strip()
+            except FileNotFoundError:
+                problem = "no such file"
+            except OSError as exc:
+                problem = f"cannot read it ({exc.strerror})"
+            raise ConfigError(f"{self.password_key}: {self.password_file}: {problem}")
         return self.password
 
 
@@ -51,6 +77,8 @@ class DatabaseConfig(Section):
 
 
 class ImapConfig(SecretSection):
+    section: ClassVar[str] = "imap"
+
     host: str
     port: int = 993
     security: Security = "tls"
@@ -109,6 +137,8 @@ class FormConfig(Section):
 
 
 class SmtpConfig(SecretSection):
+    section: ClassVar[str] = "smtp"
+
     host: str = "localhost"
     port: int = 25
     security: Security = "none"
@@ -261,9 +291,38 @@ class TemplatesConfig(Section):
     dir: Path = Path("templates")
 
 
+class ReferralsConfig(Section):
+    """How a referral's outer message looks: an urgent one always carries `Importance: high`
+    and `Priority: urgent`, and `urgent_marker` in its subject (none when empty)."""
+
+    urgent_marker: str = "(urgent)"
+
+
 class ScheduleConfig(Section):
     poll_seconds: int = Field(default=60, ge=1)
     outbox_seconds: int = Field(default=30, ge=1)
+
+
+class DisplayConfig(Section):
+    """How referrals show times: in this IANA time zone (e.g. "Europe/London", "UTC")."""
+
+    timezone: str = "Europe/London"
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError, OSError):
+            raise ValueError(
+                f"{value!r} is not a time zone known here; use an IANA name such as "
+                '"Europe/London" or "UTC"'
+            ) from None
+        return value
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
 
 
 class Config(Section):
@@ -278,11 +337,13 @@ class Config(Section):
     gpg: GpgConfig
     rules: RulesConfig = RulesConfig()
     templates: TemplatesConfig = TemplatesConfig()
+    referrals: ReferralsConfig = ReferralsConfig()
     schedule: ScheduleConfig = ScheduleConfig()
     alerts: AlertsConfig = AlertsConfig()
     attachments: AttachmentsConfig = AttachmentsConfig()
     limits: LimitsConfig = LimitsConfig()
     retention: RetentionConfig = RetentionConfig()
+    display: DisplayConfig = DisplayConfig()
 
     @property
     def database_url(self) -> str:

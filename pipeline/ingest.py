@@ -14,20 +14,26 @@ import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 
 from sqlalchemy import Engine
 from sqlmodel import Session
 
 from pipeline import audit
 from pipeline.acks import AckPolicy, auto_reply_reason, raw_subject, raw_thread_of, thread_of
-from pipeline.alerts import daily_key, raise_alert
+from pipeline.alerts import raise_alert
 from pipeline.anonymity import apply_anonymity, clean_attachments, is_anonymous_message
 from pipeline.bounces import Bounce, recognise_bounce
 from pipeline.clean import screen_attachments
 from pipeline.config import Config
 from pipeline.crypto import Crypto, KeyUnusableError
-from pipeline.deliver import build_acknowledgement, build_referral, new_message_id, referral_inner
+from pipeline.deliver import (
+    build_acknowledgement,
+    build_referral,
+    new_message_id,
+    referral_inner,
+    referral_subject,
+)
 from pipeline.faults import crash_point
 from pipeline.models import OutboxRow, OutboxState, ReportRow, ReportState
 from pipeline.parse import (
@@ -43,14 +49,20 @@ from pipeline.report import Report
 from pipeline.rules import Decision, RuleSet, Service, evaluate
 from pipeline.store import (
     AckLimiter,
+    Build,
     anonymous_thread,
     decision_json,
+    has_acknowledgement,
+    keep_quarantined,
     mark_source,
+    quarantined_input,
     record_bounce,
+    release_report,
     report_by_fingerprint,
     save_report,
     source_seen,
 )
+from pipeline.unreached import Unreached, alert_unreached
 
 log = logging.getLogger(__name__)
 
@@ -58,10 +70,20 @@ TOO_LARGE_TEMPLATE = "ack-too-large"
 
 
 @dataclass(frozen=True)
+class Release:
+    """A quarantined report taken in again (`Ingest.release_report`): its row id, and who
+    released it (a keyholder's OS user, or "daemon" for a re-exported form response)."""
+
+    report_id: int
+    actor: str
+
+
+@dataclass(frozen=True)
 class Outcome:
-    """What became of one input: `stored`, `quarantined`, `duplicate`, `seen` (already taken),
-    `bounce` or `auto_reply`. `anonymous` is True when the input was (or may have been) an
-    anonymous report: its source must not keep a readable copy."""
+    """What became of one input: `stored`, `unrouted` (stored, but the rules refer it to no
+    service), `quarantined`, `duplicate`, `seen` (already taken), `bounce` or `auto_reply`.
+    `anonymous` is True when the input was (or may have been) an anonymous report: its source
+    must not keep a readable copy."""
 
     status: str
     reference: str | None = None
@@ -102,9 +124,7 @@ class Ingest:
         fingerprint = self.fingerprint(content_fingerprint(raw))
         existing = report_by_fingerprint(self.engine, fingerprint)
         if existing is not None:
-            mark_source(self.engine, source_key, existing.id)
-            log.info("duplicate of %s (%s)", existing.reference, source_key)
-            return Outcome("duplicate", existing.reference)
+            return self.take_duplicate(source_key, existing)
         received_at = datetime.now(UTC)
         try:
             limits = self.config.limits
@@ -123,13 +143,21 @@ class Ingest:
         original = self._apply_anonymity(report, raw, forced=forced)
         return self.take_report(report, source_key, fingerprint, original)
 
+    def take_duplicate(self, source_key: str, existing: ReportRow | None) -> Outcome:
+        """An input whose content was stored already (another copy; another instance stored it
+        first): it counts as a `duplicate` of that report and is not stored again."""
+        mark_source(self.engine, source_key, existing.id if existing else None, "duplicate")
+        reference = existing.reference if existing else None
+        log.info("duplicate of %s (%s)", reference, source_key)
+        return Outcome("duplicate", reference)
+
     def take_auto_reply(self, source_key: str) -> Outcome:
         """An out-of-office or vacation reply: not a report; counted (one audit line, no
         content) and not kept."""
         with Session(self.engine) as session:
             audit.record(session, "input", None, "auto_reply")
             session.commit()
-        mark_source(self.engine, source_key, None)
+        mark_source(self.engine, source_key, None, "auto_reply")
         log.info("an automatic reply was set aside (%s)", source_key)
         return Outcome("auto_reply")
 
@@ -137,7 +165,7 @@ class Ingest:
         """Record a bounce against the mail it refers to (an unmatched one is counted in the
         audit log); it is not a report and is not kept."""
         matched = record_bounce(self.engine, bounce)
-        mark_source(self.engine, source_key, None)
+        mark_source(self.engine, source_key, None, "bounce")
         for target, reference in matched:
             log.warning("%s mail to %s: %s (%s)", reference, target, bounce.action, bounce.status)
             if bounce.permanent:
@@ -190,7 +218,15 @@ class Ingest:
             received_at,
             notify,
             anonymous=anonymous,
+            urgent=self._urgent_by_headers(raw, received_at),
         )
+
+    def _urgent_by_headers(self, raw: bytes, received_at: datetime) -> bool:
+        """Whether the rules find a message that cannot be read urgent from its headers alone
+        (the words of its subject): its quarantine then raises an urgent alert."""
+        acks = AckPolicy.from_config(self.config)
+        report = report_from_headers(raw, received_at, limits=self.config.limits, acks=acks)
+        return report is not None and evaluate(self.rules, report).urgent
 
     def quarantine(
         self,
@@ -203,14 +239,16 @@ class Ingest:
         notify: Report | None = None,
         *,
         anonymous: bool = False,
+        urgent: bool = False,
     ) -> Outcome:
         """Keep an input that cannot be processed, encrypted, with the reason; `notify` is a
         named sender to tell that the message arrived but was too large to open. An
-        `anonymous` input's row keeps its time to the hour only."""
+        `anonymous` input's row keeps its time to the hour only; an `urgent` one alerts."""
         moment = to_the_hour(received_at) if anonymous else received_at
         row = _report_row(source, fingerprint, moment, ReportState.QUARANTINED)
         row.reason = reason
         row.anonymous = anonymous
+        row.urgent = urgent
         records = {"original": self._encrypt_record(raw)}
 
         def build(reference: str) -> tuple[dict[str, bytes], list[OutboxRow]]:
@@ -221,8 +259,10 @@ class Ingest:
 
         reference = save_report(self.engine, row, source_key, build)
         if reference is None:
-            return Outcome("duplicate")
+            return self.take_duplicate(source_key, report_by_fingerprint(self.engine, fingerprint))
         log.warning("%s quarantined: %s", reference, reason)
+        stuck = Unreached(reference, ReportState.QUARANTINED, reason, urgent)
+        alert_unreached(self.engine, self.config, stuck)
         return Outcome("quarantined", reference, reason, anonymous=anonymous)
 
     def _too_large_notice(self, raw: bytes, received_at: datetime) -> Report | None:
@@ -241,9 +281,16 @@ class Ingest:
         return report if evaluate(self.rules, report).acknowledge else None
 
     def take_report(
-        self, report: Report, source_key: str, fingerprint: str, original: bytes
+        self,
+        report: Report,
+        source_key: str,
+        fingerprint: str,
+        original: bytes,
+        *,
+        release: Release | None = None,
     ) -> Outcome:
-        """Route, render, encrypt and store a parsed report (email or form)."""
+        """Route, render, encrypt and store a parsed report (email or form); with `release`,
+        into the quarantined report it was (see `release_report`)."""
         decision = evaluate(self.rules, report)
         if report.anonymous:
             forget_circumstances(report, AckPolicy.from_config(self.config).is_own)
@@ -266,27 +313,37 @@ class Ingest:
         def build(reference: str) -> tuple[dict[str, bytes], list[OutboxRow]]:
             outbox = self._outbox(reference, report, decision, bool(acknowledge))
             queued.extend((r.kind, r.target, _held_reason(r)) for r in outbox)
-            row.state = _report_state(outbox)
+            row.state = _report_state(decision.refer, outbox)
             return {"original": original_record, "report": report_record}, outbox
 
-        reference = save_report(self.engine, row, source_key, build)
+        reference = self._commit(row, source_key, build, release)
         if reference is None:
-            return Outcome("duplicate")
+            if release is not None:
+                return Outcome("seen")  # not quarantined any more: another release came first
+            return self.take_duplicate(source_key, report_by_fingerprint(self.engine, fingerprint))
         if any(kind == "ack" for kind, _, _ in queued):
             self.limiter.record(report.ack_address or "")
-        for _, target, reason in queued:
-            if reason:
-                self._alert_held(reference, target, reason)
-        log.info("%s stored, %d mail queued", reference, len(queued))
-        return Outcome("stored", reference, anonymous=report.anonymous)
+        self._alert_unreached(reference, decision, queued)
+        status = "stored" if decision.refer else "unrouted"
+        log.info("%s %s, %d mail queued", reference, status, len(queued))
+        return Outcome(status, reference, anonymous=report.anonymous)
 
-    def _alert_held(self, reference: str, service_id: str, reason: str) -> None:
-        subject = f"referrals to {service_id} are held: its key cannot be used"
-        text = (
-            f"{reference}: the referral to {service_id} is held ({reason}). "
-            "It is sent once the key is fixed: update the key, then run intake retry."
-        )
-        raise_alert(self.engine, self.config, daily_key("key", service_id), subject, text)
+    def _alert_unreached(
+        self, reference: str, decision: Decision, queued: list[tuple[str, str, str | None]]
+    ) -> None:
+        """Alert about each held referral, or a report the rules refer to nobody."""
+        urgent = decision.urgent
+        stuck = [
+            Unreached(reference, ReportState.HELD, held, urgent, service)
+            for _, service, held in queued
+            if held
+        ]
+        if not decision.refer:
+            rules = ", ".join(decision.rules)
+            matched = f"rules matched: {rules}" if rules else "no rule matched"
+            stuck.append(Unreached(reference, ReportState.UNROUTED, matched, urgent))
+        for item in stuck:
+            alert_unreached(self.engine, self.config, item)
 
     def _encrypt_record(self, data: bytes) -> bytes:
         return self.crypto.encrypt(data, list(self.config.gpg.records_keys))
@@ -306,7 +363,9 @@ class Ingest:
         service = self.rules.services[service_id]
         sender = self.config.smtp.from_
         message_id = new_message_id(sender)
-        context = referral_context(reference, report, decision, service)
+        context = referral_context(
+            reference, report, decision, service, zone=self.config.display.zone
+        )
         rendered = self.renderer.render(service.template_name, context)
         row = OutboxRow(
             report_id=0,
@@ -314,6 +373,7 @@ class Ingest:
             target=service.id,
             message_id=message_id,
             recipient=service.email,
+            urgent=decision.urgent,
         )
         try:
             row.payload = build_referral(
@@ -321,10 +381,13 @@ class Ingest:
                 fingerprint=service.fingerprint,
                 sender=sender,
                 recipient=service.email,
-                outer_subject=f"Referral {reference}",
+                outer_subject=referral_subject(
+                    reference, decision.urgent, self.config.referrals.urgent_marker
+                ),
                 message_id=message_id,
                 rendered=rendered,
                 attachments=report.attachments,
+                urgent=decision.urgent,
             )
         except KeyUnusableError as exc:
             log.error("%s referral to %s held: %s", reference, service.id, exc)
@@ -355,13 +418,74 @@ class Ingest:
             message_id=message_id,
             sealed=self.crypto.encrypt_for_outbox(report.ack_address.encode()),
             payload=self.crypto.encrypt_for_outbox(payload),
+            urgent=decision.urgent,
         )
+
+    # -- Release from quarantine: a quarantined input taken in again, as the report it was ----
+
+    def _commit(
+        self, row: ReportRow, source_key: str, build: Build, release: Release | None
+    ) -> str | None:
+        """Insert a new report, or (`release`) update the quarantined report in place."""
+        if release is None:
+            return save_report(self.engine, row, source_key, build)
+        return release_report(self.engine, release.report_id, release.actor, row, build)
+
+    def quarantined_input(self, source_keys: list[str]) -> ReportRow | None:
+        """The quarantined report an input (by any of its source keys) was taken in as."""
+        return quarantined_input(self.engine, source_keys)
+
+    def release_email(self, quarantined: ReportRow, raw: bytes, actor: str) -> Outcome:
+        """Take a quarantined message in again under the current config, rules and limits.
+        `raw` is the original as stored (an anonymous one without its identifying header
+        fields: it stays anonymous). It keeps its reference and received time; a message
+        that still cannot be read stays quarantined with the new reason. A keyholder chose to
+        release it, so it is taken as a report (no bounce or automatic-reply check)."""
+        limits = self.config.limits
+        try:
+            msg = read_message(raw, limits=limits)
+            acks = AckPolicy.from_config(self.config)
+            received_at = as_utc(quarantined.received_at)
+            report = report_from_message(msg, received_at, limits=limits, acks=acks)
+        except ParseError as exc:
+            return self.still_quarantined(quarantined, exc.reason, actor)
+        report.follows = anonymous_thread(self.engine, *thread_of(msg, report.subject))
+        forced = quarantined.anonymous or bool(report.follows)
+        original = self._apply_anonymity(report, raw, forced=forced)
+        return self.release_report(quarantined, report, original, actor)
+
+    def release_report(
+        self, quarantined: ReportRow, report: Report, original: bytes, actor: str
+    ) -> Outcome:
+        """Route, render, encrypt and store a report read from a quarantined input, into the
+        quarantined report (`store.release_report`). A reporter already written to about it
+        (the too-large notice) is not acknowledged again: one mail per report and target."""
+        assert quarantined.id is not None
+        if report.ack_address and has_acknowledgement(self.engine, quarantined.id):
+            report.ack_address = None
+        release = Release(quarantined.id, actor)
+        return self.take_report(report, "", quarantined.fingerprint, original, release=release)
+
+    def still_quarantined(self, quarantined: ReportRow, reason: str, actor: str) -> Outcome:
+        """A released input that still cannot be read: it stays quarantined, with `reason`."""
+        assert quarantined.id is not None
+        keep_quarantined(self.engine, quarantined.id, reason, actor)
+        log.warning("%s is still quarantined: %s", quarantined.reference, reason)
+        anonymous = quarantined.anonymous
+        return Outcome("quarantined", quarantined.reference, reason, anonymous=anonymous)
+
+
+def as_utc(moment: datetime) -> datetime:
+    """A time read back from the database (SQLite gives it without its zone) in UTC."""
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 def referral_context(
-    reference: str, report: Report, decision: Decision, service: Service
+    reference: str, report: Report, decision: Decision, service: Service, *, zone: tzinfo = UTC
 ) -> dict[str, object]:
-    """What a referral template may use: plain values only."""
+    """What a referral template may use: plain values only; times as `display_time` in `zone`
+    (`[display] timezone`), `sent_at` None when not known (`Report.sent_time`)."""
+    sent = report.sent_time()
     reporter = None
     if not report.anonymous:
         reporter = {
@@ -380,8 +504,8 @@ def referral_context(
             "anonymous": report.anonymous,
             "subject": None if report.anonymous else report.subject,  # may identify: withheld
             "body": report.body,
-            "received_at": report.received_at.strftime("%Y-%m-%d %H:%M UTC"),
-            "sent_at": report.sent_at.isoformat() if report.sent_at else None,
+            "received_at": display_time(report.received_at, zone),
+            "sent_at": display_time(sent, zone) if sent else None,
             "attachments": [
                 {"filename": a.filename, "content_type": a.content_type, "size": a.size}
                 for a in report.attachments
@@ -395,6 +519,11 @@ def referral_context(
         "reporter": reporter,
         "rules": decision.rules,
     }
+
+
+def display_time(moment: datetime, zone: tzinfo) -> str:
+    """A moment as a referral shows it, in the deployment's time zone: `2026-06-24 10:15 BST`."""
+    return moment.astimezone(zone).strftime("%Y-%m-%d %H:%M %Z")
 
 
 def forget_circumstances(report: Report, is_own: Callable[[str], bool]) -> None:
@@ -425,7 +554,11 @@ def _held_reason(row: OutboxRow) -> str | None:
     return row.last_error if row.state == OutboxState.HELD else None
 
 
-def _report_state(outbox: list[OutboxRow]) -> str:
+def _report_state(refer: list[str], outbox: list[OutboxRow]) -> str:
+    """`unrouted` when the rules refer it to no service (whatever else is sent, such as an
+    acknowledgement); `held` while a referral waits for a usable key; else `queued`."""
+    if not refer:
+        return ReportState.UNROUTED
     if any(row.state == OutboxState.HELD for row in outbox):
         return ReportState.HELD
-    return ReportState.QUEUED if outbox else ReportState.ROUTED
+    return ReportState.QUEUED

@@ -11,12 +11,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
@@ -29,7 +27,6 @@ from pipeline.audit import make_append_only
 from pipeline.bounces import Bounce
 from pipeline.models import (
     AckSent,
-    AlertRow,
     EncryptedRecord,
     OutboxRow,
     OutboxState,
@@ -180,10 +177,35 @@ def report_by_fingerprint(engine: Engine, fingerprint: str) -> ReportRow | None:
         return session.exec(select(ReportRow).where(ReportRow.fingerprint == fingerprint)).first()
 
 
-def mark_source(engine: Engine, source_key: str, report_id: int | None) -> None:
-    """Record that an input was taken in as (or was a duplicate of) `report_id`."""
+def source_name(source_key: str) -> str:
+    """The source an input's key belongs to: the key without the item's own part
+    (`imap:<user>@<host>/<folder>` without `:<UIDVALIDITY>:<UID>`, `maildir:<path>` without
+    `:<key>`, `form:<id>` without anything after the form id: a key from before issue 8 holds
+    the response id itself)."""
+    kind, _, rest = source_key.partition(":")
+    if kind == "form":
+        return f"form:{rest.partition(':')[0]}"
+    return source_key.rsplit(":", 2 if kind == "imap" else 1)[0]
+
+
+def input_outcome(state: str) -> str:
+    """What an input that became a report counts as in the `inputs` ledger: its state when
+    stored where an admin must act on it (quarantined, unrouted, held), else `stored`."""
+    acting = (ReportState.QUARANTINED, ReportState.UNROUTED, ReportState.HELD)
+    return state if state in acting else "stored"
+
+
+def _source_item(source_key: str, report_id: int | None, outcome: str) -> SourceItem:
+    return SourceItem(
+        source_key=source_key, report_id=report_id, outcome=outcome, source=source_name(source_key)
+    )
+
+
+def mark_source(engine: Engine, source_key: str, report_id: int | None, outcome: str) -> None:
+    """Record that an input was taken in as `outcome` (`duplicate` of `report_id`, `bounce`,
+    `auto_reply`): once per source key, whichever instance comes first."""
     with Session(engine) as session:
-        session.add(SourceItem(source_key=source_key, report_id=report_id))
+        session.add(_source_item(source_key, report_id, outcome))
         try:
             session.commit()
         except IntegrityError:
@@ -198,7 +220,8 @@ Build = Callable[[str], tuple[dict[str, bytes], list[OutboxRow]]]
 
 
 def save_report(engine: Engine, report: ReportRow, source_key: str, build: Build) -> str | None:
-    """Commit a report, its encrypted records, its outbox mail and its source identity at once.
+    """Commit a report, its encrypted records, its outbox mail and its source identity (with
+    its `inputs` outcome, `input_outcome`) at once.
 
     `build(reference)` encrypts the records and renders the outbox mail; it runs inside the
     transaction, after the reference is allocated and before anything is committed. Returns the
@@ -219,7 +242,7 @@ def save_report(engine: Engine, report: ReportRow, source_key: str, build: Build
         for row in outbox:
             row.report_id = report.id
             session.add(row)
-        session.add(SourceItem(source_key=source_key, report_id=report.id))
+        session.add(_source_item(source_key, report.id, input_outcome(report.state)))
         audit.record(session, "state", report.reference, f"{report.source}: {report.state}")
         try:
             session.commit()
@@ -265,15 +288,21 @@ def decision_json(refer: list[str], acknowledge: str | None, rules: list[str]) -
     return json.dumps({"refer": refer, "acknowledge": acknowledge, "rules": rules})
 
 
-def claim_due(session: Session, now: datetime, limit: int = 50) -> list[OutboxRow]:
-    """Queued mail whose time has come, locked for this instance (SKIP LOCKED on PostgreSQL)."""
+def claim_due(
+    session: Session, now: datetime, limit: int = 50, skip: Collection[int] = ()
+) -> list[OutboxRow]:
+    """Queued mail whose time has come, urgent mail first, then oldest first, except the rows
+    in `skip` (tried already in this drain); locked for this instance (SKIP LOCKED on
+    PostgreSQL)."""
     query = (
         select(OutboxRow)
         .where(OutboxRow.state == OutboxState.QUEUED, OutboxRow.next_attempt_at <= now)
-        .order_by(OutboxRow.id)  # type: ignore[arg-type]
+        .order_by(col(OutboxRow.urgent).desc(), col(OutboxRow.id))
         .limit(limit)
         .with_for_update(skip_locked=True)
     )
+    if skip:
+        query = query.where(col(OutboxRow.id).not_in(skip))
     return list(session.exec(query))
 
 
@@ -292,46 +321,6 @@ def settle_report(session: Session, report_id: int) -> None:
         audit.record(session, "state", report.reference, ReportState.DELIVERED)
 
 
-def status_counts(engine: Engine) -> dict[str, dict[str, int]]:
-    """Counts of reports by state and outbox mail by state (every known state, zeros too)."""
-    with Session(engine) as session:
-        reports = Counter(_count_by(session, ReportRow.state))
-        outbox = Counter(_count_by(session, OutboxRow.state))
-    report_states = [v for k, v in vars(ReportState).items() if k.isupper()]
-    outbox_states = [v for k, v in vars(OutboxState).items() if k.isupper()]
-    return {
-        "reports": {state: reports.get(state, 0) for state in report_states},
-        "outbox": {state: outbox.get(state, 0) for state in outbox_states},
-    }
-
-
-def needs_attention(engine: Engine) -> list[str]:
-    """Held, failed and bounced mail: reference, target, state and the reason (no content)."""
-    stuck = (OutboxState.HELD, OutboxState.FAILED, OutboxState.BOUNCED)
-    with Session(engine) as session:
-        query = select(OutboxRow).where(col(OutboxRow.state).in_(stuck)).order_by(col(OutboxRow.id))
-        lines = []
-        for row in session.exec(query).all():
-            report = session.get(ReportRow, row.report_id) if row.report_id else None
-            reference = report.reference if report else "alert"
-            lines.append(f"{reference} {row.kind} to {row.target}: {row.state} ({row.last_error})")
-    return lines
-
-
-def recent_alerts(engine: Engine, days: int = 7) -> list[str]:
-    """The alerts raised in the last `days` days, newest first."""
-    since = utcnow() - timedelta(days=days)
-    with Session(engine) as session:
-        query = select(AlertRow).where(AlertRow.created_at >= since)
-        rows = sorted(session.exec(query).all(), key=lambda a: a.created_at, reverse=True)
-        return [f"{a.created_at:%Y-%m-%d %H:%M} {a.key}" for a in rows]
-
-
-def _count_by(session: Session, column: Any) -> dict[str, int]:
-    rows = session.exec(select(column, func.count()).group_by(column))
-    return {str(state): int(n) for state, n in rows}
-
-
 def anonymous_thread(engine: Engine, references: list[str], message_ids: list[str]) -> list[str]:
     """The references of the anonymous reports a message belongs with: it names their reference,
     or replies to mail we sent about them (our Message-IDs are unique). Empty when none."""
@@ -348,3 +337,88 @@ def anonymous_thread(engine: Engine, references: list[str], message_ids: list[st
         )
         found = [*session.exec(by_reference.limit(20)), *session.exec(by_reply.limit(20))]
     return sorted({reference for reference in found if reference})
+
+
+# -- Release from quarantine (`intake quarantine release`, a re-exported form response) -----
+
+
+_RELEASED_FIELDS = ("form_id", "category", "anonymous", "urgent", "decision", "state", "reason")
+
+
+def release_report(
+    engine: Engine, report_id: int, actor: str, taken: ReportRow, build: Build
+) -> str | None:
+    """Commit a quarantined report taken in again, in place, in one transaction: the row keeps
+    its id, reference, fingerprint and received time and takes the new take's fields
+    (`taken`, its state set by `build`); its encrypted records are replaced, its outbox mail
+    added, its inputs counted by the new outcome, and one audit line names `actor`. Returns the
+    reference, or None when the report is not quarantined (any more: another release came
+    first)."""
+    with Session(engine) as session:
+        stored = session.get(ReportRow, report_id, with_for_update=True)
+        if stored is None or stored.state != ReportState.QUARANTINED or not stored.reference:
+            return None
+        records, outbox = build(stored.reference)
+        for name in _RELEASED_FIELDS:
+            setattr(stored, name, getattr(taken, name))
+        stored.updated_at = utcnow()
+        session.add(stored)
+        for kind, data in records.items():
+            session.merge(EncryptedRecord(report_id=report_id, kind=kind, data=data))
+        for row in outbox:
+            row.report_id = report_id
+            session.add(row)
+        _count_inputs_as(session, report_id, input_outcome(stored.state))
+        detail = f"{stored.source}: released from quarantine: {stored.state}"
+        audit.record(session, "release", stored.reference, detail, actor)
+        try:
+            session.commit()
+        except IntegrityError:
+            session.rollback()
+            return None
+        return stored.reference
+
+
+def _count_inputs_as(session: Session, report_id: int, outcome: str) -> None:
+    query = select(SourceItem).where(
+        SourceItem.report_id == report_id, SourceItem.outcome == ReportState.QUARANTINED
+    )
+    for item in session.exec(query):
+        item.outcome = outcome
+        session.add(item)
+
+
+def keep_quarantined(engine: Engine, report_id: int, reason: str, actor: str) -> None:
+    """A released report that still cannot be read stays quarantined with the new reason."""
+    with Session(engine) as session:
+        stored = session.get(ReportRow, report_id, with_for_update=True)
+        if stored is None or stored.state != ReportState.QUARANTINED:
+            return
+        stored.reason = reason
+        stored.updated_at = utcnow()
+        session.add(stored)
+        audit.record(session, "release", stored.reference, f"still quarantined: {reason}", actor)
+        session.commit()
+
+
+def quarantined_input(engine: Engine, source_keys: list[str]) -> ReportRow | None:
+    """The quarantined report an input (by any of its source keys) was taken in as, if any."""
+    with Session(engine) as session:
+        query = (
+            select(ReportRow)
+            .join(SourceItem, col(SourceItem.report_id) == col(ReportRow.id))
+            .where(
+                col(SourceItem.source_key).in_(source_keys),
+                ReportRow.state == ReportState.QUARANTINED,
+            )
+        )
+        return session.exec(query).first()
+
+
+def has_acknowledgement(engine: Engine, report_id: int) -> bool:
+    """Whether the reporter was written to about this report already (one mail per target)."""
+    with Session(engine) as session:
+        query = select(OutboxRow.id).where(
+            OutboxRow.report_id == report_id, OutboxRow.target == "reporter"
+        )
+        return session.exec(query).first() is not None

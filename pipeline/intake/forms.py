@@ -8,7 +8,10 @@ or without the `anonymous_when` question, is refused and left where it is. A bad
 submission time that cannot be read, an empty description, a JSON response without the
 anonymity question) is quarantined, encrypted, with `file:row: reason`; the other rows go
 through. Once every row of a file is committed the plaintext export is handled per `after`:
-kept, deleted, or (default) encrypted to the records keys into an archive folder.
+kept, deleted, or (default) encrypted to the records keys into an archive folder. A quarantined
+response is taken in again, as the report it was, when a later export of it reads (the mapping
+was fixed: `readable_again`), or when a records keyholder releases it from the archive
+(`intake quarantine release`).
 
 Anonymity fails closed: a response is anonymous when its `anonymous_when` answer is one of
 `equals`, is blank, or is missing (a JSON object without the key: also quarantined, as
@@ -38,14 +41,15 @@ from pathlib import Path
 from pipeline.anonymity import anonymise, forget_sender
 from pipeline.config import FormConfig
 from pipeline.crypto import ensure_private_dir
-from pipeline.ingest import Ingest, Outcome
-from pipeline.intake import PollResult, take_safely
+from pipeline.ingest import Ingest, Outcome, as_utc
+from pipeline.intake import PollResult, SourceError, describe, take_safely
 from pipeline.intake.dates import answer_date
 from pipeline.intake.exports import Export, ExportError, ExportRow, is_temporary_name, read_export
+from pipeline.models import ReportRow
 from pipeline.parse import strict_address
 from pipeline.render import one_line
 from pipeline.report import Report
-from pipeline.rules import RuleSet
+from pipeline.rules import RuleSet, category_slug
 from pipeline.rules.conditions import as_words
 
 log = logging.getLogger(__name__)
@@ -84,12 +88,13 @@ def mapped_headers(form: FormConfig) -> list[str]:
 
 
 def known_categories(rules: RuleSet) -> frozenset[str]:
-    """The categories the rules name (in `when: category` or `set: category`), folded."""
+    """The categories the rules name (in `when: category` or `set: category`), as slugs
+    (`category_slug`, as the rules compare them: "Hate Crime" is `hate-crime`)."""
     found: set[str] = set()
     for rule in rules.rules:
         found.update(as_words(rule.when.get("category")))
         found.update(as_words(rule.updates.get("category")))
-    return frozenset(word.casefold() for word in found)
+    return frozenset(category_slug(word) for word in found)
 
 
 def check_columns(form: FormConfig, export: Export) -> None:
@@ -219,13 +224,17 @@ def row_report(
         ack_address=email,
         fields=fields,
     )
-    if is_anonymous_row(form, row):
-        hints = [hint for hint in (report.sender_name, report.sender_address) if hint]
-        anonymise(report)
-        forget_sender(report, hints)  # "Thanks, Sam" in the description
-        report.ack_address = None  # a form response is acknowledged only when named
-        for field in form.identifying:
-            report.fields.pop(field, None)
+    return anonymise_response(form, report) if is_anonymous_row(form, row) else report
+
+
+def anonymise_response(form: FormConfig, report: Report) -> Report:
+    """An anonymous response's report: no sender, no identifying field, no acknowledgement."""
+    hints = [hint for hint in (report.sender_name, report.sender_address) if hint]
+    anonymise(report)
+    forget_sender(report, hints)  # "Thanks, Sam" in the description
+    report.ack_address = None  # a form response is acknowledged only when named
+    for field in form.identifying:
+        report.fields.pop(field, None)
     return report
 
 
@@ -250,11 +259,17 @@ def source_key(form: FormConfig, row: ExportRow) -> str:
     return f"form:{form.id}:{hashlib.sha256(row.response_id.encode()).hexdigest()}"
 
 
+def response_keys(form: FormConfig, row: ExportRow) -> list[str]:
+    """The keys a response may have been taken in under: `source_key`, and as keyed before."""
+    return [source_key(form, row), f"form:{form.id}:{row.response_id}"]
+
+
 def take_row(ingest: Ingest, form: FormConfig, export: Export, row: ExportRow) -> Outcome:
     """Take one response in, once: stored and routed, or quarantined with `file:row: reason`."""
-    key = source_key(form, row)
-    if ingest.seen(key) or ingest.seen(f"form:{form.id}:{row.response_id}"):  # or as keyed before
-        return Outcome("seen")
+    keys = response_keys(form, row)
+    key = keys[0]
+    if any(ingest.seen(k) for k in keys):
+        return readable_again(ingest, form, export, row, keys)
     fingerprint = ingest.fingerprint(hashlib.sha256(key.encode()).hexdigest())
     now = datetime.now(UTC)
     try:
@@ -268,6 +283,35 @@ def take_row(ingest: Ingest, form: FormConfig, export: Export, row: ExportRow) -
         )
     original = stored_row(form, export, row, report.anonymous)
     return ingest.take_report(report, key, fingerprint, original)
+
+
+def readable_again(
+    ingest: Ingest, form: FormConfig, export: Export, row: ExportRow, keys: list[str]
+) -> Outcome:
+    """A response taken in before: `seen`, unless it was quarantined and reads now (a
+    re-export after the form's mapping was fixed): then it is taken in again, as the report
+    it was."""
+    quarantined = ingest.quarantined_input(keys)
+    if quarantined is None:
+        return Outcome("seen")
+    try:
+        report, original = released_response(ingest, form, export, row, quarantined)
+    except RowError:
+        return Outcome("seen")  # still unreadable: it stays quarantined as it is
+    return ingest.release_report(quarantined, report, original, "daemon")
+
+
+def released_response(
+    ingest: Ingest, form: FormConfig, export: Export, row: ExportRow, quarantined: ReportRow
+) -> tuple[Report, bytes]:
+    """A quarantined response read again under the current mapping: its report (as anonymous
+    as it was quarantined, at least) and its record as stored; RowError when it still cannot
+    be read."""
+    received_at = as_utc(quarantined.received_at)
+    report = row_report(form, export, row, received_at, known_categories(ingest.rules))
+    if quarantined.anonymous and not report.anonymous:
+        anonymise_response(form, report)
+    return report, stored_row(form, export, row, report.anonymous)
 
 
 def settled(path: Path, settle_seconds: float) -> bool:
@@ -289,38 +333,63 @@ class FormSource:
         self.archive_dir = form.archive_dir or data_dir / "archive" / form.id
 
     def files(self) -> list[Path]:
+        """The export files now in the form's folder; SourceError when the folder is missing."""
+        folder = Path(self.form.path).parent
+        while glob.has_magic(folder.name):
+            folder = folder.parent
+        if not folder.is_dir():
+            raise SourceError("folder", f"{self.name}: forms.path: {folder}: no such folder")
         return [Path(p) for p in sorted(glob.glob(self.form.path)) if Path(p).is_file()]
 
-    def read(self, path: Path) -> Export:
+    def read(self, path: Path, data: bytes | None = None) -> Export:
+        """One export of this form, checked; `data`: its bytes when in memory (decrypted)."""
         form = self.form
         export = read_export(
-            path, form.dialect, form.id_column, form.date_format, mapped_headers(form)
+            path, form.dialect, form.id_column, form.date_format, mapped_headers(form), data
         )
         check_columns(form, export)
         return export
 
+    def archived(self, name: str) -> list[Path]:
+        """The encrypted archives of the export file `name` (`after = "archive-encrypted"`),
+        oldest first."""
+        return sorted(self.archive_dir.glob(f"{glob.escape(name)}.*.asc"))
+
     def poll(self, ingest: Ingest) -> PollResult:
         result = PollResult()
         for path in self.files():
-            if not settled(path, self.form.settle_seconds):
-                result.add("waiting")
-                continue
             try:
-                export = self.read(path)
-            except ExportError as exc:
-                result.errors.append(str(exc))
-                continue
-            taken = [
-                take_safely(
-                    f"{path.name}:{row.row}",
-                    partial(take_row, ingest, self.form, export, row),
-                    result,
+                self.poll_file(path, ingest, result)
+            except Exception as exc:  # one file's fault never stops the form's other files
+                result.fail(
+                    "export",
+                    f"{self.name}: {path}: the export failed ({describe(exc)}); the file waits "
+                    "in place and is tried again at the next poll",
                 )
-                for row in export.rows
-            ]
-            if all(taken):
-                self.finish(path, ingest)
         return result
+
+    def poll_file(self, path: Path, ingest: Ingest, result: PollResult) -> None:
+        """Take in one export's responses; the file leaves its folder (`finish`) only once
+        every response is committed, else it waits there for the next poll."""
+        if not settled(path, self.form.settle_seconds):
+            result.add("waiting")
+            return
+        try:
+            export = self.read(path)
+        except ExportError as exc:  # the file stays where it is until it can be read
+            keys = "check forms.path, forms.dialect, forms.columns, forms.anonymous_when"
+            result.fail("export", f"{self.name}: {exc} ({keys}; the file waits in place)")
+            return
+        taken = [
+            take_safely(
+                f"{path.name}:{row.row}",
+                partial(take_row, ingest, self.form, export, row),
+                result,
+            )
+            for row in export.rows
+        ]
+        if all(taken):
+            self.finish(path, ingest)
 
     def finish(self, path: Path, ingest: Ingest) -> None:
         """Handle the plaintext export once all its responses are committed."""

@@ -43,6 +43,7 @@ def test_broken_rules_are_refused_with_file_and_line(deployment: Deployment) -> 
 def test_missing_template_and_missing_key_are_named(deployment: Deployment) -> None:
     (deployment.rules_dir / "routing.yaml").write_text(
         "rules:\n  - name: x\n    when: {anonymous: true}\n    acknowledge: ack-missing\n"
+        "default: {refer: [advice-centre]}\n"
     )
     services = deployment.rules_dir / "services.yaml"
     services.write_text(
@@ -65,7 +66,7 @@ def test_route_dry_run_prints_the_decision_and_writes_nothing(deployment: Deploy
 
     assert run.returncode == 0, run.stderr
     decision = json.loads(run.stdout)
-    assert set(decision) == {"category", "anonymous", "urgent", "refer", "acknowledge", "rules"}
+    assert set(decision) >= {"category", "anonymous", "urgent", "refer", "acknowledge", "rules"}
     assert decision["category"] == "hate-crime"
     assert decision["anonymous"] is True and decision["urgent"] is True
     assert decision["refer"] == ["student-services"]

@@ -155,7 +155,7 @@ def test_unparseable_message_is_quarantined_not_lost(deployment: Deployment) -> 
 
     run = deployment.run_once()
 
-    assert run.returncode == 0, run.stderr
+    assert run.returncode == 8, run.stderr  # quarantined
     counts = status(deployment)
     assert counts["reports"]["quarantined"] == 1
     assert deployment.imap.uids("INBOX") == []

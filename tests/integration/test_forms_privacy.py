@@ -95,7 +95,7 @@ def test_form_canaries_are_in_no_file_log_or_reason(deployment: Deployment) -> N
     ]
     (exports / "r.jsonl").write_text("\n".join(json.dumps(o) for o in lines), encoding="utf-8")
 
-    assert run_verbose(deployment) == 1  # two files refused
+    assert run_verbose(deployment) == 10  # two files refused (2), rows quarantined (8)
     log = deployment.logs[-1]
 
     # refused files stay, their errors name columns, never cells

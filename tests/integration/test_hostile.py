@@ -349,7 +349,7 @@ def test_named_sender_of_an_oversized_message_is_told_how_else_to_send_it(
         )
     deployment.imap.append(message.as_bytes())
 
-    assert deployment.run_once().returncode == 0
+    assert deployment.run_once().returncode == 8  # quarantined
 
     counts = json.loads(deployment.intake("status", "--json").stdout)
     assert counts["reports"]["quarantined"] == 1

@@ -113,7 +113,7 @@ def test_default_config_leaves_no_message_in_any_folder(deployment: Deployment) 
 
     run = deployment.run_once()
 
-    assert run.returncode == 0, run.stderr
+    assert run.returncode == 8, run.stderr  # 8: a report (the garbage) was quarantined
     assert referral_with(deployment, "GONE-named-1")
     assert referral_with(deployment, "GONE-anon-2")
     left = every_message(server)
@@ -135,7 +135,7 @@ def test_processed_folder_keeps_only_stored_named_originals(
 
     run = deployment.run_once()
 
-    assert run.returncode == 0, run.stderr
+    assert run.returncode == 8, run.stderr  # 8: a report (the garbage) was quarantined
     assert referral_with(deployment, "KEEP-anon-2")
     kept = server.fetch_all("Processed")
     assert len(kept) == 1 and b"KEEP-named-1" in kept[0]
@@ -188,7 +188,7 @@ def test_missing_anonymous_folder_is_an_error_and_the_inbox_is_still_polled(
 
     run = deployment.run_once()
 
-    assert run.returncode == 1
+    assert run.returncode == 2  # a source (folder) could not be read
     assert 'imap.anonymous_folders: no folder "Gone" in the mailbox' in run.stderr
     assert 'Anonymous" in the mailbox' not in run.stderr
     assert referral_with(deployment, "MISSING-1") and referral_with(deployment, "MISSING-2")

@@ -34,7 +34,7 @@ from pipeline.outbox import DrainResult, drain, release_held, reseal_outbox
 from pipeline.render import Renderer
 from pipeline.render_check import check_template
 from pipeline.rules import Problem, RuleError, RuleSet, lint, load_ruleset, missing_templates
-from pipeline.sources import record_poll
+from pipeline.sources import record_poll, record_routing
 from pipeline.store import make_engine, source_lease
 from pipeline.template_samples import samples, template_kinds
 
@@ -232,6 +232,7 @@ class App:
             stamp = _stamp(config.rules.dir, config.templates.dir)
             routing = load_routing(config, crypto.keys(), strict_keys=False)
             engine = make_engine(config.database_url)  # nothing is written before this point
+            record_routing(engine, None)
             with crypto.setup_lock():
                 upgrade_outbox_key(crypto, engine)
         except (CryptoError, StartupError) as exc:
@@ -291,7 +292,9 @@ class App:
         except RoutingError as exc:
             log.error("rules and templates not reloaded:\n%s", exc)
             self._alert_not_reloaded(exc)
+            record_routing(self.engine, exc.kind, str(exc))
             return
+        record_routing(self.engine, None)
         self.ingest.rules, self.ingest.renderer = routing.rules, routing.renderer
         log_warnings(routing)
         log.info("rules and templates reloaded from %s", self.config.rules.dir)

@@ -24,6 +24,8 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 from sqlmodel import Session
 
 from pipeline import audit, quarantine
@@ -289,4 +291,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return COMMANDS[args.command](config, args)
     except (ConfigError, StartupError, CryptoError) as exc:
         print(exc, file=sys.stderr)
+        return 1
+    except OperationalError as exc:  # e.g. `status` before the daemon made the database
+        url = make_url(config.database_url).render_as_string(hide_password=True)
+        cause = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
+        print(
+            f"{config.source}: database.url: cannot open {url}: {cause} (has the daemon run "
+            "yet? is data_dir right? is the database server up?)",
+            file=sys.stderr,
+        )
         return 1

@@ -147,7 +147,7 @@ class Wakeups:
         while self.pending.is_set():
             self.pending.clear()
             results = self.app.poll()
-            if any(result.counts.get("stored") for result in results):
+            if any(r.counts.get("stored") or r.counts.get("unrouted") for r in results):
                 self._run_now("outbox")
 
     def _run_now(self, job_id: str) -> None:

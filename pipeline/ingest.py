@@ -44,7 +44,7 @@ from pipeline.parse import (
     report_from_message,
 )
 from pipeline.redact import quarantined_original
-from pipeline.render import Renderer, template_names
+from pipeline.render import Renderer
 from pipeline.report import Report
 from pipeline.rules import Decision, RuleSet, Service, evaluate
 from pipeline.store import (
@@ -268,7 +268,7 @@ class Ingest:
     def _too_large_notice(self, raw: bytes, received_at: datetime) -> Report | None:
         """The named sender of a message refused by a limit, when the rules would acknowledge
         it and the `ack-too-large` template exists; read from the headers alone."""
-        if TOO_LARGE_TEMPLATE not in template_names(self.renderer.dir):
+        if TOO_LARGE_TEMPLATE not in self.renderer.names:
             return None
         acks = AckPolicy.from_config(self.config)  # own addresses in any form, echoes, DMARC
         report = report_from_headers(raw, received_at, limits=self.config.limits, acks=acks)
@@ -401,12 +401,8 @@ class Ingest:
         assert decision.acknowledge and report.ack_address
         sender = self.config.smtp.from_
         message_id = new_message_id(sender)
-        context = {
-            "reference": reference,
-            "anonymous": report.anonymous,
-            "urgent": decision.urgent,
-            "services": [self.rules.services[s].name for s in decision.refer],
-        }
+        services = [self.rules.services[s].name for s in decision.refer]
+        context = ack_context(reference, report.anonymous, decision.urgent, services)
         rendered = self.renderer.render(decision.acknowledge, context)
         anonymous_addresses = self.config.intake.anonymous_addresses
         reply_to = anonymous_addresses[0] if report.anonymous and anonymous_addresses else None
@@ -478,6 +474,13 @@ class Ingest:
 def as_utc(moment: datetime) -> datetime:
     """A time read back from the database (SQLite gives it without its zone) in UTC."""
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def ack_context(
+    reference: str, anonymous: bool, urgent: bool, services: list[str]
+) -> dict[str, object]:
+    """What an acknowledgement template may use; never anything the reporter wrote."""
+    return {"reference": reference, "anonymous": anonymous, "urgent": urgent, "services": services}
 
 
 def referral_context(

@@ -22,6 +22,7 @@ from pipeline.intake import PollResult
 from pipeline.models import SourceStatus, utcnow
 
 SHOWN_ERRORS = 10  # errors listed in an alert; `last_error` keeps the first
+ROUTING = "rules and templates"  # the SourceStatus row of the rules and templates in force
 
 
 @dataclass(frozen=True)
@@ -106,3 +107,20 @@ def _alert_recovered(engine: Engine, config: Config, name: str, change: Change) 
     )
     key = hourly_key("source-recovered", name)
     raise_alert(engine, config, key, subject, text, kind="source")
+
+
+def record_routing(engine: Engine, kind: str | None, error: str | None = None) -> None:
+    """Record whether the rules and templates on disk load (`kind` None) or not (`kind`
+    "rules" or "template", `error` the first problem): `intake status` lists a broken edit
+    until it is fixed. The alert is raised by whoever found it (App.reload_rules)."""
+    with Session(engine) as session:
+        status = session.get(SourceStatus, ROUTING) or SourceStatus(name=ROUTING)
+        if kind is None:
+            status.last_success_at = utcnow()
+            status.last_error = status.error_cause = status.error_since = None
+        else:
+            status.last_error = (error or "").splitlines()[0] if error else kind
+            status.error_since = status.error_since or utcnow()
+            status.error_cause = kind
+        session.add(status)
+        session.commit()

@@ -3,7 +3,9 @@
 - `counts`: reports and outbox mail by state, every known state (zeros too).
 - `attention`: what an admin must act on, listed until it is resolved: every quarantined,
   unrouted or held report (a held report once per held referral), every failed or bounced
-  mail, every failing source (`SourceStatus.error_since` set), oldest first.
+  mail, every failing source (`SourceStatus.error_since` set), and rules or templates whose
+  edit does not load (kind `rules` or `template`: the last good ones are in force), oldest
+  first.
 - `alerts`: the alerts raised lately (kind, subject, when), newest first.
 - `inputs`: the ledger of every input ever taken, by outcome (`SourceItem.outcome`); its sum is
   the number of messages and form rows taken, so a mailbox can be reconciled with the reports.
@@ -35,6 +37,7 @@ from pipeline.models import (
     SourceStatus,
     utcnow,
 )
+from pipeline.sources import ROUTING
 from pipeline.store import source_name
 
 # Outcomes the ledger always shows (zeros too); others found in the table are shown as well.
@@ -58,7 +61,7 @@ def iso(moment: datetime | None) -> str | None:
 class Attention:
     """One thing an admin must act on. `reference` and `source` are None where there is none."""
 
-    kind: str  # "source", "quarantined", "unrouted", "held", "failed", "bounced"
+    kind: str  # "source", "rules", "template", "quarantined", "unrouted", "held", "failed", ...
     reference: str | None
     source: str | None
     reason: str
@@ -97,6 +100,7 @@ class SourceHealth:
     last_success: datetime | None = None
     last_error: str | None = None
     error_since: datetime | None = None
+    cause: str | None = None
 
     def to_json_dict(self) -> dict[str, object]:
         return {
@@ -152,8 +156,9 @@ def read_status(engine: Engine, configured: Iterable[str] = ()) -> Status:
     """Everything `intake status` shows; `configured`: the names of the configured sources
     (shown even before their first poll)."""
     with Session(engine) as session:
-        sources = source_health(session, configured)
-        attention = [*failing_sources(sources), *stuck_reports(session), *stuck_mail(session)]
+        health = source_health(session, configured)
+        sources = [source for source in health if source.name != ROUTING]
+        attention = [*failing_sources(health), *stuck_reports(session), *stuck_mail(session)]
         return Status(
             counts=status_counts(session),
             attention=sorted(attention, key=lambda item: iso(item.since) or ""),
@@ -191,12 +196,19 @@ def source_health(session: Session, configured: Iterable[str]) -> list[SourceHea
 def _health(name: str, row: SourceStatus | None) -> SourceHealth:
     if row is None:
         return SourceHealth(name)
-    return SourceHealth(name, row.last_success_at, row.last_error, row.error_since)
+    return SourceHealth(name, row.last_success_at, row.last_error, row.error_since, row.error_cause)
 
 
 def failing_sources(sources: list[SourceHealth]) -> list[Attention]:
+    """Failing sources, and the rules or templates edit that does not load (its own kind)."""
     return [
-        Attention("source", None, source.name, source.last_error or "failing", since)
+        Attention(
+            (source.cause or "rules") if source.name == ROUTING else "source",
+            None,
+            None if source.name == ROUTING else source.name,
+            source.last_error or "failing",
+            since,
+        )
         for source in sources
         if (since := source.error_since) is not None
     ]

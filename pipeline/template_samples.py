@@ -14,7 +14,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from pipeline.ingest import TOO_LARGE_TEMPLATE, referral_context
+from pipeline.ingest import TOO_LARGE_TEMPLATE, ack_context, referral_context
 from pipeline.render_check import Sample
 from pipeline.report import Attachment, Report
 from pipeline.rules import Decision, RuleSet, Service
@@ -60,19 +60,13 @@ def _referral(report: Report, rules: list[str]) -> dict[str, Any]:
     return referral_context(_REFERENCE, report, decision, _SERVICE)
 
 
-def _acknowledgement(anonymous: bool, services: list[str]) -> dict[str, Any]:
-    return {
-        "reference": _REFERENCE,
-        "anonymous": anonymous,
-        "urgent": not anonymous,
-        "services": services,
-    }
-
-
 def samples() -> dict[str, Sample]:
     """Kind -> the contexts a template of that kind is checked with."""
     referral = [_referral(_named_report(), ["urgent"]), _referral(_anonymous_report(), [])]
-    acknowledgement = [_acknowledgement(False, [_SERVICE.name]), _acknowledgement(True, [])]
+    acknowledgement = [
+        ack_context(_REFERENCE, False, True, [_SERVICE.name]),
+        ack_context(_REFERENCE, True, False, []),
+    ]
     return {
         REFERRAL: Sample(REFERRAL, referral),
         ACKNOWLEDGEMENT: Sample(ACKNOWLEDGEMENT, acknowledgement),

@@ -3,8 +3,8 @@
 In: an `Unreached` (the report's reference, its state, the reason, whether it is urgent and,
 for a held referral, the service). Out: one admin alert through `alerts.raise_alert`, saying
 what happened and what to do. Ordinary alerts are coalesced: held referrals once a day per
-service, unrouted reports once an hour (`intake status` lists every one); a quarantined report
-raises no alert of its own (`intake status` and the run's exit status show it). An urgent
+service, unrouted and quarantined reports once an hour each (`intake status` lists every
+one). An urgent
 report always raises its own alert, "URGENT:" first in the subject, kind `urgent`, never
 coalesced with others. Names references, services, rules and reasons; never content.
 """
@@ -75,6 +75,8 @@ def alert_unreached(engine: Engine, config: Config, item: Unreached) -> None:
         subject = f"referrals to {item.service} are held: its key cannot be used"
         key = daily_key("key", item.service)
         raise_alert(engine, config, key, subject, item.text(), kind="held")
-    elif item.state == ReportState.UNROUTED:
-        text = f"{item.text()}\n\nOther reports left unrouted within the hour raise no more mail."
-        raise_alert(engine, config, hourly_key("unrouted"), item.subject(), text, kind="unrouted")
+    else:
+        what = "left unrouted" if item.state == ReportState.UNROUTED else "quarantined"
+        text = f"{item.text()}\n\nOther reports {what} within the hour raise no more mail."
+        key = hourly_key(item.state)
+        raise_alert(engine, config, key, item.subject(), text, kind=item.state)

@@ -67,11 +67,6 @@ class RowError(Exception):
     """One response cannot become a report; the message is the reason, without its content."""
 
 
-def slug(text: str) -> str:
-    """ "Sexual harassment" → "sexual-harassment": form answers as rule-file categories."""
-    return re.sub(r"[^a-z0-9]+", "-", text.strip().lower()).strip("-")
-
-
 def as_lines(text: str) -> str:
     """Text whose only line break is "\\n": CR, CRLF, U+2028/2029, NEL, form feed, vertical tab
     and the other separators str.splitlines knows all become "\\n"; other control characters
@@ -184,7 +179,7 @@ def _category(
     """(the report's category, the answer to show as "Reported as"): an answer becomes the
     category only when the rules know it (`categories`; None: any answer does)."""
     answer = one_line(as_lines(_value(form, row, "category") or ""))
-    category = slug(answer) or None
+    category = category_slug(answer) or None
     if category is None or categories is None or category in categories:
         return category, None
     return None, answer

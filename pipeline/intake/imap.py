@@ -148,8 +148,8 @@ def _missing_folder(config: ImapConfig, folder: Folder) -> str:
 
 
 def may_keep(outcome: Outcome) -> bool:
-    """Only a named report that was stored may be kept in the processed folder."""
-    return outcome.status == "stored" and not outcome.anonymous
+    """Only a named report that was stored (routed or not) may be kept in the processed folder."""
+    return outcome.status in ("stored", "unrouted") and not outcome.anonymous
 
 
 class ImapSource:

@@ -3,6 +3,7 @@ templates, the admin is alerted (kind "template"), and the fixed template is tak
 
 from __future__ import annotations
 
+import json
 import shutil
 import signal
 import sqlite3
@@ -58,12 +59,14 @@ def test_a_template_broken_while_the_daemon_runs(deployment: Deployment) -> None
             wait_for_log(log, "rules and templates not reloaded", before)
             deployment.imap.append(email("While it is broken", message_id="<t2@x>"))
             received = deployment.smtp.wait_for(5, timeout=30)  # + alert, referral, ack
+            broken_status = json.loads(deployment.intake("status", "--json").stdout)
 
             before = log.read_text()
             ack.write_text(good.replace(GREETING, "Version three."))
             wait_for_log(log, "rules and templates reloaded", before)
             deployment.imap.append(email("After the fix", message_id="<t3@x>"))
             received = deployment.smtp.wait_for(7, timeout=30)
+            fixed_status = json.loads(deployment.intake("status", "--json").stdout)
         finally:
             daemon.send_signal(signal.SIGTERM)
             daemon.wait(timeout=30)
@@ -83,3 +86,7 @@ def test_a_template_broken_while_the_daemon_runs(deployment: Deployment) -> None
     kinds = [kind for (kind,) in database.execute("SELECT kind FROM alert")]
     database.close()
     assert kinds == ["template"]
+    listed = [item for item in broken_status["attention"] if item["kind"] == "template"]
+    assert len(listed) == 1 and f"{ack}:3:" in listed[0]["reason"], broken_status["attention"]
+    assert "rules and templates" not in broken_status["sources"]
+    assert not [item for item in fixed_status["attention"] if item["kind"] == "template"]

@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy import Engine
 from sqlmodel import Session
 
+from pipeline.cli import main
 from pipeline.models import (
     AlertRow,
     OutboxRow,
@@ -258,3 +259,17 @@ def test_an_unrouted_report_with_its_acknowledgement_sent_stays_unrouted(engine:
         session.commit()
         stored = session.get(ReportRow, 1)
         assert stored is not None and stored.state == ReportState.UNROUTED
+
+
+def test_status_before_the_database_exists_names_the_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "intake.toml"
+    config.write_text(
+        f'data_dir = "{tmp_path}/never/made"\n[gpg]\nrecords_keys = ["{"A" * 40}"]\n'
+        '[database]\nurl = "postgresql+psycopg://intake:s3cret@127.0.0.1:1/intake"\n'
+    )
+    assert main(["status", "--config", str(config)]) == 1
+    err = capsys.readouterr().err
+    assert f"{config}: database.url: cannot open postgresql+psycopg://intake:***@" in err
+    assert "s3cret" not in err

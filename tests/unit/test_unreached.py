@@ -1,6 +1,6 @@
 """Alerts for reports that reach no service, on a real SQLite database: an urgent report raises
-its own urgent alert (never coalesced with others), ordinary ones are coalesced, and a plain
-quarantine raises none of its own."""
+its own urgent alert (never coalesced with others), ordinary ones are coalesced: one an hour
+for unrouted and for quarantined reports, one a day per service for held referrals."""
 
 from __future__ import annotations
 
@@ -57,18 +57,20 @@ def test_urgent_reports_each_raise_their_own_urgent_alert(engine: Engine) -> Non
     ]
 
 
-def test_ordinary_ones_are_coalesced_and_a_plain_quarantine_raises_none(engine: Engine) -> None:
+def test_ordinary_ones_are_coalesced(engine: Engine) -> None:
     for item in (
         Unreached("R-2026-000001", ReportState.UNROUTED, "rules matched: a"),
         Unreached("R-2026-000002", ReportState.UNROUTED, "no rule matched"),
         Unreached("R-2026-000003", ReportState.HELD, "expired", service="advice"),
         Unreached("R-2026-000004", ReportState.HELD, "expired", service="advice"),
         Unreached("R-2026-000005", ReportState.QUARANTINED, "parts: 600"),
+        Unreached("R-2026-000006", ReportState.QUARANTINED, "depth: 12"),
     ):
         alert_unreached(engine, CONFIG, item)
 
     assert raised(engine) == [
         ("unrouted", "R-2026-000001 reached no service: the rules refer it to nobody", False),
+        ("quarantined", "R-2026-000005 is quarantined: it could not be read", False),
         ("held", "referrals to advice are held: its key cannot be used", False),
     ]
 

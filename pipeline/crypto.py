@@ -476,7 +476,9 @@ class KeyholderHome:
         if not homedir.is_dir():
             raise CryptoError(f"{homedir} is not a folder (a GnuPG home)")
         self.homedir = homedir
-        self.gpg = gnupg.GPG(gnupghome=str(homedir), gpgbinary=binary, options=_GPG_OPTIONS)
+        # Decrypting needs no trust computation: without these gpg would rewrite trustdb.gpg.
+        options = [*_GPG_OPTIONS, "--no-auto-check-trustdb", "--trust-model", "always"]
+        self.gpg = gnupg.GPG(gnupghome=str(homedir), gpgbinary=binary, options=options)
 
     def secret_keys(self) -> set[str]:
         """The primary fingerprints of the keys whose secret (or secret subkey) is here."""

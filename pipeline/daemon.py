@@ -127,8 +127,12 @@ def run_once(app: App) -> int:
 
 
 class Wakeups:
-    """IDLE's "new mail" while a poll runs is not lost: the poll runs again. A poll that took
-    something in wakes the outbox at once, so a report does not wait for `outbox_seconds`."""
+    """IDLE's "new mail" while a poll runs is not lost: the poll runs again (at most
+    `ROUNDS` times in one job run, then the job is scheduled again, so mail that never stops
+    coming cannot hold the job forever). A poll that took something in wakes the outbox at
+    once, so a report does not wait for `outbox_seconds`."""
+
+    ROUNDS = 10
 
     def __init__(self, scheduler: BlockingScheduler, app: App) -> None:
         self.scheduler = scheduler
@@ -144,11 +148,15 @@ class Wakeups:
 
     def _poll_until_quiet(self) -> None:
         self.pending.set()
-        while self.pending.is_set():
+        for _ in range(self.ROUNDS):
+            if not self.pending.is_set():
+                return
             self.pending.clear()
             results = self.app.poll()
             if any(r.counts.get("stored") or r.counts.get("unrouted") for r in results):
                 self._run_now("outbox")
+        if self.pending.is_set():
+            self._run_now("poll")
 
     def _run_now(self, job_id: str) -> None:
         with suppress(JobLookupError):  # shutting down: the jobs are gone

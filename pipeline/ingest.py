@@ -199,12 +199,14 @@ class Ingest:
         """Quarantine a message that cannot be read. One sent to an anonymous address is kept
         without its identifying headers and is never written to."""
         intake = self.config.intake
-        subject = raw_subject(raw)
+        headers = report_from_headers(raw, received_at, limits=self.config.limits)
+        # Fail closed: the subject as the raw reader and as the header parser decode it (a
+        # charset only one of them knows must not hide the anonymous marker).
+        subjects = {raw_subject(raw), headers.subject if headers else ""}
+        marker, addresses = intake.anonymous_subject_marker, intake.anonymous_addresses
         anonymous = (
             anonymous
-            or is_anonymous_message(
-                raw, subject, intake.anonymous_addresses, intake.anonymous_subject_marker
-            )
+            or any(is_anonymous_message(raw, s, addresses, marker) for s in subjects)
             or bool(anonymous_thread(self.engine, *raw_thread_of(raw)))
         )
         notify = self._too_large_notice(raw, received_at) if error.limit and not anonymous else None

@@ -38,6 +38,7 @@ from pipeline.ingest import Outcome, as_utc
 from pipeline.intake.exports import ExportError
 from pipeline.intake.forms import FormSource, RowError, released_response, response_keys
 from pipeline.models import EncryptedRecord, OutboxRow, ReportRow, ReportState, SourceItem
+from pipeline.status import iso, origins
 from pipeline.store import make_engine
 
 
@@ -81,9 +82,10 @@ class QuarantinedItem:
     """One quarantined input, without content."""
 
     reference: str
-    source: str  # "email" | "form"
+    source: str  # the configured source it came from, as `intake status` names it
+    channel: str  # "email" | "form"
     form: str | None
-    received_at: datetime
+    when: datetime  # when it was received (to the hour for an anonymous input)
     reason: str
     anonymous: bool
 
@@ -91,17 +93,17 @@ class QuarantinedItem:
         return {
             "reference": self.reference,
             "source": self.source,
+            "channel": self.channel,
             "form": self.form,
-            "received_at": self.received_at.isoformat(),
+            "when": iso(self.when),
             "reason": self.reason,
             "anonymous": self.anonymous,
         }
 
     def line(self) -> str:
-        source = f"form:{self.form}" if self.form else self.source
         anonymous = " (anonymous)" if self.anonymous else ""
-        when = f"{self.received_at:%Y-%m-%d %H:%M} UTC"
-        return f"{self.reference}  {when}  {source}{anonymous}  {self.reason}"
+        when = f"{self.when:%Y-%m-%d %H:%M} UTC"
+        return f"{self.reference}  {when}  {self.source}{anonymous}  {self.reason}"
 
 
 def quarantined_items(engine: Engine) -> list[QuarantinedItem]:
@@ -109,9 +111,11 @@ def quarantined_items(engine: Engine) -> list[QuarantinedItem]:
     with Session(engine) as session:
         query = select(ReportRow).where(ReportRow.state == ReportState.QUARANTINED)
         rows = list(session.exec(query.order_by(col(ReportRow.id))))
+        sources = origins(session, [row.id for row in rows if row.id is not None])
     return [
         QuarantinedItem(
             row.reference or "",
+            sources.get(row.id or 0, row.source),
             row.source,
             row.form_id or _form_id(engine, row),
             as_utc(row.received_at),

@@ -218,12 +218,12 @@ def stuck_reports(session: Session) -> list[Attention]:
     """Quarantined and unrouted reports (held ones are listed by their held referrals)."""
     query = select(ReportRow).where(col(ReportRow.state).in_(STUCK_REPORTS))
     reports = list(session.exec(query.order_by(col(ReportRow.id))))
-    origins = _origins(session, [r.id for r in reports if r.id is not None])
+    found = origins(session, [r.id for r in reports if r.id is not None])
     return [
         Attention(
             report.state,
             report.reference,
-            origins.get(report.id or 0),
+            found.get(report.id or 0),
             _report_reason(report),
             report.received_at,
             report.urgent,
@@ -249,12 +249,12 @@ def stuck_mail(session: Session) -> list[Attention]:
         .order_by(col(OutboxRow.id))
     )
     pairs = list(session.exec(query))
-    origins = _origins(session, [row.report_id for row, _ in pairs if row.report_id])
+    found = origins(session, [row.report_id for row, _ in pairs if row.report_id])
     return [
         Attention(
             row.state,
             report.reference if report else None,
-            origins.get(row.report_id or 0),
+            found.get(row.report_id or 0),
             f"{row.kind} to {row.target}: {row.last_error or row.state}",
             _mail_since(row, anonymous=bool(report and report.anonymous)),
             bool(report and report.urgent),
@@ -275,7 +275,7 @@ def _mail_since(row: OutboxRow, *, anonymous: bool) -> datetime:
     return since.replace(minute=0, second=0, microsecond=0) if anonymous else since
 
 
-def _origins(session: Session, report_ids: list[int]) -> dict[int, str]:
+def origins(session: Session, report_ids: list[int]) -> dict[int, str]:
     """The source each report was first taken in from, by report id."""
     query = (
         select(SourceItem)

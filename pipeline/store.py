@@ -342,18 +342,22 @@ def anonymous_thread(engine: Engine, references: list[str], message_ids: list[st
 # -- Release from quarantine (`intake quarantine release`, a re-exported form response) -----
 
 
-_RELEASED_FIELDS = ("form_id", "category", "anonymous", "urgent", "decision", "state", "reason")
+_RELEASED_FIELDS = (
+    *("form_id", "category", "anonymous", "urgent", "decision", "state", "reason"),
+    *("received_at", "month"),  # an input released as anonymous keeps its time to the hour only
+)
 
 
 def release_report(
     engine: Engine, report_id: int, actor: str, taken: ReportRow, build: Build
 ) -> str | None:
     """Commit a quarantined report taken in again, in place, in one transaction: the row keeps
-    its id, reference, fingerprint and received time and takes the new take's fields
-    (`taken`, its state set by `build`); its encrypted records are replaced, its outbox mail
-    added, its inputs counted by the new outcome, and one audit line names `actor`. Returns the
-    reference, or None when the report is not quarantined (any more: another release came
-    first)."""
+        its id, reference and fingerprint and takes the new take's fields (its received time too,
+    which the take rounds to the hour when it is anonymous)
+        (`taken`, its state set by `build`); its encrypted records are replaced, its outbox mail
+        added, its inputs counted by the new outcome, and one audit line names `actor`. Returns the
+        reference, or None when the report is not quarantined (any more: another release came
+        first)."""
     with Session(engine) as session:
         stored = session.get(ReportRow, report_id, with_for_update=True)
         if stored is None or stored.state != ReportState.QUARANTINED or not stored.reference:

@@ -242,3 +242,26 @@ def test_delete_processed_removes_the_message_instead_of_moving_it(deployment: D
     assert deployment.imap.uids("INBOX") == []
     assert deployment.imap.uids("Processed") == []
     assert len(deployment.smtp.wait_for(2)) == 2
+
+
+def test_two_messages_without_message_id_are_two_reports(deployment: Deployment) -> None:
+    """Without a Message-ID the fingerprint is the whole message minus trace fields: two
+    reports with the same body from two people are both taken; the same one delivered again
+    through another relay is still a duplicate."""
+
+    def without_id(sender: str) -> bytes:
+        raw = email("It happened again in the library.", sender=sender)
+        return re.sub(rb"Message-ID: [^\r]*\r\n", b"", raw)
+
+    first, second = without_id("Ann <ann@example.ac.uk>"), without_id("Bo <bo@example.ac.uk>")
+    assert b"Message-ID" not in first
+    deployment.imap.append(first)
+    deployment.imap.append(second)
+    deployment.imap.append(b"Received: from relay2.example by mx.example\r\n" + first)
+    assert deployment.run_once().returncode == 0
+
+    counts = status(deployment)
+    assert counts["reports"]["delivered"] == 2
+    assert counts["inputs"]["stored"] == 2 and counts["inputs"]["duplicate"] == 1
+    acknowledged = {m.rcpt_tos[0] for m in deployment.smtp.wait_for(4)}
+    assert {"ann@example.ac.uk", "bo@example.ac.uk"} <= acknowledged

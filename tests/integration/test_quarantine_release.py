@@ -101,8 +101,9 @@ def test_too_large_message_is_listed_released_after_the_limit_is_raised_and_refe
     notices = len(deployment.smtp.messages)  # the too-large notice to the named sender
     (item,) = quarantined(intake)
     reference = str(item["reference"])
-    assert item["source"] == "email" and item["form"] is None and item["anonymous"] is False
-    assert "message_bytes" in str(item["reason"]) and item["received_at"]
+    assert item["channel"] == "email" and item["form"] is None and item["anonymous"] is False
+    assert str(item["source"]).startswith("imap:")
+    assert "message_bytes" in str(item["reason"]) and str(item["when"]).endswith("Z")
     listed = intake("quarantine", "list")
     assert reference in listed.stdout and "message_bytes" in listed.stdout
     assert "BIG-MARK" not in listed.stdout + json.dumps(item)
@@ -164,6 +165,35 @@ def test_anonymous_quarantined_message_stays_anonymous_when_released(
     shown = intake("show", reference, "--gnupghome", keyholder(deployment))
     assert "anonymous: yes" in shown.stdout and "from: anonymous" in shown.stdout
     assert "ANON-BIG-1" in shown.stdout and sender not in shown.stdout
+
+
+@pytest.mark.parametrize(
+    "subject",
+    [
+        "=?windows-874?q?[anonymous]_?=Something happened",  # a charset Python cannot decode
+        "[anonymous] Something\x07 happened",  # a stray control character
+    ],
+)
+def test_a_marker_only_the_header_parser_reads_quarantines_as_anonymous(
+    deployment: Deployment, intake: Intake, subject: str
+) -> None:
+    """Anonymity at quarantine fails closed: the subject as either reader decodes it counts.
+    A report released as anonymous keeps its received time to the hour only."""
+    deployment.write(extra=LIMIT)
+    sender = "thai.outlook@example.ac.uk"
+    deployment.imap.append(big_email("ANON-CS-1", subject=subject, sender=f"T O <{sender}>"))
+    deployment.run_in_process()
+    (item,) = quarantined(intake)
+    assert item["anonymous"] is True
+    deployment.write()
+
+    reference = str(item["reference"])
+    done = intake("quarantine", "release", reference, "--gnupghome", keyholder(deployment))
+
+    assert done.returncode == 0, done.stderr
+    shown = intake("show", reference, "--gnupghome", keyholder(deployment)).stdout
+    received = next(line for line in shown.splitlines() if line.startswith("received:"))
+    assert received.endswith(":00 UTC") and sender not in shown
 
 
 def test_release_and_show_without_the_records_key_fail_clearly(
@@ -228,7 +258,8 @@ def test_form_row_quarantined_by_its_date_is_released_from_the_archive(
     deployment.run_in_process()
     assert not export.exists()  # archived, encrypted
     (item,) = quarantined(intake)
-    assert item["source"] == "form" and item["form"] == "report-form"
+    assert item["channel"] == "form" and item["form"] == "report-form"
+    assert item["source"] == "form:report-form"
     assert str(item["reason"]).startswith("export.csv:3: 'submitted': day and month are ambiguous")
     reference = str(item["reference"])
     sent = len(deployment.referrals())

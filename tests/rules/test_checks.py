@@ -88,6 +88,21 @@ def test_category_slug_is_idempotent(text: str) -> None:
     assert category_slug(category_slug(text)) == category_slug(text)
 
 
+@pytest.mark.parametrize(
+    ("written", "slug"),
+    [
+        ("Belästigung", "belästigung"),
+        ("BELÄSTIGUNG", "belästigung"),
+        ("騷擾", "騷擾"),
+        ("हिंसा", "हिंसा"),  # vowel signs stay with their letters
+        ("Aflonyddu rhywiol", "aflonyddu-rhywiol"),
+        ("ＨＡＴＥ crime", "hate-crime"),  # full-width letters (NFKC)
+    ],
+)
+def test_categories_in_any_script_keep_their_letters(written: str, slug: str) -> None:
+    assert category_slug(written) == slug
+
+
 @pytest.mark.parametrize("written", ["Hate Crime", "hate_crime", " HATE-CRIME ", "Hate  Crime!"])
 def test_hate_crime_is_one_category_however_written(written: str) -> None:
     assert category_slug(written) == "hate-crime"

@@ -21,7 +21,7 @@ from sqlmodel import Session
 
 from pipeline import audit
 from pipeline.acks import AckPolicy, auto_reply_reason, raw_subject, raw_thread_of, thread_of
-from pipeline.alerts import raise_alert
+from pipeline.alerts import hourly_key, raise_alert
 from pipeline.anonymity import apply_anonymity, clean_attachments, is_anonymous_message
 from pipeline.bounces import Bounce, recognise_bounce
 from pipeline.clean import screen_attachments
@@ -44,9 +44,10 @@ from pipeline.parse import (
     report_from_message,
 )
 from pipeline.redact import quarantined_original
-from pipeline.render import Renderer
+from pipeline.render import Renderer, RenderError
 from pipeline.report import Report
 from pipeline.rules import Decision, RuleSet, Service, evaluate
+from pipeline.sources import record_routing
 from pipeline.store import (
     AckLimiter,
     Build,
@@ -318,7 +319,11 @@ class Ingest:
             row.state = _report_state(decision.refer, outbox)
             return {"original": original_record, "report": report_record}, outbox
 
-        reference = self._commit(row, source_key, build, release)
+        try:
+            reference = self._commit(row, source_key, build, release)
+        except RenderError as exc:
+            self._template_failed(exc)
+            raise
         if reference is None:
             if release is not None:
                 return Outcome("seen")  # not quarantined any more: another release came first
@@ -329,6 +334,21 @@ class Ingest:
         status = "stored" if decision.refer else "unrouted"
         log.info("%s %s, %d mail queued", reference, status, len(queued))
         return Outcome(status, reference, anonymous=report.anonymous)
+
+    def _template_failed(self, error: RenderError) -> None:
+        """A template that fails while rendering a report: nothing of it was committed, so it
+        waits in its source and is taken in once the template is fixed. Listed by `intake
+        status` (kind `template`) and alerted, naming the template's file and line."""
+        log.error("a template failed: %s", error)
+        record_routing(self.engine, "template", str(error))
+        subject = "a template fails while rendering: reports wait in their source"
+        text = (
+            f"{error}\n\nNothing is lost: the report stays in its source (the mailbox, the "
+            "export folder) and is taken in again at every poll, once the template is fixed. "
+            "Run intake check-rules, then fix the line named above."
+        )
+        key = hourly_key("template-render", hashlib.sha256(str(error).encode()).hexdigest()[:16])
+        raise_alert(self.engine, self.config, key, subject, text, kind="template")
 
     def _alert_unreached(
         self, reference: str, decision: Decision, queued: list[tuple[str, str, str | None]]

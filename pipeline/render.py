@@ -13,6 +13,7 @@ until a new `Renderer` is made (the daemon makes one only from a folder that che
 from __future__ import annotations
 
 import re
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -130,12 +131,29 @@ class Renderer:
         return self._compiled[name]
 
     def render(self, name: str, context: dict[str, Any]) -> Rendered:
+        """The template `name` rendered with `context`; RenderError naming `file:line` and
+        what went wrong (a Jinja message, or only the class of any other error: its message
+        could quote a value of the context, i.e. report content)."""
         template = self._template(name)
         try:
             text = template.render(**context)
-        except TemplateError as exc:
-            raise RenderError(f"{self.path(name)}: {exc}") from None
+        except Exception as exc:
+            path = self.path(name)
+            line = _template_line(exc, path)
+            what = str(exc) if isinstance(exc, TemplateError) else type(exc).__name__
+            raise RenderError(f"{path}{f':{line}' if line else ''}: {what}") from None
         return split_subject(text)
+
+
+def _template_line(exc: BaseException, path: Path) -> int | None:
+    """The line of the template where rendering failed (Jinja puts template frames, with
+    template line numbers, into the traceback)."""
+    lines = [
+        frame.lineno
+        for frame in traceback.extract_tb(exc.__traceback__)
+        if frame.filename == str(path)
+    ]
+    return lines[-1] if lines else None
 
 
 def _unchanged() -> bool:

@@ -12,14 +12,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine
 from sqlmodel import Session
 
 from pipeline.alerts import hourly_key, raise_alert
 from pipeline.config import Config
-from pipeline.intake import PollResult
 from pipeline.models import SourceStatus, utcnow
+
+if TYPE_CHECKING:  # pipeline.intake imports ingest, which records template failures here
+    from pipeline.intake import PollResult
 
 SHOWN_ERRORS = 10  # errors listed in an alert; `last_error` keeps the first
 ROUTING = "rules and templates"  # the SourceStatus row of the rules and templates in force

@@ -90,3 +90,55 @@ def test_a_template_broken_while_the_daemon_runs(deployment: Deployment) -> None
     assert len(listed) == 1 and f"{ack}:3:" in listed[0]["reason"], broken_status["attention"]
     assert "rules and templates" not in broken_status["sources"]
     assert not [item for item in fixed_status["attention"] if item["kind"] == "template"]
+
+
+def attachment_email() -> bytes:
+    return (
+        b"From: Sam Student <sam.student@example.ac.uk>\r\nTo: report@example.ac.uk\r\n"
+        b"Subject: With a photo\r\nMessage-ID: <att-1@example.ac.uk>\r\n"
+        b"Date: Tue, 24 Nov 2026 10:00:00 +0000\r\nMIME-Version: 1.0\r\n"
+        b'Content-Type: multipart/mixed; boundary="B"\r\n\r\n'
+        b"--B\r\nContent-Type: text/plain\r\n\r\nSee the note. SECRET-BODY-7\r\n"
+        b'--B\r\nContent-Type: text/plain; name="note.txt"\r\n'
+        b'Content-Disposition: attachment; filename="note.txt"\r\n\r\nnote\r\n--B--\r\n'
+    )
+
+
+def test_a_template_that_fails_while_rendering_keeps_the_report_in_its_source(
+    deployment: Deployment,
+) -> None:
+    """check-rules cannot take every branch: a referral template that fails only for a report
+    with attachments leaves that report in the mailbox (nothing committed), lists the template
+    (file:line) in status and alerts; once fixed, the report goes through."""
+    templates = deployment.root / "templates"
+    shutil.copytree(REPO / "templates", templates)
+    deployment.write()
+    config = deployment.config_path
+    config.write_text(config.read_text().replace(f'"{REPO / "templates"}"', '"templates"'))
+    referral = templates / "referral-default.txt"
+    good = referral.read_text()
+    line = "{% for a in report.attachments %}{% if a.filename == 'note.txt' %}{{ a.bogus.x }}{% endif %}"
+    referral.write_text(good + line + "{% endfor %}\n")
+    checked = deployment.intake("check-rules")
+    assert checked.returncode == 0, checked.stdout  # the branch is never taken there
+    deployment.imap.append(attachment_email())
+
+    run = deployment.run_once()
+
+    assert run.returncode & 2, run.stderr  # the item could not be taken: its source failed
+    assert len(deployment.imap.uids("INBOX")) == 1  # still in the mailbox: nothing lost
+    status = json.loads(deployment.intake("status", "--json").stdout)
+    (listed,) = [item for item in status["attention"] if item["kind"] == "template"]
+    where = f"{referral}:{good.count(chr(10)) + 1}:"
+    assert listed["reason"].startswith(where), listed
+    alerts = [m.message for m in deployment.smtp.messages if m.rcpt_tos == [ADMIN]]
+    assert any("a template fails while rendering" in str(a["Subject"]) for a in alerts)
+    assert all(b"SECRET-BODY-7" not in m.data for m in deployment.smtp.messages)
+    assert "SECRET-BODY-7" not in json.dumps(status) + run.stderr
+
+    referral.write_text(good)
+    assert deployment.run_once().returncode == 0
+    assert deployment.imap.uids("INBOX") == []
+    assert len(deployment.referrals()) == 1
+    status = json.loads(deployment.intake("status", "--json").stdout)
+    assert not [item for item in status["attention"] if item["kind"] == "template"]

@@ -27,7 +27,7 @@ import random
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, update
 from sqlmodel import Session, col, select
 
 from pipeline import audit
@@ -170,6 +170,12 @@ class Drain:
                 return "failed"
             self._retry_later(row, f"outbox key: {type(error).__name__}")
             return "retrying"
+        except Exception as error:  # anything else is this mail's (e.g. an address smtplib
+            # cannot encode): it must not stop the mail behind it. Its class only: a message
+            # could quote the mail.
+            log.error("%s %s to %s: %s", reference, row.kind, row.target, type(error).__name__)
+            self._dead_letter(session, row, reference, f"could not send: {type(error).__name__}")
+            return "failed"
         row.state = OutboxState.SENT  # an acknowledgement's address is erased by _next
         row.sent_at = utcnow()
         row.attempts += 1
@@ -260,37 +266,56 @@ def drain(config: Config, engine: Engine, crypto: Crypto, transport: Transport) 
 def release_held(
     config: Config, engine: Engine, crypto: Crypto, services: dict[str, Service]
 ) -> list[str]:
-    """Encrypt held referrals whose service key is usable now and queue them; their references."""
-    released = []
+    """Encrypt held referrals whose service key is usable now and queue them; their references.
+
+    Each row is released in its own transaction, by an UPDATE that holds only while the row is
+    still `held`: another instance (or `intake retry`) that released and sent it meanwhile is
+    never overwritten, so a referral is never queued twice."""
     with Session(engine) as session:
-        held = session.exec(select(OutboxRow).where(OutboxRow.state == OutboxState.HELD)).all()
-        for row in held:
-            service = services.get(row.target)
-            if service is None or not _key_usable(crypto, service):
-                continue
-            reference = _reference(session, row)
-            inner = crypto.decrypt_outbox(row.sealed or b"")
-            armored = crypto.encrypt(inner, [service.fingerprint])
-            subject = referral_subject(reference, row.urgent, config.referrals.urgent_marker)
-            row.payload = wrap_pgp_mime(
-                armored,
-                config.smtp.from_,
-                service.email,
-                subject,
-                row.message_id,
-                urgent=row.urgent,
-            )
-            row.recipient = service.email
-            row.sealed = None
-            row.state = OutboxState.QUEUED
-            row.next_attempt_at = utcnow()
-            session.add(row)
-            session.flush()
-            _unhold_report(session, row.report_id)
+        held = list(session.exec(select(OutboxRow.id).where(OutboxRow.state == OutboxState.HELD)))
+    released = []
+    for row_id in held:
+        reference = _release_one(config, engine, crypto, services, row_id) if row_id else None
+        if reference:
             released.append(reference)
-            log.info("%s referral to %s released: key usable", reference, service.id)
-        session.commit()
     return released
+
+
+def _release_one(
+    config: Config, engine: Engine, crypto: Crypto, services: dict[str, Service], row_id: int
+) -> str | None:
+    with Session(engine) as session:
+        row = session.get(OutboxRow, row_id)
+        service = services.get(row.target) if row else None
+        if row is None or row.state != OutboxState.HELD or service is None:
+            return None
+        if not _key_usable(crypto, service):
+            return None
+        reference = _reference(session, row)
+        inner = crypto.decrypt_outbox(row.sealed or b"")
+        armored = crypto.encrypt(inner, [service.fingerprint])
+        subject = referral_subject(reference, row.urgent, config.referrals.urgent_marker)
+        payload = wrap_pgp_mime(
+            armored, config.smtp.from_, service.email, subject, row.message_id, urgent=row.urgent
+        )
+        changed = session.exec(  # type: ignore[call-overload]
+            update(OutboxRow)
+            .where(col(OutboxRow.id) == row_id, col(OutboxRow.state) == OutboxState.HELD)
+            .values(
+                payload=payload,
+                recipient=service.email,
+                sealed=None,
+                state=OutboxState.QUEUED,
+                next_attempt_at=utcnow(),
+            )
+        )
+        if not changed.rowcount:
+            session.rollback()
+            return None  # released by someone else first
+        _unhold_report(session, row.report_id)
+        session.commit()
+    log.info("%s referral to %s released: key usable", reference, service.id)
+    return reference
 
 
 def _key_usable(crypto: Crypto, service: Service) -> bool:

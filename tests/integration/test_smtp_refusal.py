@@ -5,6 +5,7 @@ first and stands out. Real daemon runs (`run_daemon.py --once`), Dovecot, gpg, a
 
 from __future__ import annotations
 
+import json
 import time
 from collections import Counter
 from typing import TypeVar
@@ -200,3 +201,25 @@ def test_other_refusals_are_the_mails_or_the_servers(
     error = raised.value
     assert (error.fault, error.temporary, error.unreachable) == (None, temporary, unreachable)
     assert "no such mailbox" not in str(error)  # the server's words are never kept
+
+
+def test_a_mail_smtplib_cannot_send_is_a_dead_letter_not_a_blocked_queue(
+    deployment: Deployment,
+) -> None:
+    """A service address with a non-ASCII domain (services.yaml takes it) makes smtplib raise
+    UnicodeEncodeError: that mail is dead-lettered and listed, the mail behind it goes out."""
+    services = deployment.rules_dir / "services.yaml"
+    services.write_text(
+        services.read_text().replace("advice@su.example.ac.uk", "beratung@universität.example")
+    )
+    deployment.imap.append(email("Something happened in the lab", message_id="<p1@x>"))
+
+    run = deployment.run_once()
+
+    assert run.returncode & 4, run.stderr
+    sender = "sam.student@example.ac.uk"  # email()'s
+    acknowledgement = [m for m in deployment.smtp.messages if m.rcpt_tos == [sender]]
+    assert len(acknowledgement) == 1  # queued after the referral, sent all the same
+    status = json.loads(deployment.intake("status", "--json").stdout)
+    (failed,) = [item for item in status["attention"] if item["kind"] == "failed"]
+    assert "could not send: UnicodeEncodeError" in failed["reason"]

@@ -38,11 +38,13 @@ from pipeline.deliver import SendError, Transport, add_recipient, referral_subje
 from pipeline.faults import crash_point
 from pipeline.models import OutboxRow, OutboxState, ReportRow, ReportState, utcnow
 from pipeline.rules import Service
+from pipeline.sources import OUTBOX, record_health
 from pipeline.store import claim_due, reclaim, settle_report
 
 log = logging.getLogger(__name__)
 
 MAX_BACKOFF = timedelta(hours=1)
+UNREACHABLE_ALERT = timedelta(minutes=15)  # a server down this long is alerted (restarts are not)
 MAX_ROWS = 2000  # rows one drain tries at most; the rest waits for the next drain
 ERASED = "address erased"
 
@@ -122,8 +124,7 @@ class Drain:
             if not self._next() and not self._announce_dead_letters():
                 break
         self._announce_dead_letters()
-        if self.fault is not None:
-            self._alert_fault(self.fault)
+        self._record_health()
         if self.erased:
             reclaim(self.engine)  # SQLite: the erased rows' old pages leave the WAL
         return self.result
@@ -248,12 +249,26 @@ class Drain:
         key = hourly_key("dead-letter")
         return raise_alert(self.engine, self.config, key, subject, text, kind="dead-letter")
 
-    def _alert_fault(self, fault: SendError) -> None:
-        subject = f"outbox held: the SMTP server refuses our mail (check {fault.fault})"
+    def _record_health(self) -> None:
+        """The SMTP server's health for `intake status` (kind `smtp`) and its alert: a refused
+        configuration at once, a server not taking mail once it lasts `UNREACHABLE_ALERT`;
+        each at most once an hour. A drain that sent something clears it."""
+        held = self.result.held
+        if held is None:
+            if self.result.sent:
+                record_health(self.engine, OUTBOX, None)
+            return
+        since = record_health(self.engine, OUTBOX, "smtp", held)
+        if self.fault is None and since and utcnow() - since < UNREACHABLE_ALERT:
+            return
+        if self.fault is not None:
+            subject = f"outbox held: the SMTP server refuses our mail (check {self.fault.fault})"
+        else:
+            subject = f"outbox waiting: the SMTP server is not taking mail since {since:%H:%M} UTC"
         text = (
-            f"{self.result.held}.\n\nNo mail is lost and none is given up: every mail keeps "
-            "its place in the queue, and sending resumes by itself once the server accepts "
-            "mail again. `intake status` shows the queue."
+            f"{held}.\n\nNo mail is lost and none is given up: every mail keeps its place in "
+            "the queue, and sending resumes by itself once the server takes mail again. "
+            "`intake status` lists it (kind smtp) until then."
         )
         raise_alert(self.engine, self.config, hourly_key("smtp"), subject, text, kind="smtp")
 

@@ -26,6 +26,8 @@ if TYPE_CHECKING:  # pipeline.intake imports ingest, which records template fail
 
 SHOWN_ERRORS = 10  # errors listed in an alert; `last_error` keeps the first
 ROUTING = "rules and templates"  # the SourceStatus row of the rules and templates in force
+OUTBOX = "outbox"  # the SourceStatus row of the SMTP server's health, as the outbox found it
+PARTS = (ROUTING, OUTBOX)  # rows that are not sources: `intake status` lists them by kind
 
 
 @dataclass(frozen=True)
@@ -112,12 +114,15 @@ def _alert_recovered(engine: Engine, config: Config, name: str, change: Change) 
     raise_alert(engine, config, key, subject, text, kind="source")
 
 
-def record_routing(engine: Engine, kind: str | None, error: str | None = None) -> None:
-    """Record whether the rules and templates on disk load (`kind` None) or not (`kind`
-    "rules" or "template", `error` the first problem): `intake status` lists a broken edit
-    until it is fixed. The alert is raised by whoever found it (App.reload_rules)."""
-    with Session(engine) as session:
-        status = session.get(SourceStatus, ROUTING) or SourceStatus(name=ROUTING)
+def record_health(
+    engine: Engine, name: str, kind: str | None, error: str | None = None
+) -> datetime | None:
+    """Record whether a part that is not a source works (`kind` None) or not (`kind` e.g.
+    "rules", "template", "smtp"; `error` what is wrong, its first line kept): `intake status`
+    lists a failing part until it works again. Returns since when it fails (None: it works).
+    Alerts are raised by whoever found the failure."""
+    with Session(engine, expire_on_commit=False) as session:
+        status = session.get(SourceStatus, name) or SourceStatus(name=name)
         if kind is None:
             status.last_success_at = utcnow()
             status.last_error = status.error_cause = status.error_since = None
@@ -127,3 +132,10 @@ def record_routing(engine: Engine, kind: str | None, error: str | None = None) -
             status.error_cause = kind
         session.add(status)
         session.commit()
+        return status.error_since
+
+
+def record_routing(engine: Engine, kind: str | None, error: str | None = None) -> None:
+    """Whether the rules and templates on disk load (`kind` None) or not (`kind` "rules" or
+    "template"): a broken edit is listed until it is fixed (App.reload_rules alerts)."""
+    record_health(engine, ROUTING, kind, error)

@@ -3,9 +3,9 @@
 - `counts`: reports and outbox mail by state, every known state (zeros too).
 - `attention`: what an admin must act on, listed until it is resolved: every quarantined,
   unrouted or held report (a held report once per held referral), every failed or bounced
-  mail, every failing source (`SourceStatus.error_since` set), and rules or templates whose
-  edit does not load (kind `rules` or `template`: the last good ones are in force), oldest
-  first.
+  mail, every failing source (`SourceStatus.error_since` set), rules or templates whose edit
+  does not load (kind `rules` or `template`: the last good ones are in force) and an SMTP
+  server that does not take our mail (kind `smtp`), oldest first.
 - `alerts`: the alerts raised lately (kind, subject, when), newest first.
 - `inputs`: the ledger of every input ever taken, by outcome (`SourceItem.outcome`); its sum is
   the number of messages and form rows taken, so a mailbox can be reconciled with the reports.
@@ -37,7 +37,7 @@ from pipeline.models import (
     SourceStatus,
     utcnow,
 )
-from pipeline.sources import ROUTING
+from pipeline.sources import PARTS
 from pipeline.store import source_name
 
 # Outcomes the ledger always shows (zeros too); others found in the table are shown as well.
@@ -157,7 +157,7 @@ def read_status(engine: Engine, configured: Iterable[str] = ()) -> Status:
     (shown even before their first poll)."""
     with Session(engine) as session:
         health = source_health(session, configured)
-        sources = [source for source in health if source.name != ROUTING]
+        sources = [source for source in health if source.name not in PARTS]
         attention = [*failing_sources(health), *stuck_reports(session), *stuck_mail(session)]
         return Status(
             counts=status_counts(session),
@@ -200,12 +200,13 @@ def _health(name: str, row: SourceStatus | None) -> SourceHealth:
 
 
 def failing_sources(sources: list[SourceHealth]) -> list[Attention]:
-    """Failing sources, and the rules or templates edit that does not load (its own kind)."""
+    """Failing sources, a rules or templates edit that does not load and an SMTP server that
+    does not take our mail (each its own kind: `rules`, `template`, `smtp`)."""
     return [
         Attention(
-            (source.cause or "rules") if source.name == ROUTING else "source",
+            (source.cause or source.name) if source.name in PARTS else "source",
             None,
-            None if source.name == ROUTING else source.name,
+            None if source.name in PARTS else source.name,
             source.last_error or "failing",
             since,
         )

@@ -8,9 +8,11 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
+from datetime import timedelta
 from typing import TypeVar
 
 import pytest
+from sqlalchemy import text
 from sqlmodel import Session, SQLModel, create_engine, select
 
 from pipeline.config import SmtpConfig
@@ -71,12 +73,44 @@ def test_530_holds_the_whole_queue_then_sending_resumes_by_itself(
     assert outbox(deployment) == held  # nothing dead-lettered, no attempt used up
     assert alert_kinds(deployment) == ["smtp"]
     assert f"{deployment.smtp.host}:{deployment.smtp.port}" in log and "smtp.security" in log
+    assert [item["reason"] for item in attention(deployment, "smtp")] == [
+        f"the SMTP server {deployment.smtp.host}:{deployment.smtp.port} refuses our mail "
+        "(SMTP 530 5.7.0 at MAIL): the outbox is held until it accepts mail again; check "
+        "smtp.security"
+    ]
 
     deployment.smtp.accept()
     timed_run(deployment)
     assert_sent_once_each(deployment, 5)
     [alert] = [m for m in deployment.smtp.messages if m.rcpt_tos == [ADMIN]]
     assert "outbox held" in str(alert.message["Subject"])
+    assert attention(deployment, "smtp") == []  # listed until it works again
+
+
+def attention(deployment: Deployment, kind: str) -> list[dict[str, object]]:
+    status = json.loads(deployment.intake("status", "--json").stdout)
+    return [item for item in status["attention"] if item["kind"] == kind]
+
+
+def test_a_server_down_is_listed_at_once_and_alerted_once_it_lasts(
+    deployment: Deployment,
+) -> None:
+    deployment.imap.append(email("While the server is down", message_id="<down-1@x>"))
+    deployment.smtp.stop()
+    timed_run(deployment)
+    (listed,) = attention(deployment, "smtp")
+    assert "is not taking mail" in str(listed["reason"])
+    assert alert_kinds(deployment) == []  # a restart of the server is not worth a mail
+
+    engine = create_engine(deployment.config().database_url)
+    with engine.begin() as connection:  # as if the first failure were 20 minutes ago
+        connection.execute(
+            text("UPDATE source_status SET error_since = :t WHERE name = 'outbox'"),
+            {"t": utcnow() - timedelta(minutes=20)},
+        )
+    engine.dispose()
+    timed_run(deployment)
+    assert alert_kinds(deployment) == ["smtp"]
 
 
 def test_535_at_auth_holds_the_queue_and_names_the_keys_not_the_password(

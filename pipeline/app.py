@@ -300,7 +300,7 @@ class App:
         log.info("rules and templates reloaded from %s", self.config.rules.dir)
 
     def _alert_not_reloaded(self, error: RoutingError) -> None:
-        """One alert per distinct set of problems (kind "rules" or "template")."""
+        """One alert a day per distinct set of problems (kind "rules" or "template")."""
         what = "templates have" if error.kind == "template" else "rule files have"
         subject = f"{what} errors: the last good rules and templates stay in force"
         text = (
@@ -308,7 +308,7 @@ class App:
             "in force before this change. Fix the lines above (intake check-rules lists them); "
             "the fixed files are taken into use at the next poll."
         )
-        key = f"{error.kind}:" + hashlib.sha256(str(error).encode()).hexdigest()[:16]
+        key = daily_key(error.kind, hashlib.sha256(str(error).encode()).hexdigest()[:16])
         raise_alert(self.engine, self.config, key, subject, text, kind=error.kind)
 
     def drain(self) -> DrainResult:
@@ -334,7 +334,7 @@ class App:
             with self.crypto.setup_lock():
                 changes = self.crypto.sync_keys_dir(keys_dir)
         except CryptoError as exc:
-            key = "keys:" + hashlib.sha256(str(exc).encode()).hexdigest()[:16]
+            key = daily_key("keys", hashlib.sha256(str(exc).encode()).hexdigest()[:16])
             subject = "the keys folder cannot be read: the keys stay as they were"
             self._key_alert(key, subject, str(exc))
             return

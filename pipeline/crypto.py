@@ -27,6 +27,7 @@ import fcntl
 import functools
 import hashlib
 import hmac
+import os
 import stat
 import subprocess
 import time
@@ -285,8 +286,16 @@ class Crypto:
         """Each key file's text and the keys it holds (fingerprint → subkey fingerprints)."""
         if not keys_dir.is_dir():
             raise CryptoError(f"{keys_dir}: the keys folder (gpg.keys_dir) does not exist")
+        try:  # unlike glob, listdir says when the folder cannot be read (it is not empty then)
+            names = sorted(name for name in os.listdir(keys_dir) if name.endswith(".asc"))
+        except OSError as exc:
+            raise CryptoError(
+                f"{keys_dir}: the keys folder (gpg.keys_dir) cannot be read ({exc.strerror})"
+            ) from None
+        if not names:  # a folder emptied by accident (a failed mount) would delete every key
+            raise CryptoError(f"{keys_dir}: the keys folder (gpg.keys_dir) holds no .asc file")
         found = []
-        for path in sorted(keys_dir.glob("*.asc")):
+        for path in (keys_dir / name for name in names):
             text = path.read_text(encoding="ascii", errors="replace")
             if "PRIVATE KEY BLOCK" in text:
                 raise CryptoError(f"{path}: holds a secret key; the keys folder is for public keys")

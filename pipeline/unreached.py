@@ -4,22 +4,34 @@ In: an `Unreached` (the report's reference, its state, the reason, whether it is
 for a held referral, the service). Out: one admin alert through `alerts.raise_alert`, saying
 what happened and what to do. Ordinary alerts are coalesced: held referrals once a day per
 service, unrouted and quarantined reports once an hour each (`intake status` lists every
-one). An urgent
-report always raises its own alert, "URGENT:" first in the subject, kind `urgent`, never
-coalesced with others. Names references, services, rules and reasons; never content.
+one). An urgent report raises its own alert, "URGENT:" first in the subject, kind `urgent`,
+never coalesced with others, up to five an hour (an urgent word in a subject is anyone's to
+write); past that, one more alert says more are waiting. Names references, services, rules
+and reasons; never content.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, func
+from sqlmodel import Session, col, select
 
 from pipeline.alerts import daily_key, hourly_key, raise_alert
 from pipeline.config import Config
-from pipeline.models import ReportState
+from pipeline.models import AlertRow, ReportState, utcnow
 
 URGENT_KIND = "urgent"
+URGENT_PER_HOUR = 5  # urgent alerts of their own an hour; past that, one more for the rest
+
+
+def _urgent_this_hour(engine: Engine) -> int:
+    since = utcnow() - timedelta(hours=1)
+    with Session(engine) as session:
+        query = select(func.count()).select_from(AlertRow)
+        where = (col(AlertRow.kind) == URGENT_KIND) & (col(AlertRow.created_at) >= since)
+        return int(session.exec(query.where(where)).one())
 
 
 @dataclass(frozen=True)
@@ -66,7 +78,16 @@ class Unreached:
 
 def alert_unreached(engine: Engine, config: Config, item: Unreached) -> None:
     """Raise the alert for a report left quarantined, held or unrouted (see the module)."""
-    if item.urgent:
+    if item.urgent and _urgent_this_hour(engine) >= URGENT_PER_HOUR:
+        # Anyone can write "unsafe" in a subject: past a few an hour, one more alert says so.
+        subject = "URGENT: more urgent reports reach no service: see intake status"
+        text = (
+            f"More than {URGENT_PER_HOUR} urgent reports this hour are quarantined, held or "
+            f"unrouted, among them {item.reference}. `intake status` lists every one."
+        )
+        key = hourly_key("urgent-more")
+        raise_alert(engine, config, key, subject, text, kind=URGENT_KIND, urgent=True)
+    elif item.urgent:
         key = ":".join(["urgent", item.reference, item.service or item.state])
         text = f"This report is marked urgent.\n\n{item.text()}"
         subject = f"URGENT: {item.subject()}"

@@ -157,3 +157,14 @@ def test_a_missing_folder_is_refused(crypto: Crypto, tmp_path: Path) -> None:
     with pytest.raises(CryptoError, match=r"gpg\.keys_dir"):
         crypto.sync_keys_dir(tmp_path / "nowhere")
     assert crypto.keys() == before
+
+
+def test_an_emptied_folder_is_refused_and_deletes_nothing(crypto: Crypto, keys_dir: Path) -> None:
+    """A folder with no key file is a failed mount or a slip, never "delete every key"."""
+    before = crypto.keys()
+    for path in keys_dir.glob("*.asc"):
+        path.unlink()
+    (keys_dir / "README").write_text("keys go here\n")
+    with pytest.raises(CryptoError, match=r"gpg\.keys_dir\) holds no \.asc file"):
+        crypto.sync_keys_dir(keys_dir)
+    assert crypto.keys() == before and before

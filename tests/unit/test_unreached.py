@@ -82,3 +82,15 @@ def test_the_text_says_what_to_do() -> None:
     assert "intake quarantine release R-2026-000002" in quarantined and "parts: 600" in quarantined
     held = Unreached("R-2026-000003", ReportState.HELD, "expired", service="advice").text()
     assert "intake retry" in held and "advice" in held
+
+
+def test_a_flood_of_urgent_reports_raises_five_alerts_and_one_for_the_rest(engine: Engine) -> None:
+    for n in range(1, 13):  # anyone can write "unsafe tonight" in a subject
+        alert_unreached(
+            engine,
+            CONFIG,
+            Unreached(f"R-2026-{n:06d}", ReportState.QUARANTINED, "size", urgent=True),
+        )
+    subjects = [subject for _, subject, _ in raised(engine)]
+    assert len(subjects) == 6
+    assert "URGENT: more urgent reports reach no service: see intake status" in subjects

@@ -46,10 +46,11 @@ def raise_alert(
     *,
     kind: str = "other",
     urgent: bool = False,
+    level: int = logging.ERROR,
 ) -> bool:
-    """Record and log the alert and queue its mail for the admins, unless an alert with `key`
-    was raised already; whether it was new. `kind` (e.g. "source", "dead-letter", "smtp",
-    "rules", "key") is what `intake status` shows; `urgent` mail is sent before other mail."""
+    """Record and log (at `level`) the alert and queue its mail for the admins, unless an alert
+    with `key` was raised already; whether it was new. `kind` (e.g. "source", "dead-letter",
+    "smtp", "rules", "key") is what `intake status` shows; `urgent` mail is sent first."""
     with Session(engine) as session:
         session.add(AlertRow(key=key, kind=kind, subject=subject))
         try:
@@ -58,7 +59,7 @@ def raise_alert(
             session.rollback()
             log.warning("alert raised already (%s): %s", key, subject)
             return False
-        log.error("alert: %s", subject)
+        log.log(level, "alert: %s", subject)
         if not _still_waiting(session, key):
             _queue_mail(session, config, key, subject, text, urgent)
         session.commit()

@@ -135,7 +135,11 @@ def cmd_route(config: Config, args: argparse.Namespace) -> int:
     ruleset = load_rules(config, scan_keys(config), strict_keys=False)
     if args.form:
         return route_export(config, ruleset, args)
-    raw = Path(args.message).read_bytes()
+    try:
+        raw = Path(args.message).read_bytes()
+    except OSError as exc:
+        print(f"{args.message}: cannot be read ({exc.strerror})", file=sys.stderr)
+        return 1
     try:
         report = parse_email(raw, datetime.now(UTC), limits=config.limits)
     except ParseError as exc:
@@ -190,16 +194,19 @@ def cmd_purge(config: Config, args: argparse.Namespace) -> int:
 
 
 def audit_command(config: Config, args: argparse.Namespace) -> None:
-    """One audit line for an admin command that changes something (a release: one a
-    reference)."""
+    """One audit line for an admin command that changes something or reads a report (a
+    release: one a reference), written before it runs: the attempt is on record whatever
+    comes of it (a release also records its outcome, action `release`)."""
     releasing = args.command == "quarantine" and args.action == "release"
     changing = args.command in {"retry", "purge"} and not getattr(args, "dry_run", False)
-    if not (releasing or changing):
+    reading = args.command == "show"
+    if not (releasing or changing or reading):
         return
     engine = make_engine(config.database_url)
     with Session(engine) as session:
         command = f"intake {args.command}" + (" release" if releasing else "")
-        for reference in args.references if releasing else [getattr(args, "reference", None)]:
+        references = [args.reference] if reading else [getattr(args, "reference", None)]
+        for reference in args.references if releasing else references:
             audit.record(session, "command", reference, command, current_user())
         session.commit()
     engine.dispose()

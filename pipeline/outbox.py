@@ -180,7 +180,10 @@ class Drain:
         row.state = OutboxState.SENT  # an acknowledgement's address is erased by _next
         row.sent_at = utcnow()
         row.attempts += 1
-        log.info("%s %s to %s sent", reference, row.kind, row.target)
+        if row.kind == "alert":
+            log.info("alert mail %s sent", row.target)
+        else:
+            log.info("%s %s to %s sent", reference, row.kind, row.target)
         return "sent"
 
     def _failed(self, session: Session, row: OutboxRow, reference: str, error: SendError) -> str:

@@ -10,6 +10,7 @@ its server or path and the config key; never content.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -111,7 +112,7 @@ def _alert_recovered(engine: Engine, config: Config, name: str, change: Change) 
         f"{change.status.last_success_at:%Y-%m-%d %H:%M} UTC."
     )
     key = hourly_key("source-recovered", name)
-    raise_alert(engine, config, key, subject, text, kind="source")
+    raise_alert(engine, config, key, subject, text, kind="source", level=logging.INFO)
 
 
 def record_health(

@@ -22,6 +22,7 @@ still polled. Login is pluggable: `LOGINS` maps `imap.auth` to a function.
 from __future__ import annotations
 
 import logging
+import re
 import ssl
 from collections.abc import Callable
 from contextlib import suppress
@@ -58,9 +59,11 @@ def connect_error(config: ImapConfig, exc: Exception) -> SourceError:
     the server's status replies: never the password."""
     where = server(config)
     if isinstance(exc, ConfigError):
-        return SourceError("password", f"imap: {exc}")
+        return SourceError("password", f"{where}: {exc}")
     if isinstance(exc, LoginError):
         reply = to_unicode(str(exc))[:200]
+        quoted = re.fullmatch(r"b(['\"])(.*)\1", reply)  # imapclient gives the reply's repr
+        reply = quoted.group(2) if quoted else reply
         return SourceError(
             "login",
             f"{where}: login refused ({reply}): check imap.username / {config.password_key}",

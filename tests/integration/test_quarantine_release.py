@@ -140,6 +140,7 @@ def test_too_large_message_is_listed_released_after_the_limit_is_raised_and_refe
     assert "mail: referral to advice-centre: sent" in shown.stdout
     assert "mail: ack to reporter: sent" in shown.stdout  # the too-large notice
     assert "attachments: none" in shown.stdout
+    assert (user, "command", "intake show") in audit_lines(deployment, reference)  # who read it
 
 
 def test_anonymous_quarantined_message_stays_anonymous_when_released(

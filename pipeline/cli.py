@@ -11,6 +11,7 @@ intake retry --config FILE [--reference R] [--send]   held referrals and dead le
 intake purge --config FILE [--dry-run]      remove records past their retention period
 intake quarantine list --config FILE [--json]   quarantined inputs (reference, source, reason)
 intake quarantine release --config FILE REFERENCE... --gnupghome DIR   take them in again
+                                            (also unrouted reports, once the rules refer them)
 intake show --config FILE REFERENCE --gnupghome DIR   one stored report, decrypted, to stdout
 """
 

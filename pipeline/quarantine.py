@@ -39,7 +39,7 @@ from pipeline.intake.exports import ExportError
 from pipeline.intake.forms import FormSource, RowError, released_response, response_keys
 from pipeline.models import EncryptedRecord, OutboxRow, ReportRow, ReportState, SourceItem
 from pipeline.status import iso, origins
-from pipeline.store import make_engine
+from pipeline.store import RELEASABLE, make_engine
 
 
 class QuarantineError(Exception):
@@ -173,9 +173,9 @@ def _record(engine: Engine, row: ReportRow, kind: str) -> bytes | None:
 def release(app: App, keyholder: Keyholder, reference: str, actor: str) -> ReportRow:
     """Take one quarantined input in again (see the module docstring); its row afterwards."""
     row = stored_report(app.engine, reference)
-    if row.state != ReportState.QUARANTINED:
+    if row.state not in RELEASABLE:
         raise QuarantineError(
-            f"{reference}: it is {row.state}, not quarantined: nothing to release"
+            f"{reference}: it is {row.state}, not quarantined or unrouted: nothing to release"
         )
     sealed = _record(app.engine, row, "original")
     if sealed is None:
@@ -245,6 +245,9 @@ def release_command(config: Config, references: list[str], home: Path) -> int:
                 continue
             if row.state == ReportState.QUARANTINED:
                 print(f"{reference}: still quarantined: {row.reason}")
+                status = 1
+            elif row.state == ReportState.UNROUTED:
+                print(f"{reference}: still unrouted: the rules refer it to no service")
                 status = 1
             else:
                 print(f"{reference}: released: {row.state}")

@@ -238,7 +238,10 @@ def _report_reason(report: ReportRow) -> str:
         return report.reason or "no reason recorded"
     rules = json.loads(report.decision or "{}").get("rules") or []
     matched = f"rules matched: {', '.join(rules)}" if rules else "no rule matched"
-    return f"the rules refer it to no service ({matched}); it is kept for `intake show`"
+    return (
+        f"the rules refer it to no service ({matched}); fix the rules, then "
+        "`intake quarantine release` routes it again"
+    )
 
 
 def stuck_mail(session: Session) -> list[Attention]:

@@ -342,6 +342,9 @@ def anonymous_thread(engine: Engine, references: list[str], message_ids: list[st
 # -- Release from quarantine (`intake quarantine release`, a re-exported form response) -----
 
 
+# A keyholder takes these in again (`intake quarantine release`): a quarantined input once its
+# cause is fixed, an unrouted report once the rules refer it to a service.
+RELEASABLE = (ReportState.QUARANTINED, ReportState.UNROUTED)
 _RELEASED_FIELDS = (
     *("form_id", "category", "anonymous", "urgent", "decision", "state", "reason"),
     *("received_at", "month"),  # an input released as anonymous keeps its time to the hour only
@@ -351,17 +354,18 @@ _RELEASED_FIELDS = (
 def release_report(
     engine: Engine, report_id: int, actor: str, taken: ReportRow, build: Build
 ) -> str | None:
-    """Commit a quarantined report taken in again, in place, in one transaction: the row keeps
-        its id, reference and fingerprint and takes the new take's fields (its received time too,
-    which the take rounds to the hour when it is anonymous)
-        (`taken`, its state set by `build`); its encrypted records are replaced, its outbox mail
-        added, its inputs counted by the new outcome, and one audit line names `actor`. Returns the
-        reference, or None when the report is not quarantined (any more: another release came
-        first)."""
+    """Commit a quarantined (or unrouted) report taken in again, in place, in one transaction:
+    the row keeps its id, reference and fingerprint and takes the new take's fields (`taken`,
+    its state set by `build`; its received time too, which the take rounds to the hour when it
+    is anonymous); its encrypted records are replaced, its outbox mail added (one per target:
+    a service or reporter already written to is not written to again), its inputs counted by
+    the new outcome, and one audit line names `actor`. Returns the reference, or None when the
+    report is not releasable (any more: another release came first)."""
     with Session(engine) as session:
         stored = session.get(ReportRow, report_id, with_for_update=True)
-        if stored is None or stored.state != ReportState.QUARANTINED or not stored.reference:
+        if stored is None or stored.state not in RELEASABLE or not stored.reference:
             return None
+        before = stored.state
         records, outbox = build(stored.reference)
         for name in _RELEASED_FIELDS:
             setattr(stored, name, getattr(taken, name))
@@ -373,7 +377,9 @@ def release_report(
             row.report_id = report_id
             session.add(row)
         _count_inputs_as(session, report_id, input_outcome(stored.state))
-        detail = f"{stored.source}: released from quarantine: {stored.state}"
+        detail = f"{stored.source}: released from {before}: {stored.state}"
+        if before == ReportState.QUARANTINED:
+            detail = f"{stored.source}: released from quarantine: {stored.state}"
         audit.record(session, "release", stored.reference, detail, actor)
         try:
             session.commit()
@@ -385,7 +391,7 @@ def release_report(
 
 def _count_inputs_as(session: Session, report_id: int, outcome: str) -> None:
     query = select(SourceItem).where(
-        SourceItem.report_id == report_id, SourceItem.outcome == ReportState.QUARANTINED
+        SourceItem.report_id == report_id, col(SourceItem.outcome).in_(RELEASABLE)
     )
     for item in session.exec(query):
         item.outcome = outcome

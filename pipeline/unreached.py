@@ -63,11 +63,11 @@ class Unreached:
         if self.state == ReportState.UNROUTED:
             return (
                 f"{reference}: no rule refers it to a service ({self.reason}) and the default "
-                "refers nobody, so no service has it. The report is kept, encrypted: a records "
-                f"keyholder can read it with `intake show {reference} --gnupghome DIR` and pass "
-                "it on. Fix the rules (a default that refers a service; check them with intake "
-                "check-rules) so that no other report is left with nobody. `intake status` "
-                "lists every unrouted report."
+                "refers nobody, so no service has it. The report is kept, encrypted. Fix the "
+                "rules (a default that refers a service; check them with intake check-rules), "
+                "then a records keyholder routes it again: `intake quarantine release "
+                f"{reference} --gnupghome DIR` (`intake show` reads it). `intake status` lists "
+                "every unrouted report until then."
             )
         return (
             f"{reference} could not be taken in and is quarantined ({self.reason}). The "

@@ -24,6 +24,7 @@ import pytest
 from pipeline.cli import main
 from tests.integration.conftest import ANONYMOUS, Deployment, Run, email
 from tests.integration.forms_data import PLATFORMS, QUESTIONS, form_config
+from tests.integration.test_status_attention import run_referring_nobody_by_default, status_json
 
 LIMIT = "[limits]\nmessage_bytes = 2000\n"
 QUARANTINED_BIT = 8  # run --once: a report was quarantined or routed to nobody
@@ -299,3 +300,30 @@ def test_re_exported_form_row_that_reads_now_is_taken_in_not_seen(
     assert released in audit_lines(deployment, str(item["reference"]))
     assert deployment.run_in_process() == 0
     assert len(deployment.referrals()) == sent + 2  # the kept export is seen from now on
+
+
+def test_an_unrouted_report_is_routed_again_once_the_rules_refer_it(
+    deployment: Deployment, intake: Intake
+) -> None:
+    """The rules in force referred a report to nobody (the loader refuses such a default now,
+    so the daemon's jobs run with the loaded default emptied); a keyholder releases it under
+    the rules on disk and its referral goes out once; the reporter is not acknowledged twice."""
+    deployment.imap.append(email("Nobody got this one. UNROUTED-1", message_id="<u1@x>"))
+    assert run_referring_nobody_by_default(deployment) & QUARANTINED_BIT
+    (item,) = [i for i in status_json(deployment)["attention"] if i["kind"] == "unrouted"]
+    reference = str(item["reference"])
+    assert deployment.referrals() == []
+    acknowledgements = len(deployment.smtp.messages)
+
+    done = intake("quarantine", "release", reference, "--gnupghome", keyholder(deployment))
+
+    assert done.returncode == 0, done.stderr
+    assert f"{reference}: released: queued" in done.stdout
+    assert deployment.run_in_process() == 0
+    (referral,) = deployment.referrals()
+    assert b"UNROUTED-1" in referral
+    assert len(deployment.smtp.messages) == acknowledgements + 1  # the referral only
+    assert not [i for i in status_json(deployment)["attention"] if i["kind"] == "unrouted"]
+    assert status_json(deployment)["inputs"]["unrouted"] == 0
+    lines = audit_lines(deployment, reference)
+    assert (getpass.getuser(), "release", "email: released from unrouted: queued") in lines

@@ -77,7 +77,8 @@ def test_ordinary_ones_are_coalesced(engine: Engine) -> None:
 
 def test_the_text_says_what_to_do() -> None:
     unrouted = Unreached("R-2026-000001", ReportState.UNROUTED, "rules matched: a").text()
-    assert "intake show R-2026-000001 --gnupghome" in unrouted and "rules matched: a" in unrouted
+    assert "intake quarantine release R-2026-000001 --gnupghome" in unrouted
+    assert "rules matched: a" in unrouted
     quarantined = Unreached("R-2026-000002", ReportState.QUARANTINED, "parts: 600").text()
     assert "intake quarantine release R-2026-000002" in quarantined and "parts: 600" in quarantined
     held = Unreached("R-2026-000003", ReportState.HELD, "expired", service="advice").text()

@@ -128,6 +128,13 @@ class FormConfig(Section):
     after: Literal["keep", "delete", "archive-encrypted"] = "archive-encrypted"
     archive_dir: Path | None = None
     settle_seconds: float = Field(default=2.0, ge=0)
+    # The zone of submission times that name none (Microsoft Forms, Jisc); default: [display]
+    timezone: str | None = None
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str | None) -> str | None:
+        return known_zone(value) if value is not None else None
 
     @model_validator(mode="after")
     def _needs_description(self) -> FormConfig:
@@ -303,6 +310,18 @@ class ScheduleConfig(Section):
     outbox_seconds: int = Field(default=30, ge=1)
 
 
+def known_zone(value: str) -> str:
+    """An IANA time zone name this machine knows, or ValueError saying what to write."""
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        raise ValueError(
+            f"{value!r} is not a time zone known here; use an IANA name such as "
+            '"Europe/London" or "UTC"'
+        ) from None
+    return value
+
+
 class DisplayConfig(Section):
     """How referrals show times: in this IANA time zone (e.g. "Europe/London", "UTC")."""
 
@@ -311,14 +330,7 @@ class DisplayConfig(Section):
     @field_validator("timezone")
     @classmethod
     def _known_zone(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError, OSError):
-            raise ValueError(
-                f"{value!r} is not a time zone known here; use an IANA name such as "
-                '"Europe/London" or "UTC"'
-            ) from None
-        return value
+        return known_zone(value)
 
     @property
     def zone(self) -> ZoneInfo:
@@ -344,6 +356,15 @@ class Config(Section):
     limits: LimitsConfig = LimitsConfig()
     retention: RetentionConfig = RetentionConfig()
     display: DisplayConfig = DisplayConfig()
+
+    @model_validator(mode="after")
+    def _forms_in_the_display_zone(self) -> Config:
+        """A form without its own `timezone` reads zone-less times in `[display] timezone`."""
+        if all(form.timezone for form in self.forms):
+            return self
+        zone = self.display.timezone
+        forms = [f if f.timezone else f.model_copy(update={"timezone": zone}) for f in self.forms]
+        return self.model_copy(update={"forms": forms})
 
     @property
     def database_url(self) -> str:

@@ -171,16 +171,18 @@ def read_export(
     date_format: str | None = None,
     expected: Collection[str] = (),
     data: bytes | None = None,
+    zone: tzinfo = UTC,
 ) -> Export:
     """Read one export file (see the module docstring); ExportError when it cannot be read.
     `expected`: the headers the caller maps, which mark a generic file's first row as a
-    header row. `data`: the file's bytes, when they are in memory already."""
+    header row. `data`: the file's bytes, when they are in memory already. `zone`: the zone
+    of submission times that name none (a Qualtrics export names its own)."""
     if dialect != "auto" and dialect not in DIALECTS:
         raise ValueError(f"unknown dialect {dialect!r}; use 'auto' or one of {', '.join(DIALECTS)}")
     wanted = {*expected, *([id_column] if id_column else [])}
     try:
         records = read_records(path, data)
-        return _export(path, records, dialect, id_column, date_format, wanted)
+        return _export(path, records, dialect, id_column, date_format, wanted, zone)
     except Unreadable as exc:
         raise ExportError(f"{path}: {exc}") from None
 
@@ -210,6 +212,7 @@ def _export(
     id_column: str | None,
     date_format: str | None,
     expected: set[str],
+    zone: tzinfo = UTC,
 ) -> Export:
     if not records:
         raise Unreadable("the file is empty: it has no header row")
@@ -219,6 +222,7 @@ def _export(
         raise Unreadable(_not_that_dialect(dialect, records))
     header_rows = 3 if dialect == "qualtrics" else 1
     layout = _layout(dialect, records[:header_rows])
+    layout.zone = layout.zone or zone
     layout.recognised = (
         dialect != "generic"
         or records[0][0] == JSON_HEADER_ROW

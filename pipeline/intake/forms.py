@@ -37,6 +37,7 @@ from collections.abc import Collection
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 from pipeline.anonymity import anonymise, forget_sender
 from pipeline.config import FormConfig
@@ -339,8 +340,9 @@ class FormSource:
     def read(self, path: Path, data: bytes | None = None) -> Export:
         """One export of this form, checked; `data`: its bytes when in memory (decrypted)."""
         form = self.form
+        zone = ZoneInfo(form.timezone or "UTC")
         export = read_export(
-            path, form.dialect, form.id_column, form.date_format, mapped_headers(form), data
+            path, form.dialect, form.id_column, form.date_format, mapped_headers(form), data, zone
         )
         check_columns(form, export)
         return export

@@ -247,7 +247,10 @@ class Drain:
         text = (
             "These mails failed for good:\n" + "\n".join(lines) + "\n\n"
             "`intake status` lists every dead letter, also those after this alert. Once the "
-            "cause is fixed: intake retry --reference REFERENCE (or intake retry for all)."
+            "cause is fixed (the server, a full mailbox): intake retry --reference REFERENCE "
+            "(or intake retry for all). A referral is retried to the address and key it was "
+            "made with: if the service's address or key is what was wrong, a records keyholder "
+            "reads the report with `intake show` and refers it by another way."
         )
         key = hourly_key("dead-letter")
         return raise_alert(self.engine, self.config, key, subject, text, kind="dead-letter")

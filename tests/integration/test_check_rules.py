@@ -12,24 +12,7 @@ from collections.abc import Callable
 import pytest
 
 from pipeline.app import App, StartupError
-from pipeline.cli import main
 from tests.integration.conftest import REPO, Deployment, Run, email
-
-
-@pytest.fixture
-def intake(
-    deployment: Deployment, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> Callable[..., Run]:
-    """intake(*args): `intake ARGS --config ...` in this process."""
-    monkeypatch.setenv("TEST_IMAP_PASSWORD", deployment.imap.password)
-
-    def run(*args: str) -> Run:
-        capsys.readouterr()
-        code = main([*args, "--config", str(deployment.config_path)])
-        out = capsys.readouterr()
-        return Run(code, out.out, out.err)
-
-    return run
 
 
 def test_no_default_route_is_refused_by_check_rules_and_the_daemon(

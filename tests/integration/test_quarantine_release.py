@@ -15,14 +15,13 @@ import io
 import json
 import sqlite3
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import gnupg
 import pytest
 
-from pipeline.cli import main
-from tests.integration.conftest import ANONYMOUS, Deployment, Run, email
+from tests.integration.conftest import ANONYMOUS, Deployment, Intake, email
 from tests.integration.forms_data import PLATFORMS, QUESTIONS, form_config
 from tests.integration.test_status_attention import run_referring_nobody_by_default, status_json
 
@@ -33,25 +32,6 @@ QUARANTINED_BIT = 8  # run --once: a report was quarantined or routed to nobody
 def big_email(marker: str, **headers: str) -> bytes:
     body = f"Someone followed me home from the library. {marker}\r\n" + "x" * 60 + "\r\n"
     return email(body * 60, **headers)
-
-
-Intake = Callable[..., Run]
-
-
-@pytest.fixture
-def intake(
-    deployment: Deployment, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> Intake:
-    """`intake ARGS --config ...` in this process: exit status, standard output and error."""
-    monkeypatch.setenv("TEST_IMAP_PASSWORD", deployment.imap.password)
-
-    def run(*args: str) -> Run:
-        capsys.readouterr()
-        code = main([*args, "--config", str(deployment.config_path)])
-        out = capsys.readouterr()
-        return Run(code, out.out, out.err)
-
-    return run
 
 
 def quarantined(intake: Intake) -> list[dict[str, object]]:
@@ -276,7 +256,8 @@ def test_form_row_quarantined_by_its_date_is_released_from_the_archive(
     assert len(new) == 2 and all(b"FORM-MARK-1" in r for r in new)  # both services
     shown = intake("show", reference, "--gnupghome", keyholder(deployment))
     assert "FORM-MARK-1" in shown.stdout and "source: form (form report-form)" in shown.stdout
-    assert "sent: 2026-04-03T10:00:00+00:00" in shown.stdout  # read day first, as configured
+    # read day first, as configured, in the form's zone (Europe/London: BST on 3 April)
+    assert "sent: 2026-04-03T09:00:00+00:00" in shown.stdout
 
 
 def test_re_exported_form_row_that_reads_now_is_taken_in_not_seen(

@@ -14,7 +14,7 @@ import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, tzinfo
+from datetime import UTC, datetime
 
 from sqlalchemy import Engine
 from sqlmodel import Session
@@ -26,6 +26,7 @@ from pipeline.anonymity import apply_anonymity, clean_attachments, is_anonymous_
 from pipeline.bounces import Bounce, recognise_bounce
 from pipeline.clean import screen_attachments
 from pipeline.config import Config
+from pipeline.contexts import ack_context, referral_context
 from pipeline.crypto import Crypto, KeyUnusableError
 from pipeline.deliver import (
     build_acknowledgement,
@@ -46,7 +47,7 @@ from pipeline.parse import (
 from pipeline.redact import quarantined_original
 from pipeline.render import Renderer, RenderError
 from pipeline.report import Report
-from pipeline.rules import Decision, RuleSet, Service, evaluate
+from pipeline.rules import Decision, RuleSet, evaluate
 from pipeline.sources import record_routing
 from pipeline.store import (
     AckLimiter,
@@ -496,59 +497,6 @@ class Ingest:
 def as_utc(moment: datetime) -> datetime:
     """A time read back from the database (SQLite gives it without its zone) in UTC."""
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-
-
-def ack_context(
-    reference: str, anonymous: bool, urgent: bool, services: list[str]
-) -> dict[str, object]:
-    """What an acknowledgement template may use; never anything the reporter wrote."""
-    return {"reference": reference, "anonymous": anonymous, "urgent": urgent, "services": services}
-
-
-def referral_context(
-    reference: str, report: Report, decision: Decision, service: Service, *, zone: tzinfo = UTC
-) -> dict[str, object]:
-    """What a referral template may use: plain values only; times as `display_time` in `zone`
-    (`[display] timezone`), `sent_at` None when not known (`Report.sent_time`)."""
-    sent = report.sent_time()
-    reporter = None
-    if not report.anonymous:
-        reporter = {
-            "name": report.sender_name,
-            "email": report.sender_address,
-            "role": report.reporter_role,
-        }
-    return {
-        "reference": reference,
-        "service": {"id": service.id, "name": service.name},
-        "report": {
-            "source": report.source,
-            "form": report.form_id,
-            "category": decision.category,
-            "urgent": decision.urgent,
-            "anonymous": report.anonymous,
-            "subject": None if report.anonymous else report.subject,  # may identify: withheld
-            "body": report.body,
-            "received_at": display_time(report.received_at, zone),
-            "sent_at": display_time(sent, zone) if sent else None,
-            "attachments": [
-                {"filename": a.filename, "content_type": a.content_type, "size": a.size}
-                for a in report.attachments
-            ],
-            "fields": dict(report.fields),
-            "attachment_notes": list(report.attachment_notes),
-            "forwarded": list(report.forwarded),
-            "follows": list(report.follows),
-            "notes": list(report.notes),
-        },
-        "reporter": reporter,
-        "rules": decision.rules,
-    }
-
-
-def display_time(moment: datetime, zone: tzinfo) -> str:
-    """A moment as a referral shows it, in the deployment's time zone: `2026-06-24 10:15 BST`."""
-    return moment.astimezone(zone).strftime("%Y-%m-%d %H:%M %Z")
 
 
 def forget_circumstances(report: Report, is_own: Callable[[str], bool]) -> None:

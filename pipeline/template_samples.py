@@ -14,7 +14,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from pipeline.ingest import TOO_LARGE_TEMPLATE, ack_context, referral_context
+from pipeline.contexts import ack_context, referral_context
+from pipeline.ingest import TOO_LARGE_TEMPLATE
 from pipeline.render_check import Sample
 from pipeline.report import Attachment, Report
 from pipeline.rules import Decision, RuleSet, Service

@@ -17,7 +17,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pipeline.config import FormConfig
-from pipeline.ingest import referral_context
+from pipeline.contexts import referral_context
 from pipeline.intake.dates import answer_date
 from pipeline.intake.exports import Export, ExportError, read_export
 from pipeline.intake.forms import (

@@ -9,7 +9,7 @@ import sqlite3
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 
-from tests.integration.conftest import ANONYMOUS, Deployment, email
+from tests.integration.conftest import ADMIN, ANONYMOUS, Deployment, email
 from tests.servers.smtp import Received
 
 
@@ -165,7 +165,9 @@ def test_unparseable_message_is_quarantined_not_lost(deployment: Deployment) -> 
     ).fetchone()
     assert "no headers" in reason
     assert b"garbage that is no email at all" in deployment.keys.decrypt(data)  # as IMAP gave it
-    assert deployment.smtp.messages == []
+    (alert,) = deployment.smtp.messages  # to the admins, never to anyone else
+    assert alert.rcpt_tos == [ADMIN] and "is quarantined" in str(alert.message["Subject"])
+    assert b"garbage" not in alert.data
 
 
 def test_message_too_broken_for_its_body_is_quarantined(deployment: Deployment) -> None:

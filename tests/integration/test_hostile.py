@@ -17,7 +17,7 @@ from collections.abc import Callable
 from email.message import EmailMessage
 from pathlib import Path
 
-from tests.integration.conftest import ANONYMOUS, INTAKE, Deployment, email
+from tests.integration.conftest import ADMIN, ANONYMOUS, INTAKE, Deployment, email
 from tests.integration.test_email_end_to_end import referral_parts
 
 SENDER = b"Hostile Sender <hostile@example.net>"
@@ -353,7 +353,9 @@ def test_named_sender_of_an_oversized_message_is_told_how_else_to_send_it(
 
     counts = json.loads(deployment.intake("status", "--json").stdout)
     assert counts["reports"]["quarantined"] == 1
-    (notice,) = deployment.smtp.messages
+    (alert,) = [m for m in deployment.smtp.messages if m.rcpt_tos == [ADMIN]]
+    assert "is quarantined" in str(alert.message["Subject"])
+    (notice,) = [m for m in deployment.smtp.messages if m.rcpt_tos != [ADMIN]]
     assert notice.rcpt_tos == ["sam.student@example.ac.uk"]
     assert "too large" in str(notice.message["Subject"])
     assert b"OVER-LIMIT-BODY" not in notice.data

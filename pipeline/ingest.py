@@ -36,7 +36,7 @@ from pipeline.deliver import (
     referral_subject,
 )
 from pipeline.faults import crash_point
-from pipeline.models import OutboxRow, OutboxState, ReportRow, ReportState
+from pipeline.models import OutboxRow, OutboxState, ReportRow, ReportState, as_utc, to_the_hour
 from pipeline.parse import (
     ParseError,
     content_fingerprint,
@@ -494,11 +494,6 @@ class Ingest:
         return Outcome("quarantined", quarantined.reference, reason, anonymous=anonymous)
 
 
-def as_utc(moment: datetime) -> datetime:
-    """A time read back from the database (SQLite gives it without its zone) in UTC."""
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-
-
 def forget_circumstances(report: Report, is_own: Callable[[str], bool]) -> None:
     """What could still single out an anonymous sender: who else was written to (a friend in
     Cc) and exact times, which a mail server's delivery log would match. Times are kept to the
@@ -506,10 +501,6 @@ def forget_circumstances(report: Report, is_own: Callable[[str], bool]) -> None:
     report.to_addresses = [address for address in report.to_addresses if is_own(address)]
     report.received_at = to_the_hour(report.received_at)
     report.sent_at = to_the_hour(report.sent_at) if report.sent_at else None
-
-
-def to_the_hour(moment: datetime) -> datetime:
-    return moment.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
 
 
 def _report_row(source: str, fingerprint: str, received_at: datetime, state: str) -> ReportRow:

@@ -23,6 +23,16 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def as_utc(moment: datetime) -> datetime:
+    """A time read back from the database (SQLite may give it without its zone) in UTC."""
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def to_the_hour(moment: datetime) -> datetime:
+    """In UTC, rounded down to the hour: what is kept of an anonymous report's times."""
+    return as_utc(moment).replace(minute=0, second=0, microsecond=0)
+
+
 class ReportState:
     QUEUED = "queued"
     DELIVERED = "delivered"

@@ -34,10 +34,17 @@ from pipeline.app import App
 from pipeline.audit import current_user
 from pipeline.config import Config
 from pipeline.crypto import CryptoError, KeyholderHome, normalise_fingerprint
-from pipeline.ingest import Outcome, as_utc
+from pipeline.ingest import Outcome
 from pipeline.intake.exports import ExportError
 from pipeline.intake.forms import FormSource, RowError, released_response, response_keys
-from pipeline.models import EncryptedRecord, OutboxRow, ReportRow, ReportState, SourceItem
+from pipeline.models import (
+    EncryptedRecord,
+    OutboxRow,
+    ReportRow,
+    ReportState,
+    SourceItem,
+    as_utc,
+)
 from pipeline.status import iso, origins
 from pipeline.store import RELEASABLE, make_engine
 

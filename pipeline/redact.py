@@ -23,7 +23,6 @@ from __future__ import annotations
 import binascii
 import quopri
 import re
-from datetime import UTC
 from email.message import EmailMessage, Message
 from email.utils import format_datetime, parsedate_to_datetime
 
@@ -39,6 +38,7 @@ from pipeline.limits import (
     guarded_policy,
     walk,
 )
+from pipeline.models import to_the_hour
 from pipeline.parse import ParseError, read_message
 from pipeline.recipients import header_fields
 
@@ -98,10 +98,7 @@ def rounded_date(value: bytes) -> bytes | None:
     if not text or len(text) > 200:
         return None
     try:
-        moment = parsedate_to_datetime(text)
-        if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=UTC)
-        moment = moment.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+        moment = to_the_hour(parsedate_to_datetime(text))
         return format_datetime(moment).encode("ascii")
     except (TypeError, ValueError, OverflowError, IndexError):
         return None

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 
+from pipeline.models import as_utc
+
 # An email's Date is taken for when it was sent only from a year before it was received to a
 # day after: a sender's clock can be wrong (a phone reset to 1970), a form platform's is not.
 DATE_BEFORE = timedelta(days=365)
@@ -70,7 +72,7 @@ class Report:
         Date within the bounds above; None when not known."""
         if self.sent_at is None:
             return None
-        sent = self.sent_at if self.sent_at.tzinfo else self.sent_at.replace(tzinfo=UTC)
+        sent = as_utc(self.sent_at)
         if self.source == "email" and not (
             self.received_at - DATE_BEFORE <= sent <= self.received_at + DATE_AHEAD
         ):

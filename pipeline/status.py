@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Engine, func
@@ -35,6 +35,8 @@ from pipeline.models import (
     ReportState,
     SourceItem,
     SourceStatus,
+    as_utc,
+    to_the_hour,
     utcnow,
 )
 from pipeline.sources import PARTS
@@ -53,8 +55,7 @@ def iso(moment: datetime | None) -> str | None:
     """`2026-12-01T09:30:00Z`; the database may hand back naive datetimes, which are UTC."""
     if moment is None:
         return None
-    utc = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-    return utc.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return as_utc(moment).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclass(frozen=True)
@@ -276,7 +277,7 @@ def _mail_since(row: OutboxRow, *, anonymous: bool) -> datetime:
         since = row.next_attempt_at
     elif row.state == OutboxState.BOUNCED and row.sent_at is not None:
         since = row.sent_at
-    return since.replace(minute=0, second=0, microsecond=0) if anonymous else since
+    return to_the_hour(since) if anonymous else since
 
 
 def origins(session: Session, report_ids: list[int]) -> dict[int, str]:

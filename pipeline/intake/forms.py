@@ -42,11 +42,11 @@ from zoneinfo import ZoneInfo
 from pipeline.anonymity import anonymise, forget_sender
 from pipeline.config import FormConfig
 from pipeline.crypto import ensure_private_dir
-from pipeline.ingest import Ingest, Outcome, as_utc
+from pipeline.ingest import Ingest, Outcome
 from pipeline.intake import PollResult, SourceError, describe, take_safely
 from pipeline.intake.dates import answer_date
 from pipeline.intake.exports import Export, ExportError, ExportRow, is_temporary_name, read_export
-from pipeline.models import ReportRow
+from pipeline.models import ReportRow, as_utc
 from pipeline.parse import strict_address
 from pipeline.render import one_line
 from pipeline.report import Report

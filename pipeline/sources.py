@@ -54,7 +54,9 @@ def summary(errors: list[str]) -> str:
 
 def record_poll(engine: Engine, config: Config, name: str, result: PollResult) -> None:
     """Record the poll of source `name` and raise the alerts its change calls for."""
-    change = _update(engine, name, result, utcnow())
+    failing = bool(result.errors)
+    cause, error = (cause_of(result), summary(result.errors)) if failing else (None, None)
+    change = _set(engine, name, cause, error)
     status = change.status
     if not result.errors:
         if change.since_before is not None:
@@ -73,17 +75,20 @@ def record_poll(engine: Engine, config: Config, name: str, result: PollResult) -
     raise_alert(engine, config, key, subject, _failing_text(name, status, result), kind="source")
 
 
-def _update(engine: Engine, name: str, result: PollResult, now: datetime) -> Change:
+def _set(engine: Engine, name: str, cause: str | None, error: str | None) -> Change:
+    """Record that `name` works (`cause` None) or fails with `cause` and `error`, keeping the
+    start of a failing spell; what it was before, and the row after."""
+    now = utcnow()
     with Session(engine, expire_on_commit=False) as session:
         status = session.get(SourceStatus, name) or SourceStatus(name=name)
         change = Change(status.error_since, status.error_cause, status)
-        if result.errors:
-            status.last_error = summary(result.errors)
-            status.error_cause = cause_of(result)
-            status.error_since = status.error_since or now
-        else:
+        if cause is None:
             status.last_success_at = now
             status.last_error = status.error_cause = status.error_since = None
+        else:
+            status.last_error = error
+            status.error_cause = cause
+            status.error_since = status.error_since or now
         session.add(status)
         session.commit()
     return change
@@ -122,18 +127,8 @@ def record_health(
     "rules", "template", "smtp"; `error` what is wrong, its first line kept): `intake status`
     lists a failing part until it works again. Returns since when it fails (None: it works).
     Alerts are raised by whoever found the failure."""
-    with Session(engine, expire_on_commit=False) as session:
-        status = session.get(SourceStatus, name) or SourceStatus(name=name)
-        if kind is None:
-            status.last_success_at = utcnow()
-            status.last_error = status.error_cause = status.error_since = None
-        else:
-            status.last_error = (error or "").splitlines()[0] if error else kind
-            status.error_since = status.error_since or utcnow()
-            status.error_cause = kind
-        session.add(status)
-        session.commit()
-        return status.error_since
+    first_line = (error or "").splitlines()[0] if error else kind
+    return _set(engine, name, kind, first_line).status.error_since
 
 
 def record_routing(engine: Engine, kind: str | None, error: str | None = None) -> None:

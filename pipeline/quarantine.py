@@ -15,6 +15,8 @@ what to fix. Decrypted records live in memory only: never in a file, a log or th
   the OS user; still unreadable, it stays quarantined with the new reason. An anonymous
   original was stored without its identifying header fields: what is there is released, and
   it stays anonymous. A form response is read again from the encrypted archive of its export.
+  An `unrouted` report is released the same way once the rules refer it: routed again, with
+  no second acknowledgement.
 - `show_report` (`intake show`): one stored report for a keyholder: its metadata, the decrypted
   report, its attachments and its mail. Nothing is written.
 """

@@ -27,6 +27,7 @@ from jinja2 import (
     TemplateError,
     TemplateSyntaxError,
     Undefined,
+    UndefinedError,
 )
 from jinja2.sandbox import SandboxedEnvironment
 
@@ -139,21 +140,28 @@ class Renderer:
             text = template.render(**context)
         except Exception as exc:
             path = self.path(name)
-            line = _template_line(exc, path)
-            what = str(exc) if isinstance(exc, TemplateError) else type(exc).__name__
-            raise RenderError(f"{path}{f':{line}' if line else ''}: {what}") from None
+            line = template_line(exc, str(path))
+            raise RenderError(f"{path}{f':{line}' if line else ''}: {_what(exc)}") from None
         return split_subject(text)
 
 
-def _template_line(exc: BaseException, path: Path) -> int | None:
-    """The line of the template where rendering failed (Jinja puts template frames, with
-    template line numbers, into the traceback)."""
-    lines = [
-        frame.lineno
-        for frame in traceback.extract_tb(exc.__traceback__)
-        if frame.filename == str(path)
-    ]
-    return lines[-1] if lines else None
+def _what(exc: Exception) -> str:
+    """What went wrong, in words that cannot quote the report: Jinja's own message names the
+    missing key, which a template that looks up a report's answer would make report content."""
+    if isinstance(exc, UndefinedError):
+        return (
+            "UndefinedError: a name, attribute or key the report does not have (intake "
+            "check-rules names it with sample data; guard it with `is defined`)"
+        )
+    return type(exc).__name__
+
+
+def template_line(exc: BaseException, filename: str) -> int:
+    """The template line an error was raised at (Jinja rewrites tracebacks to template lines);
+    0 when no frame is the template's."""
+    frames = traceback.walk_tb(exc.__traceback__)
+    lines = [line for frame, line in frames if frame.f_code.co_filename == filename]
+    return lines[-1] if lines else 0
 
 
 def _unchanged() -> bool:

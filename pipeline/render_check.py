@@ -17,7 +17,6 @@ that kind of template is rendered with. Out: `template-file:line: message` for e
 from __future__ import annotations
 
 import sys
-import traceback
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +24,7 @@ from typing import Any
 
 from jinja2 import ChainableUndefined, FunctionLoader, TemplateSyntaxError, Undefined, meta, nodes
 
-from pipeline.render import Renderer, RenderError, environment
+from pipeline.render import Renderer, RenderError, environment, template_line
 
 # How many broken `{{ }}` lines one template may report before the check gives up on it.
 MAX_SYNTAX_ERRORS = 20
@@ -189,7 +188,7 @@ def render_problems(source: str, path: Path, context: dict[str, Any]) -> list[Fo
     try:
         env.get_template(path.name).render(**context)
     except Exception as exc:  # what the template did wrong, at its line
-        found.append((_line_in(exc, str(path)), type(exc).__name__, str(exc)))
+        found.append((template_line(exc, str(path)), type(exc).__name__, str(exc)))
     return found
 
 
@@ -232,10 +231,3 @@ def _current_line() -> int | None:
             return int(template.get_corresponding_lineno(frame.f_lineno))
         frame = frame.f_back  # type: ignore[assignment]
     return None
-
-
-def _line_in(exc: BaseException, filename: str) -> int:
-    """The template line an error was raised at (Jinja rewrites tracebacks to template lines)."""
-    frames = traceback.walk_tb(exc.__traceback__)
-    lines = [line for frame, line in frames if frame.f_code.co_filename == filename]
-    return lines[-1] if lines else 0

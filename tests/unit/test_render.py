@@ -47,3 +47,21 @@ def test_subject_cannot_add_a_header(tmp_path: Path) -> None:
     (tmp_path / "t.txt").write_text("Subject: {{ s }}\n\nbody\n")
     rendered = Renderer(tmp_path).render("t", {"s": "a\r\nBcc: x@evil.example"})
     assert "\n" not in rendered.subject and "\r" not in rendered.subject
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        '{% set sites = {"Library": "Main Library"} %}{{ sites[report.location] }}',
+        "{{ report.fields[report.location] }}",
+        "{{ report.fields.get(report.location).name }}",
+    ],
+)
+def test_an_error_while_rendering_a_report_never_quotes_it(tmp_path: Path, line: str) -> None:
+    """Jinja's message names the missing key; a lookup by an answer would make it content."""
+    (tmp_path / "t.txt").write_text(f"Subject: x\n\n{line}\n")
+    report = {"location": "CANARY-behind-the-gym", "fields": {}}
+    with pytest.raises(RenderError) as raised:
+        Renderer(tmp_path).render("t", {"report": report})
+    assert str(raised.value).startswith(f"{tmp_path / 't.txt'}:3: ")
+    assert "CANARY" not in str(raised.value)

@@ -313,7 +313,10 @@ class App:
 
     def drain(self) -> DrainResult:
         self.ingest.limiter.prune()  # the rate limit's rows live for its window only
-        release_held(self.config, self.engine, self.crypto, self.rules.services)
+        try:
+            release_held(self.config, self.engine, self.crypto, self.rules.services)
+        except Exception as exc:  # held referrals wait; the rest of the outbox must not
+            log.error("releasing held referrals failed: %s", describe(exc))
         result = drain(self.config, self.engine, self.crypto, self.transport)
         for error in result.errors:
             log.error("outbox: %s", error)

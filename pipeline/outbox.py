@@ -31,7 +31,7 @@ from sqlalchemy import Engine, update
 from sqlmodel import Session, col, select
 
 from pipeline import audit
-from pipeline.alerts import hourly_key, raise_alert
+from pipeline.alerts import daily_key, hourly_key, raise_alert
 from pipeline.config import Config
 from pipeline.crypto import Crypto, CryptoError
 from pipeline.deliver import SendError, Transport, add_recipient, referral_subject, wrap_pgp_mime
@@ -313,8 +313,15 @@ def _release_one(
         if not _key_usable(crypto, service):
             return None
         reference = _reference(session, row)
-        inner = crypto.decrypt_outbox(row.sealed or b"")
-        armored = crypto.encrypt(inner, [service.fingerprint])
+        try:
+            inner = crypto.decrypt_outbox(row.sealed or b"")
+            armored = crypto.encrypt(inner, [service.fingerprint])
+        except CryptoError as error:  # e.g. sealed by another instance's outbox key
+            row.last_error = f"held: cannot be released here ({type(error).__name__})"
+            session.add(row)
+            session.commit()
+            _alert_not_released(config, engine, reference, row, error)
+            return None
         subject = referral_subject(reference, row.urgent, config.referrals.urgent_marker)
         payload = wrap_pgp_mime(
             armored, config.smtp.from_, service.email, subject, row.message_id, urgent=row.urgent
@@ -337,6 +344,24 @@ def _release_one(
         session.commit()
     log.info("%s referral to %s released: key usable", reference, service.id)
     return reference
+
+
+def _alert_not_released(
+    config: Config, engine: Engine, reference: str, row: OutboxRow, error: CryptoError
+) -> None:
+    """A held referral whose service key is usable again but that this instance cannot open
+    (its outbox key is not the one it was sealed with): it stays held, the rest of the outbox
+    goes on, and the admins hear of it once a day."""
+    log.error("%s referral to %s not released: %s", reference, row.target, type(error).__name__)
+    subject = f"{reference}: the held referral to {row.target} cannot be released here"
+    text = (
+        f"The key of {row.target} is usable again, but this instance's outbox key does not "
+        f"open the held referral {reference} ({type(error).__name__}). Every instance must "
+        "share the gpg home (or a copy of its outbox key) and the outbox passphrase; run "
+        "intake retry on an instance that has the key it was sealed with."
+    )
+    key = daily_key("not-released", str(row.id))
+    raise_alert(engine, config, key, subject, text, kind="held")
 
 
 def _key_usable(crypto: Crypto, service: Service) -> bool:

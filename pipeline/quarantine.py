@@ -47,6 +47,7 @@ from pipeline.models import (
     SourceItem,
     as_utc,
 )
+from pipeline.render import RenderError
 from pipeline.status import iso, origins
 from pipeline.store import RELEASABLE, make_engine
 
@@ -248,8 +249,10 @@ def release_command(config: Config, references: list[str], home: Path) -> int:
         for reference in references:
             try:
                 row = release(app, keyholder, reference, current_user())
-            except QuarantineError as exc:
-                print(exc, file=sys.stderr)
+            except (QuarantineError, RenderError) as exc:  # the next reference is tried still
+                print(
+                    f"{reference}: {exc}" if isinstance(exc, RenderError) else exc, file=sys.stderr
+                )
                 status = 1
                 continue
             if row.state == ReportState.QUARANTINED:

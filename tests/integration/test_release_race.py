@@ -9,9 +9,11 @@ import time
 from collections import Counter
 
 import pytest
+from sqlmodel import Session, create_engine, select
 
 from pipeline.app import App
 from pipeline.crypto import Crypto
+from pipeline.models import AlertRow, OutboxRow
 from pipeline.outbox import release_held
 from tests.integration.conftest import Deployment, email
 
@@ -70,3 +72,38 @@ def test_a_referral_released_twice_at_once_is_sent_once(
         str(m.message["Message-ID"]) for m in deployment.smtp.messages if m.rcpt_tos == [service]
     )
     assert list(sent.values()) == [1]
+
+
+def test_a_held_referral_this_instance_cannot_open_stays_held_and_the_rest_goes_out(
+    deployment: Deployment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Sealed by another instance's outbox key (a gpg home not shared): once its service key is
+    back it stays held with a reason and an alert, and the mail behind it is still sent."""
+    monkeypatch.setenv("TEST_IMAP_PASSWORD", deployment.imap.password)
+    key_file = deployment.own_keys() / "student-services.asc"
+    armor = key_file.read_text()
+    key_file.unlink()
+    deployment.imap.append(email("A hate crime happened.", message_id="<h1@x>"))
+    deployment.run_in_process()
+    engine = create_engine(deployment.config().database_url)
+    with Session(engine) as session:
+        (held,) = session.exec(select(OutboxRow).where(OutboxRow.state == "held")).all()
+        held.sealed = deployment.keys.encrypt(b"inner", deployment.keys.records_fpr).encode()
+        session.add(held)
+        session.commit()
+        held_id = held.id
+    key_file.write_text(armor)
+    deployment.imap.append(
+        email("Shouted at in the library.", sender="Al <al@example.ac.uk>", message_id="<h2@x>")
+    )
+
+    deployment.run_in_process()
+
+    assert any(m.rcpt_tos == ["al@example.ac.uk"] for m in deployment.smtp.messages)
+    with Session(engine) as session:
+        row = session.get(OutboxRow, held_id)
+        assert row is not None and row.state == "held"
+        assert row.last_error == "held: cannot be released here (DecryptError)"
+        kinds = [a.kind for a in session.exec(select(AlertRow)).all()]
+    engine.dispose()
+    assert "held" in kinds

@@ -201,7 +201,8 @@ class Ingest:
         """Quarantine a message that cannot be read. One sent to an anonymous address is kept
         without its identifying headers and is never written to."""
         intake = self.config.intake
-        headers = report_from_headers(raw, received_at, limits=self.config.limits)
+        acks = AckPolicy.from_config(self.config)  # own addresses in any form, echoes, DMARC
+        headers = report_from_headers(raw, received_at, limits=self.config.limits, acks=acks)
         # Fail closed: the subject as the raw reader and as the header parser decode it (a
         # charset only one of them knows must not hide the anonymous marker).
         subjects = {raw_subject(raw), headers.subject if headers else ""}
@@ -211,7 +212,7 @@ class Ingest:
             or any(is_anonymous_message(raw, s, addresses, marker) for s in subjects)
             or bool(anonymous_thread(self.engine, *raw_thread_of(raw)))
         )
-        notify = self._too_large_notice(raw, received_at) if error.limit and not anonymous else None
+        notify = self._too_large_notice(headers) if error.limit and not anonymous else None
         original = quarantined_original(raw, self.config.limits) if anonymous else raw
         return self.quarantine(
             source_key,
@@ -222,15 +223,9 @@ class Ingest:
             received_at,
             notify,
             anonymous=anonymous,
-            urgent=self._urgent_by_headers(raw, received_at),
+            # the rules find it urgent from its headers alone (its subject): an urgent alert
+            urgent=headers is not None and evaluate(self.rules, headers).urgent,
         )
-
-    def _urgent_by_headers(self, raw: bytes, received_at: datetime) -> bool:
-        """Whether the rules find a message that cannot be read urgent from its headers alone
-        (the words of its subject): its quarantine then raises an urgent alert."""
-        acks = AckPolicy.from_config(self.config)
-        report = report_from_headers(raw, received_at, limits=self.config.limits, acks=acks)
-        return report is not None and evaluate(self.rules, report).urgent
 
     def quarantine(
         self,
@@ -269,20 +264,15 @@ class Ingest:
         alert_unreached(self.engine, self.config, stuck)
         return Outcome("quarantined", reference, reason, anonymous=anonymous)
 
-    def _too_large_notice(self, raw: bytes, received_at: datetime) -> Report | None:
-        """The named sender of a message refused by a limit, when the rules would acknowledge
-        it and the `ack-too-large` template exists; read from the headers alone."""
+    def _too_large_notice(self, headers: Report | None) -> Report | None:
+        """The named sender of a message refused by a limit (`headers`: its report read from
+        the headers alone, of a message found not anonymous), when the rules would acknowledge
+        it and the `ack-too-large` template exists."""
         if TOO_LARGE_TEMPLATE not in self.renderer.names:
             return None
-        acks = AckPolicy.from_config(self.config)  # own addresses in any form, echoes, DMARC
-        report = report_from_headers(raw, received_at, limits=self.config.limits, acks=acks)
-        if report is None or report.ack_address is None:
+        if headers is None or headers.ack_address is None:
             return None
-        intake = self.config.intake
-        marker = intake.anonymous_subject_marker
-        if is_anonymous_message(raw, report.subject, intake.anonymous_addresses, marker):
-            return None  # an anonymous sender is not written to about a message we could not read
-        return report if evaluate(self.rules, report).acknowledge else None
+        return headers if evaluate(self.rules, headers).acknowledge else None
 
     def take_report(
         self,

@@ -24,6 +24,7 @@ import pytest
 from tests.integration.conftest import ANONYMOUS, Deployment, Intake, email
 from tests.integration.forms_data import PLATFORMS, QUESTIONS, form_config
 from tests.integration.test_status_attention import run_referring_nobody_by_default, status_json
+from tests.servers.gpg import generate_key
 
 LIMIT = "[limits]\nmessage_bytes = 2000\n"
 QUARANTINED_BIT = 8  # run --once: a report was quarantined or routed to nobody
@@ -58,16 +59,7 @@ def stranger_home(tmp_path: Path) -> Iterator[Path]:
     """A GnuPG home with a secret key that is not a records key."""
     home = tmp_path / "stranger"
     home.mkdir(mode=0o700)
-    gpg = gnupg.GPG(gnupghome=str(home))
-    spec = gpg.gen_key_input(
-        key_type="EDDSA",
-        key_curve="ed25519",
-        subkey_type="ECDH",
-        subkey_curve="cv25519",
-        name_email="stranger@example.org",
-        no_protection=True,
-    )
-    assert gpg.gen_key(spec).fingerprint
+    generate_key(gnupg.GPG(gnupghome=str(home)), "Stranger", "stranger@example.org", None)
     yield home
     subprocess.run(["gpgconf", "--homedir", str(home), "--kill", "gpg-agent"], check=False)
 

@@ -69,7 +69,7 @@ class KeySet:
         in the past gives a key that is already expired (created the day before).
         The key is not written to ``keys_dir``.
         """
-        return _generate(self.gpg, name, email, expire)
+        return generate_key(self.gpg, name, email, expire)
 
     def make_key_with_subkeys(
         self, name: str, email: str, subkeys: list[str | dt.date]
@@ -168,7 +168,7 @@ def make_keyset(base: Path | None = None) -> KeySet:
     gpg = gnupg.GPG(gnupghome=str(home))
     fingerprints: dict[str, str] = {}
     for name, email in KEYS.items():
-        fingerprints[name], armor = _generate(gpg, name, email, None)
+        fingerprints[name], armor = generate_key(gpg, name, email, None)
         (keys_dir / f"{name}.asc").write_text(armor)
     services = {name: fpr for name, fpr in fingerprints.items() if name != "records"}
     return KeySet(
@@ -182,7 +182,7 @@ def make_keyset(base: Path | None = None) -> KeySet:
     )
 
 
-def _generate(
+def generate_key(
     gpg: gnupg.GPG, name: str, email: str, expire: str | dt.date | None
 ) -> tuple[str, str]:
     params: dict[str, str] = {"expire_date": "0"}

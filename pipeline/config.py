@@ -7,8 +7,10 @@ file named by `*_file`, or from an environment variable named by `*_env`. Every 
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
+import ssl
 import stat
 import tomllib
 from pathlib import Path
@@ -25,6 +27,10 @@ from pydantic import (
 )
 
 Security = Literal["none", "starttls", "tls"]
+Auth = Literal["password", "oauth2"]
+Provider = Literal["microsoft", "google", "generic"]
+LogFormat = Literal["text", "json"]
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 
 
 class ConfigError(Exception):
@@ -54,36 +60,187 @@ class SecretSection(Section):
     def secret(self) -> str | None:
         """The password, read from wherever the config says it is; ConfigError naming the key
         when it cannot be read."""
-        if self.password_env:
-            value = os.environ.get(self.password_env)
-            if value is None:
-                raise ConfigError(
-                    f"{self.password_key}: environment variable {self.password_env} is not set"
+        return read_secret(
+            f"{self.section}.password",
+            inline=self.password,
+            file=self.password_file,
+            env=self.password_env,
+        )
+
+
+def read_secret(key: str, *, inline: str | None, file: Path | None, env: str | None) -> str | None:
+    """A secret given inline, in a file (`key_file`) or by an environment variable (`key_env`);
+    ConfigError naming the key when it cannot be read or is empty. Never the secret in a
+    message."""
+    if env:
+        value = os.environ.get(env)
+        if value is None:
+            raise ConfigError(f"{key}_env: environment variable {env} is not set")
+        where = f"{key}_env"
+    elif file:
+        path = _credential_path(file, f"{key}_file")
+        try:
+            value = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise ConfigError(f"{key}_file: {path}: no such file") from None
+        except OSError as exc:
+            raise ConfigError(f"{key}_file: {path}: cannot read it ({exc.strerror})") from None
+        where = f"{key}_file"
+    else:
+        value, where = inline, key
+    if value is not None and not value.strip():
+        raise ConfigError(f"{where}: it is empty")
+    return value.strip() if value is not None else None
+
+
+def is_loopback(host: str) -> bool:
+    """`localhost` or a loopback address: traffic that never leaves this machine."""
+    if host.lower() in ("localhost", "localhost.localdomain"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+DEFAULT_SCOPES: dict[str, str] = {
+    "microsoft": "https://outlook.office365.com/.default",
+    "google": "https://mail.google.com/",
+}
+
+
+class OAuth2Config(Section):
+    """How to get an OAuth2 access token for XOAUTH2 sign-in (`[imap.oauth2]`, `[smtp.oauth2]`).
+
+    microsoft: the client-credentials grant against Entra ID (`tenant`, `client_id`, and a
+    client secret or `certificate_file`). google: a service account with domain-wide
+    delegation (`service_account_file`; the mailbox is the subject). generic: RFC 6749's
+    client-credentials grant against `token_url` (`client_id` and a client secret)."""
+
+    provider: Provider
+    tenant: str | None = None
+    client_id: str | None = None
+    client_secret: str | None = Field(default=None, repr=False)
+    client_secret_file: Path | None = None  # may start with ${CREDENTIALS_DIRECTORY}
+    client_secret_env: str | None = None
+    certificate_file: Path | None = None  # microsoft: PEM holding the private key and certificate
+    service_account_file: Path | None = None  # google: the JSON key file
+    token_url: str | None = None  # overrides the provider's default (sovereign clouds)
+    scope: str | None = None  # default per provider (DEFAULT_SCOPES)
+    ca_file: Path | None = None  # a private CA for the token endpoint (default: the system's)
+
+    @model_validator(mode="after")
+    def _complete(self) -> OAuth2Config:
+        secrets = [k for k in SECRET_KEYS if getattr(self, k) is not None]
+        if len(secrets) > 1:
+            raise ValueError(f"set only one of {', '.join(secrets)}")
+        if self.provider == "google":
+            if self.service_account_file is None:
+                raise ValueError("provider google needs service_account_file (the JSON key)")
+            return self
+        if not self.client_id:
+            raise ValueError(f"provider {self.provider} needs client_id")
+        if self.provider == "microsoft":
+            if not self.tenant and not self.token_url:
+                raise ValueError("provider microsoft needs tenant (e.g. uni.onmicrosoft.com)")
+            if bool(secrets) == (self.certificate_file is not None):
+                raise ValueError(
+                    "provider microsoft needs one of client_secret_file, client_secret_env, "
+                    "client_secret or certificate_file"
                 )
-            return value
-        if self.password_file:
-            try:
-                return self.password_file.read_text(encoding="utf-8").strip()
-            except FileNotFoundError:
-                problem = "no such file"
-            except OSError as exc:
-                problem = f"cannot read it ({exc.strerror})"
-            raise ConfigError(f"{self.password_key}: {self.password_file}: {problem}")
-        return self.password
+            return self
+        if not self.token_url:
+            raise ValueError("provider generic needs token_url")
+        if not secrets:
+            raise ValueError(
+                "provider generic needs one of client_secret_file, client_secret_env, client_secret"
+            )
+        return self
+
+    @property
+    def scopes(self) -> str | None:
+        """The scope asked for: `scope`, else the provider's default (none for generic)."""
+        return self.scope or DEFAULT_SCOPES.get(self.provider)
+
+    def secret(self, where: str) -> str | None:
+        """The client secret; `where` is the table (`imap.oauth2`) for errors."""
+        return read_secret(
+            f"{where}.client_secret",
+            inline=self.client_secret,
+            file=self.client_secret_file,
+            env=self.client_secret_env,
+        )
+
+
+SECRET_KEYS = ("client_secret_file", "client_secret_env", "client_secret")
+
+
+class SignIn(SecretSection):
+    """A server we sign in to: TLS always verified (against `ca_file` when set), a password or
+    an OAuth2 token, never in the clear to another host."""
+
+    host: str
+    security: Security
+    username: str | None = None
+    auth: Auth = "password"
+    oauth2: OAuth2Config | None = None
+    ca_file: Path | None = None  # a private CA's certificates (PEM); default: the system's
+
+    @property
+    def credential_key(self) -> str:
+        """The config key that gives what we sign in with, for messages."""
+        return f"{self.section}.oauth2" if self.auth == "oauth2" else self.password_key
+
+    @property
+    def signs_in(self) -> bool:
+        return self.auth == "oauth2" or bool(self.username)
+
+    def tls_context(self) -> ssl.SSLContext:
+        """A context that verifies the server's certificate and name: against `ca_file` when
+        set, else the system's CAs. There is no way to switch verification off."""
+        if self.ca_file is None:
+            return ssl.create_default_context()
+        try:
+            return ssl.create_default_context(cafile=str(self.ca_file))
+        except FileNotFoundError:
+            raise ConfigError(f"{self.section}.ca_file: {self.ca_file}: no such file") from None
+        except OSError as exc:
+            raise ConfigError(
+                f"{self.section}.ca_file: {self.ca_file}: cannot read it ({exc.strerror})"
+            ) from None
+        except ssl.SSLError:
+            raise ConfigError(
+                f"{self.section}.ca_file: {self.ca_file}: holds no PEM certificate"
+            ) from None
+
+    @model_validator(mode="after")
+    def _safe_sign_in(self) -> SignIn:
+        if self.security == "none" and self.signs_in and not is_loopback(self.host):
+            what = "an OAuth2 token" if self.auth == "oauth2" else "the password"
+            raise ValueError(
+                f'security = "none" would send {what} in the clear to {self.host}: '
+                f'set {self.section}.security = "tls" or "starttls"'
+            )
+        return self
 
 
 class DatabaseConfig(Section):
     url: str = ""
 
 
-class ImapConfig(SecretSection):
+class ImapConfig(SignIn):
     section: ClassVar[str] = "imap"
 
-    host: str
     port: int = 993
     security: Security = "tls"
     username: str
-    auth: Literal["password"] = "password"
+
+    @model_validator(mode="after")
+    def _oauth2_table(self) -> ImapConfig:
+        if self.auth == "oauth2" and self.oauth2 is None:
+            raise ValueError('auth = "oauth2" needs an [imap.oauth2] table')
+        return self
+
     folder: str = "INBOX"
     # Folders of the same mailbox polled as well; every message in them is anonymous, whatever
     # its headers say (an anonymous alias routed there by a mail-flow rule).
@@ -143,13 +300,15 @@ class FormConfig(Section):
         return self
 
 
-class SmtpConfig(SecretSection):
+class SmtpConfig(SignIn):
+    """Without its own [smtp.oauth2], `auth = "oauth2"` uses [imap.oauth2] and, without its own
+    username, imap.username (Config fills both in)."""
+
     section: ClassVar[str] = "smtp"
 
     host: str = "localhost"
     port: int = 25
     security: Security = "none"
-    username: str | None = None
     from_: str = Field(default="Report and Support <report@example.ac.uk>", alias="from")
     timeout_seconds: float = Field(default=30.0, gt=0)
     retry_seconds: float = Field(default=60, gt=0)  # first retry within this; doubling after
@@ -254,16 +413,17 @@ PASSPHRASE_KEYS = ("outbox_passphrase_file", "outbox_passphrase_env", "outbox_pa
 _CREDENTIALS = re.compile(r"^\$(\{CREDENTIALS_DIRECTORY\}|CREDENTIALS_DIRECTORY)(?=/|$)")
 
 
-def _credential_path(path: Path) -> Path:
+def _credential_path(path: Path, key: str = "gpg.outbox_passphrase_file") -> Path:
     """`${CREDENTIALS_DIRECTORY}/name` (systemd's LoadCredential=) with the variable expanded."""
     match = _CREDENTIALS.match(str(path))
     if not match:
         return path
     folder = os.environ.get("CREDENTIALS_DIRECTORY")
     if not folder:
+        name = Path(str(path)[match.end() :]).name or "name"
         raise ConfigError(
-            "gpg.outbox_passphrase_file: $CREDENTIALS_DIRECTORY is not set; systemd sets it "
-            "for a unit with LoadCredential=outbox-passphrase:/path/to/file"
+            f"{key}: $CREDENTIALS_DIRECTORY is not set; systemd sets it "
+            f"for a unit with LoadCredential={name}:/path/to/file"
         )
     return Path(folder + str(path)[match.end() :])
 
@@ -308,6 +468,22 @@ class ReferralsConfig(Section):
 class ScheduleConfig(Section):
     poll_seconds: int = Field(default=60, ge=1)
     outbox_seconds: int = Field(default=30, ge=1)
+    purge_hours: float = Field(default=24, gt=0)  # the retention purge runs this often
+
+
+class LoggingConfig(Section):
+    """Log lines on standard error: `text` (default) or `json` (one object a line: time, level,
+    logger, message, and reference/source where known). Never report content, at any level."""
+
+    format: LogFormat = "text"
+    level: LogLevel = "INFO"
+
+
+class MetricsConfig(Section):
+    """Prometheus text-format metrics written atomically to `textfile` after each job (the
+    node_exporter textfile collector); unset: none."""
+
+    textfile: Path | None = None
 
 
 def known_zone(value: str) -> str:
@@ -356,6 +532,25 @@ class Config(Section):
     limits: LimitsConfig = LimitsConfig()
     retention: RetentionConfig = RetentionConfig()
     display: DisplayConfig = DisplayConfig()
+    logging: LoggingConfig = LoggingConfig()
+    metrics: MetricsConfig = MetricsConfig()
+
+    @model_validator(mode="after")
+    def _smtp_oauth2_from_imap(self) -> Config:
+        """`[smtp] auth = "oauth2"` without its own table signs in with [imap.oauth2] as
+        imap.username (the same mailbox sends)."""
+        smtp = self.smtp
+        if smtp.auth != "oauth2" or (smtp.oauth2 and smtp.username):
+            return self
+        imap = self.imap
+        oauth2 = smtp.oauth2 or (imap.oauth2 if imap else None)
+        if oauth2 is None:
+            raise ValueError('smtp.auth = "oauth2" needs an [smtp.oauth2] or [imap.oauth2] table')
+        username = smtp.username or (imap.username if imap else None)
+        if not username:
+            raise ValueError('smtp.auth = "oauth2" needs smtp.username (the mailbox that sends)')
+        smtp = smtp.model_copy(update={"oauth2": oauth2, "username": username})
+        return self.model_copy(update={"smtp": smtp})
 
     @model_validator(mode="after")
     def _forms_in_the_display_zone(self) -> Config:
@@ -393,6 +588,17 @@ _PATH_KEYS = {
     ("imap", "password_file"),
     ("smtp", "password_file"),
     ("gpg", "outbox_passphrase_file"),
+    ("imap", "ca_file"),
+    ("smtp", "ca_file"),
+    ("imap", "oauth2", "client_secret_file"),
+    ("imap", "oauth2", "certificate_file"),
+    ("imap", "oauth2", "service_account_file"),
+    ("imap", "oauth2", "ca_file"),
+    ("smtp", "oauth2", "client_secret_file"),
+    ("smtp", "oauth2", "certificate_file"),
+    ("smtp", "oauth2", "service_account_file"),
+    ("smtp", "oauth2", "ca_file"),
+    ("metrics", "textfile"),
 }
 
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import re
 import smtplib
-import ssl
 from collections.abc import Callable
 from email.message import EmailMessage
 from email.mime.application import MIMEApplication
@@ -230,7 +229,7 @@ class SmtpTransport:
         client = self._step("connect", self._connect)
         try:
             if cfg.security == "starttls":
-                context = ssl.create_default_context()
+                context = self._step("STARTTLS", cfg.tls_context)
                 self._step("STARTTLS", lambda: client.starttls(context=context))
             if cfg.username:
                 username = cfg.username
@@ -243,7 +242,7 @@ class SmtpTransport:
     def _connect(self) -> smtplib.SMTP:
         cfg = self.config
         if cfg.security == "tls":
-            context = ssl.create_default_context()
+            context = cfg.tls_context()
             return smtplib.SMTP_SSL(
                 cfg.host, cfg.port, timeout=cfg.timeout_seconds, context=context
             )
@@ -253,8 +252,9 @@ class SmtpTransport:
         """Run one step of the session; its failure as a SendError."""
         try:
             return action()
-        except ConfigError as exc:  # the password cannot be read: names the key
-            raise SendError(str(exc), temporary=True, fault=self.config.password_key) from None
+        except ConfigError as exc:  # a password or CA file cannot be read: names the key
+            key = str(exc).split(":", 1)[0]
+            raise SendError(str(exc), temporary=True, fault=key) from None
         except smtplib.SMTPResponseException as exc:
             raise self._refusal(exc.smtp_code, exc.smtp_error, stage) from None
         except smtplib.SMTPServerDisconnected as exc:
@@ -305,7 +305,7 @@ class SmtpTransport:
         """The config keys to check for a configuration fault."""
         cfg = self.config
         if stage == "AUTH" or code == 535:
-            return f"smtp.username and {cfg.password_key}"
+            return f"smtp.username and {cfg.credential_key}"
         if stage == "STARTTLS" or _TLS_WORDS.search(text):
             return "smtp.security"
         return "smtp.username and smtp.from" if cfg.username else "smtp.username"

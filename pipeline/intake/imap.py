@@ -66,7 +66,7 @@ def connect_error(config: ImapConfig, exc: Exception) -> SourceError:
         reply = quoted.group(2) if quoted else reply
         return SourceError(
             "login",
-            f"{where}: login refused ({reply}): check imap.username / {config.password_key}",
+            f"{where}: login refused ({reply}): check imap.username / {config.credential_key}",
         )
     if isinstance(exc, CapabilityError):
         return SourceError("tls", f"{where}: the server offers no STARTTLS: check imap.security")
@@ -91,7 +91,7 @@ def connect_error(config: ImapConfig, exc: Exception) -> SourceError:
 
 def connect(config: ImapConfig) -> IMAPClient:
     """A logged-in client (plain, STARTTLS or TLS) with timeouts on the socket."""
-    context = ssl.create_default_context()
+    context = config.tls_context()
     client = IMAPClient(
         config.host,
         port=config.port,

@@ -143,7 +143,9 @@ class OAuth2Config(Section):
         if self.provider == "microsoft":
             if not self.tenant and not self.token_url:
                 raise ValueError("provider microsoft needs tenant (e.g. uni.onmicrosoft.com)")
-            if bool(secrets) == (self.certificate_file is not None):
+            if secrets and self.certificate_file is not None:
+                raise ValueError(f"set only one of {secrets[0]}, certificate_file")
+            if not secrets and self.certificate_file is None:
                 raise ValueError(
                     "provider microsoft needs one of client_secret_file, client_secret_env, "
                     "client_secret or certificate_file"
@@ -204,13 +206,13 @@ class SignIn(SecretSection):
             return ssl.create_default_context(cafile=str(self.ca_file))
         except FileNotFoundError:
             raise ConfigError(f"{self.section}.ca_file: {self.ca_file}: no such file") from None
+        except ssl.SSLError:  # an OSError too: first
+            raise ConfigError(
+                f"{self.section}.ca_file: {self.ca_file}: holds no PEM certificate"
+            ) from None
         except OSError as exc:
             raise ConfigError(
                 f"{self.section}.ca_file: {self.ca_file}: cannot read it ({exc.strerror})"
-            ) from None
-        except ssl.SSLError:
-            raise ConfigError(
-                f"{self.section}.ca_file: {self.ca_file}: holds no PEM certificate"
             ) from None
 
     @model_validator(mode="after")
@@ -646,8 +648,9 @@ def _resolve_sqlite_url(database: dict[str, object], base: Path) -> None:
 def _describe(error: ValidationError, source: Path) -> str:
     lines = []
     for item in error.errors():
-        key = ".".join(str(part) for part in item["loc"]) or "(top level)"
-        lines.append(f"{source}: {key}: {item['msg']}")
+        message = item["msg"].removeprefix("Value error, ")
+        key = ".".join(str(part) for part in item["loc"])
+        lines.append(f"{source}: {key}: {message}" if key else f"{source}: {message}")
     return "\n".join(lines)
 
 

@@ -21,6 +21,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationError,
     field_validator,
     model_validator,
@@ -187,11 +188,15 @@ class SignIn(SecretSection):
     auth: Auth = "password"
     oauth2: OAuth2Config | None = None
     ca_file: Path | None = None  # a private CA's certificates (PEM); default: the system's
+    _oauth2_from: str | None = PrivateAttr(default=None)  # set when the table is another's
 
     @property
     def credential_key(self) -> str:
-        """The config key that gives what we sign in with, for messages."""
-        return f"{self.section}.oauth2" if self.auth == "oauth2" else self.password_key
+        """The config key that gives what we sign in with, for messages: `smtp.oauth2`, or
+        `imap.oauth2` when [smtp] signs in with [imap]'s table."""
+        if self.auth == "oauth2":
+            return self._oauth2_from or f"{self.section}.oauth2"
+        return self.password_key
 
     @property
     def signs_in(self) -> bool:
@@ -551,7 +556,10 @@ class Config(Section):
         username = smtp.username or (imap.username if imap else None)
         if not username:
             raise ValueError('smtp.auth = "oauth2" needs smtp.username (the mailbox that sends)')
+        inherited = smtp.oauth2 is None
         smtp = smtp.model_copy(update={"oauth2": oauth2, "username": username})
+        if inherited:
+            smtp._oauth2_from = "imap.oauth2"
         return self.model_copy(update={"smtp": smtp})
 
     @model_validator(mode="after")

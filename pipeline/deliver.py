@@ -7,10 +7,13 @@ part. `build_acknowledgement` makes the reporter's reply (with `Auto-Submitted: 
 `X-Report-Intake: acknowledgement`).
 An urgent referral's outer message carries `Importance: high`, `Priority: urgent` and
 `X-Priority: 1` and, when `[referrals] urgent_marker` is set, the marker in its subject.
-`SmtpTransport` sends one message; a failure is a `SendError` that says whether it is the mail's
-(temporary or permanent), the server's (unreachable: stop for now) or our configuration's
+`SmtpTransport` sends one message in a `session()` (connected, in TLS and signed in as
+configured: a password, or AUTH XOAUTH2 with a token from `pipeline.oauth`, replaced by a new
+one once when the server refuses it); a failure is a `SendError` that says whether it is the
+mail's (temporary or permanent), the server's (unreachable: stop for now) or our configuration's
 (`fault`: SMTP 530, 535, an authentication or TLS 5.7.x, or relaying denied, at STARTTLS, AUTH,
-MAIL, RCPT or DATA; the whole queue waits).
+MAIL, RCPT or DATA; a server certificate that does not verify (`smtp.ca_file`); no token; the
+whole queue waits).
 A server's reply text is read to classify it, never kept: it may quote an address.
 """
 
@@ -18,7 +21,9 @@ from __future__ import annotations
 
 import re
 import smtplib
-from collections.abc import Callable
+import ssl
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from email.message import EmailMessage
 from email.mime.application import MIMEApplication
 from email.mime.multipart import MIMEMultipart
@@ -27,6 +32,7 @@ from typing import Literal, Protocol, TypeVar
 
 from pipeline.config import ConfigError, SmtpConfig
 from pipeline.crypto import Crypto
+from pipeline.oauth import TokenError, token_source
 from pipeline.render import Rendered, one_line
 from pipeline.report import Attachment
 
@@ -217,27 +223,44 @@ class SmtpTransport:
         self.config = config
 
     def send(self, sender: str, recipient: str, message: bytes) -> None:
-        client = self._session()
-        try:
+        with self.session() as client:
             self._transfer(client, parseaddr(sender)[1], recipient, crlf(message))
-        finally:
-            _close(client)
 
-    def _session(self) -> smtplib.SMTP:
-        """Connected, in TLS and logged in as configured; or SendError."""
+    @contextmanager
+    def session(self) -> Iterator[smtplib.SMTP]:
+        """A client connected, in TLS and signed in as configured (or SendError), closed
+        (QUIT) when the block ends. `send` uses it; so does `intake doctor` (EHLO and AUTH,
+        no mail)."""
         cfg = self.config
         client = self._step("connect", self._connect)
         try:
             if cfg.security == "starttls":
                 context = self._step("STARTTLS", cfg.tls_context)
                 self._step("STARTTLS", lambda: client.starttls(context=context))
-            if cfg.username:
+            if cfg.auth == "oauth2":
+                self._step("AUTH", lambda: self._xoauth2(client))
+            elif cfg.username:
                 username = cfg.username
                 self._step("AUTH", lambda: client.login(username, cfg.secret() or ""))
-        except BaseException:
+            yield client
+        finally:
             _close(client)
-            raise
-        return client
+
+    def _xoauth2(self, client: smtplib.SMTP) -> None:
+        """AUTH XOAUTH2 as smtp.username; a refused token is replaced by a new one once."""
+        cfg = self.config
+        client.ehlo_or_helo_if_needed()
+        if "XOAUTH2" not in client.esmtp_features.get("auth", "").upper().split():
+            raise SendError(
+                "SMTP AUTH: the server does not offer XOAUTH2: check smtp.auth, and "
+                'smtp.security ("starttls" or "tls": many servers offer AUTH only in TLS)',
+                temporary=True,
+                fault="smtp.auth and smtp.security",
+            )
+        user = cfg.username or ""
+        token_source(cfg).sign_in(
+            lambda token: _auth_xoauth2(client, user, token), smtplib.SMTPAuthenticationError
+        )
 
     def _connect(self) -> smtplib.SMTP:
         cfg = self.config
@@ -255,6 +278,16 @@ class SmtpTransport:
         except ConfigError as exc:  # a password or CA file cannot be read: names the key
             key = str(exc).split(":", 1)[0]
             raise SendError(str(exc), temporary=True, fault=key) from None
+        except TokenError as exc:  # no token: names the table, the endpoint and its error
+            raise SendError(str(exc), temporary=True, fault=self.config.credential_key) from None
+        except ssl.SSLCertVerificationError as exc:
+            raise SendError(
+                f"SMTP {stage}: the server's certificate does not verify ({exc.verify_message}): "
+                "check smtp.ca_file (the CA that signed it; default: the system's) and smtp.host "
+                "(a name the certificate holds)",
+                temporary=True,
+                fault="smtp.ca_file",
+            ) from None
         except smtplib.SMTPResponseException as exc:
             raise self._refusal(exc.smtp_code, exc.smtp_error, stage) from None
         except smtplib.SMTPServerDisconnected as exc:
@@ -309,6 +342,16 @@ class SmtpTransport:
         if stage == "STARTTLS" or _TLS_WORDS.search(text):
             return "smtp.security"
         return "smtp.username and smtp.from" if cfg.username else "smtp.username"
+
+
+def _auth_xoauth2(client: smtplib.SMTP, user: str, token: str) -> None:
+    """AUTH XOAUTH2 with the token as the initial response; an error challenge (334 with the
+    reason as JSON) is answered with an empty line, after which the server says 535."""
+
+    def respond(challenge: bytes | None = None) -> str:
+        return "" if challenge else f"user={user}\x01auth=Bearer {token}\x01\x01"
+
+    client.auth("XOAUTH2", respond, initial_response_ok=True)
 
 
 def _unreachable(exc: Exception) -> SendError:

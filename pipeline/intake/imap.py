@@ -14,9 +14,12 @@ nothing is expunged: the messages stay flagged \\Deleted (never a bare EXPUNGE t
 remove someone else's mail) and a notice asks an admin to expunge them.
 
 A mailbox that cannot be reached or refuses us is a `SourceError` naming the server and the key
-to check (`imap (host:993): login refused: check imap.username / imap.password_file`). A missing
-folder, or a protocol error in one folder, is an error for that folder; the other folders are
-still polled. Login is pluggable: `LOGINS` maps `imap.auth` to a function.
+to check (`imap (host:993): login refused: check imap.username / imap.password_file`); a server
+certificate that does not verify says "certificate" and names `imap.ca_file`. A missing folder,
+or a protocol error in one folder, is an error for that folder; the other folders are still
+polled. Login is pluggable: `LOGINS` maps `imap.auth` to a function: `password` (LOGIN) or
+`oauth2` (AUTHENTICATE XOAUTH2 with a token from `pipeline.oauth`; a refused token is replaced
+by a new one once before the login counts as refused).
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from pipeline.config import ConfigError, ImapConfig
 from pipeline.faults import crash_point
 from pipeline.ingest import Ingest, Outcome
 from pipeline.intake import PollResult, SourceError, describe, take_safely
+from pipeline.oauth import TokenError, mailbox_access, token_source
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +50,16 @@ def _password_login(client: IMAPClient, config: ImapConfig) -> None:
     client.login(config.username, config.secret() or "")
 
 
-LOGINS: dict[str, Callable[[IMAPClient, ImapConfig], None]] = {"password": _password_login}
+def _oauth2_login(client: IMAPClient, config: ImapConfig) -> None:
+    """AUTHENTICATE XOAUTH2; a refused token (revoked, say) is replaced by a new one once."""
+    source = token_source(config)
+    source.sign_in(lambda token: client.oauth2_login(config.username, token), LoginError)
+
+
+LOGINS: dict[str, Callable[[IMAPClient, ImapConfig], None]] = {
+    "password": _password_login,
+    "oauth2": _oauth2_login,
+}
 
 
 def server(config: ImapConfig) -> str:
@@ -59,17 +72,28 @@ def connect_error(config: ImapConfig, exc: Exception) -> SourceError:
     the server's status replies: never the password."""
     where = server(config)
     if isinstance(exc, ConfigError):
-        return SourceError("password", f"{where}: {exc}")
+        return SourceError(config.auth, f"{where}: {exc}")
+    if isinstance(exc, TokenError):
+        return SourceError("oauth2", f"{where}: {exc}")
     if isinstance(exc, LoginError):
         reply = to_unicode(str(exc))[:200]
         quoted = re.fullmatch(r"b(['\"])(.*)\1", reply)  # imapclient gives the reply's repr
         reply = quoted.group(2) if quoted else reply
+        access = f" ({mailbox_access(config.oauth2)})" if config.oauth2 else ""
         return SourceError(
             "login",
-            f"{where}: login refused ({reply}): check imap.username / {config.credential_key}",
+            f"{where}: login refused ({reply}): check imap.username / {config.credential_key}"
+            + access,
         )
     if isinstance(exc, CapabilityError):
         return SourceError("tls", f"{where}: the server offers no STARTTLS: check imap.security")
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return SourceError(
+            "certificate",
+            f"{where}: the server's certificate does not verify ({exc.verify_message}): check "
+            "imap.ca_file (the CA that signed it; default: the system's) and imap.host (a name "
+            "the certificate holds)",
+        )
     if isinstance(exc, ssl.SSLError):
         reason = getattr(exc, "verify_message", None) or exc.reason or type(exc).__name__
         return SourceError(
@@ -167,7 +191,7 @@ class ImapSource:
         result = PollResult()
         try:
             client = connect(self.config)
-        except (ConfigError, OSError, IMAPClient.Error) as exc:
+        except (ConfigError, TokenError, OSError, IMAPClient.Error) as exc:
             raise connect_error(self.config, exc) from None
         try:
             if self.keep_folder and not client.folder_exists(self.keep_folder):

@@ -2,7 +2,9 @@
 
 In: nothing but the ``dovecot`` binary (Debian package ``dovecot-imapd``).
 Out: a running server with one user (``intake`` / ``secret``), the folders ``INBOX``
-and ``Processed``, and helpers to append and read mail over IMAP.
+and ``Processed``, and helpers to append and read mail over IMAP. Optionally TLS from
+the tests' CA (``tls=tls_files``: imaps and STARTTLS, nothing in the clear) and OAuth2
+bearer tokens checked against a local introspection URL (``oauth2_introspection_url=``).
 
 Each server writes its own configuration under a fresh temp folder and runs in the
 foreground (``dovecot -F``) as a child of the test process, so stopping it is a plain
@@ -23,12 +25,14 @@ import subprocess
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from imapclient import IMAPClient
 
 from .net import LOOPBACK, free_port, port_accepts, wait_until
+from .tls import TlsFiles, client_context
 
 #: What Dovecot 2.3.19 announces after LOGIN with the built-in default, in its order.
 #: ``capabilities_without`` removes names from this list; test_servers.py checks that
@@ -53,9 +57,9 @@ log_path = {base}/dovecot.log
 instance_name = intake-test-{port}
 protocols = imap
 listen = {host}
-ssl = no
+{ssl}
 disable_plaintext_auth = no
-auth_mechanisms = plain login
+auth_mechanisms = {auth_mechanisms}
 auth_verbose = yes
 auth_failure_delay = 0
 default_login_user = {login_user}
@@ -67,9 +71,10 @@ mail_fsync = never
 {capability_line}
 passdb {{
   driver = passwd-file
+  mechanisms = plain login
   args = scheme=PLAIN username_format=%u {base}/passwd
 }}
-userdb {{
+{oauth2_passdb}userdb {{
   driver = static
   args = uid={uid} gid={gid} home={base}/mail/%u
 }}
@@ -90,10 +95,36 @@ service imap-login {{
     port = {port}
   }}
   inet_listener imaps {{
-    port = 0
+    port = {imaps_port}
   }}
 }}
 {unprivileged}"""
+
+#: With ``tls``: STARTTLS on the imap port, implicit TLS on imaps, no sign-in without TLS
+#: (except from loopback to loopback, which Dovecot counts as secured). The ``<`` makes
+#: Dovecot's master (root, when the tests are) read the files.
+SSL_REQUIRED = """\
+ssl = required
+ssl_cert = <{cert}
+ssl_key = <{key}"""
+
+#: With ``oauth2_introspection_url``: XOAUTH2 and OAUTHBEARER checked by introspection.
+OAUTH2_PASSDB = """\
+passdb {{
+  driver = oauth2
+  mechanisms = xoauth2 oauthbearer
+  args = {conf}
+}}
+"""
+
+#: The oauth2 passdb's own file (``dovecot-oauth2.conf.ext``).
+OAUTH2_CONF = """\
+introspection_url = {url}
+introspection_mode = post
+username_attribute = username
+active_attribute = active
+active_value = true
+{tls_line}"""
 
 #: Added when the tests do not run as root: chroot needs root.
 UNPRIVILEGED = """\
@@ -106,6 +137,24 @@ service anvil {
 """
 
 
+#: ``imap-login: Info: Login: user=<intake>, method=XOAUTH2, rip=…, lip=…, mpid=…, TLS, …``
+#: (``TLS`` only when the session was encrypted; a loopback plain session says ``secured``).
+_LOGIN_LINE = re.compile(
+    r"imap-login: Info: Login: user=<(?P<user>[^>]*)>, method=(?P<method>[A-Z0-9-]+),"
+    r"[^\n]*?(?P<tls>, TLS)?(?:, session=|$)",
+    re.MULTILINE,
+)
+
+
+@dataclass(frozen=True)
+class Login:
+    """One sign-in from the server's log: who, with which SASL mechanism, over TLS or not."""
+
+    user: str
+    method: str
+    tls: bool
+
+
 class DovecotError(RuntimeError):
     """The test Dovecot could not be configured, started or stopped."""
 
@@ -114,7 +163,15 @@ class Dovecot:
     """One private Dovecot instance; see the module docstring.
 
     ``capabilities_without`` names capabilities (e.g. ``{"MOVE", "UIDPLUS"}``) that the
-    server must not announce, to test clients against a poorer server.
+    server must not announce, to test clients against a poorer server. With ``tls`` the
+    server requires TLS: implicit on ``imaps_port``, STARTTLS on ``port``; the helpers
+    (``client()`` …) then use imaps trusting ``tls.ca_cert``. With
+    ``oauth2_introspection_url`` it also takes XOAUTH2 and OAUTHBEARER, whose bearer tokens
+    it checks by POSTing them to that URL (RFC 7662; the answer's ``username`` must be the
+    user signing in; an https URL is verified against ``tls.ca_cert``); PLAIN and LOGIN keep
+    using the password. ``logins()`` reads who signed in how from the log. Dovecot counts a
+    loopback-to-loopback session as secured, so with ``tls`` it still takes a password
+    without STARTTLS from 127.0.0.1: check ``Login.tls`` to see that TLS was used.
     """
 
     def __init__(
@@ -124,6 +181,8 @@ class Dovecot:
         username: str = "intake",
         password: str = "secret",
         base: Path | None = None,
+        tls: TlsFiles | None = None,
+        oauth2_introspection_url: str | None = None,
     ) -> None:
         without = {name.upper() for name in capabilities_without}
         unknown = without - {name.upper() for name in DEFAULT_CAPABILITIES}
@@ -133,11 +192,14 @@ class Dovecot:
                 f"announce anyway; known: {' '.join(DEFAULT_CAPABILITIES)}"
             )
         self.capabilities_without = frozenset(without)
+        self.tls = tls
+        self.oauth2_introspection_url = oauth2_introspection_url
         self._username = username
         self._password = password
         self._owns_base = base is None
         self.base = Path(base or tempfile.mkdtemp(prefix="intake-dovecot-"))
         self._port = 0
+        self._imaps_port = 0
         self._proc: subprocess.Popen[bytes] | None = None
         self._log_offset = 0
 
@@ -153,6 +215,15 @@ class Dovecot:
         if not self._port:
             raise DovecotError("The test Dovecot has no port yet: call start() first.")
         return self._port
+
+    @property
+    def imaps_port(self) -> int:
+        """The implicit-TLS port (only with ``tls``); kept across restarts like ``port``."""
+        if self.tls is None:
+            raise DovecotError("This test Dovecot has no imaps port: make it with tls=.")
+        if not self._imaps_port:
+            raise DovecotError("The test Dovecot has no port yet: call start() first.")
+        return self._imaps_port
 
     @property
     def username(self) -> str:
@@ -185,6 +256,14 @@ class Dovecot:
             return self.log_path.read_text(errors="replace")
         return ""
 
+    def logins(self) -> list[Login]:
+        """Every successful sign-in in the log so far, oldest first (the fixture's own
+        readiness check and helpers sign in too: compare the newest ones)."""
+        return [
+            Login(match["user"], match["method"], match["tls"] is not None)
+            for match in _LOGIN_LINE.finditer(self.log())
+        ]
+
     # -- lifecycle ------------------------------------------------------------------
 
     def start(self, timeout: float = 10.0) -> None:
@@ -200,6 +279,7 @@ class Dovecot:
         for attempt in range(3):
             if not keep_port:
                 self._port = free_port()
+                self._imaps_port = free_port() if self.tls else 0
             self._write_config()
             self._remove_stale_pid()
             self._spawn()
@@ -263,8 +343,14 @@ class Dovecot:
 
     @contextmanager
     def client(self, timeout: float = 10.0) -> Iterator[IMAPClient]:
-        """A logged-in IMAPClient, logged out afterwards."""
-        imap = IMAPClient(self.host, self.port, ssl=False, timeout=timeout)
+        """A logged-in IMAPClient (over imaps with ``tls``), logged out afterwards."""
+        if self.tls is None:
+            imap = IMAPClient(self.host, self.port, ssl=False, timeout=timeout)
+        else:
+            context = client_context(self.tls.ca_cert)
+            imap = IMAPClient(
+                self.host, self.imaps_port, ssl=True, ssl_context=context, timeout=timeout
+            )
         try:
             imap.login(self.username, self.password)
             yield imap
@@ -344,6 +430,9 @@ class Dovecot:
         passwd = self.base / "passwd"
         passwd.write_text(f"{self.username}:{{PLAIN}}{self.password}\n")
         passwd.chmod(0o644)
+        ssl = "ssl = no"
+        if self.tls is not None:
+            ssl = SSL_REQUIRED.format(cert=self.tls.server_cert, key=self.tls.server_key)
         kept = [c for c in DEFAULT_CAPABILITIES if c.upper() not in self.capabilities_without]
         capability_line = f"imap_capability = {' '.join(kept)}" if self.capabilities_without else ""
         self.conf_path.write_text(
@@ -351,6 +440,11 @@ class Dovecot:
                 base=self.base,
                 host=self.host,
                 port=self._port,
+                imaps_port=self._imaps_port,
+                ssl=ssl,
+                auth_mechanisms="plain login"
+                + (" xoauth2 oauthbearer" if self.oauth2_introspection_url else ""),
+                oauth2_passdb=self._write_oauth2_passdb(),
                 login_user=login_user,
                 internal_user=internal_user,
                 internal_group=grp.getgrgid(mail_pw.pw_gid).gr_name,
@@ -360,6 +454,23 @@ class Dovecot:
                 unprivileged=unprivileged,
             )
         )
+
+    def _write_oauth2_passdb(self) -> str:
+        """Write the oauth2 passdb's file; its ``passdb`` block ("" without introspection)."""
+        if not self.oauth2_introspection_url:
+            return ""
+        # With tls, an https introspection URL is verified against the tests' CA. The auth
+        # process (user dovecot when root runs the tests) reads it: a copy goes where it can.
+        tls_line = ""
+        if self.tls is not None:
+            ca_copy = self.base / "introspection-ca.pem"
+            shutil.copyfile(self.tls.ca_cert, ca_copy)
+            ca_copy.chmod(0o644)
+            tls_line = f"tls_ca_cert_file = {ca_copy}\n"
+        conf = self.base / "dovecot-oauth2.conf.ext"
+        conf.write_text(OAUTH2_CONF.format(url=self.oauth2_introspection_url, tls_line=tls_line))
+        conf.chmod(0o644)
+        return OAUTH2_PASSDB.format(conf=conf)
 
     def _remove_stale_pid(self) -> None:
         """Kill a master left by an earlier run of this folder and drop its pid file."""
@@ -429,14 +540,25 @@ def dovecot(dovecot_server: Dovecot) -> Dovecot:
 
 @pytest.fixture
 def dovecot_factory() -> Iterator[Callable[..., Dovecot]]:
-    """Make private Dovecots for one test: ``dovecot_factory(capabilities_without={"MOVE"})``.
+    """Make private Dovecots for one test: ``dovecot_factory(capabilities_without={"MOVE"})``,
+    ``dovecot_factory(tls=tls_files, oauth2_introspection_url=url)`` (see ``Dovecot``).
 
     Each is started unless ``start=False`` and closed (stopped, deleted) after the test.
     """
     servers: list[Dovecot] = []
 
-    def make(*, capabilities_without: Iterable[str] = (), start: bool = True) -> Dovecot:
-        server = Dovecot(capabilities_without=capabilities_without)
+    def make(
+        *,
+        capabilities_without: Iterable[str] = (),
+        start: bool = True,
+        tls: TlsFiles | None = None,
+        oauth2_introspection_url: str | None = None,
+    ) -> Dovecot:
+        server = Dovecot(
+            capabilities_without=capabilities_without,
+            tls=tls,
+            oauth2_introspection_url=oauth2_introspection_url,
+        )
         servers.append(server)
         if start:
             server.start()

@@ -9,15 +9,26 @@ answers every such command with that reply until ``accept()``; ``refusals`` list
 given. AUTH (PLAIN, LOGIN) is offered without TLS and accepts any credentials unless refused;
 ``logins`` lists the user names that logged in. The server is aiosmtpd's ``Controller``: a
 thread with an asyncio loop.
+
+With ``tls_context`` (a server context, e.g. ``tests.servers.tls.server_context``) the sink
+requires STARTTLS before MAIL and AUTH, or with ``implicit_tls=True`` speaks TLS from the
+first byte (SMTPS). With ``xoauth2_check(user, token) -> bool`` it also offers
+``AUTH XOAUTH2`` and, like Gmail, answers a refused token with a 334 JSON error challenge and
+then 535. ``sign_ins`` lists ``(mechanism, user)`` for every sign-in; each ``Received``
+carries the sign-in of its session (``auth``) and whether it came over TLS (``tls``).
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 import re
+import ssl
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from email import message_from_bytes, policy
 from email.message import EmailMessage
@@ -32,6 +43,13 @@ from .net import LOOPBACK, free_port
 Stage = Literal["MAIL", "RCPT", "DATA", "AUTH"]
 STAGES: tuple[Stage, ...] = ("MAIL", "RCPT", "DATA", "AUTH")
 
+#: ``xoauth2_check(user, bearer_token)``: whether the token lets ``user`` send.
+XOAuth2Check = Callable[[str, str], bool]
+
+#: What Gmail sends (base64) as the 334 challenge before refusing a bearer token.
+XOAUTH2_ERROR = {"status": "401", "schemes": "Bearer", "scope": "https://mail.google.com/"}
+XOAUTH2_REFUSED = "535 5.7.8 Username and Password not accepted"
+
 
 @dataclass(frozen=True)
 class Received:
@@ -40,6 +58,10 @@ class Received:
     mail_from: str
     rcpt_tos: list[str]
     data: bytes
+    #: ``(mechanism, user)`` of the session's sign-in, e.g. ``("XOAUTH2", "a@b")``.
+    auth: tuple[str, str] | None = None
+    #: Whether the session was encrypted (STARTTLS or implicit TLS).
+    tls: bool = False
 
     @property
     def message(self) -> EmailMessage:
@@ -76,11 +98,38 @@ class _Handler:
     def authenticate(
         self, server: SMTP, session: Session, envelope: Envelope, mechanism: str, data: Any
     ) -> AuthResult:
-        """Any credentials are good (refusals come from ``refuse``/``script`` at AUTH)."""
-        if isinstance(data, LoginPassword):
-            with self.sink._lock:
-                self.sink.logins.append(data.login.decode())
-        return AuthResult(success=True)
+        """Any password is good (refusals come from ``refuse``/``script`` at AUTH)."""
+        assert isinstance(data, LoginPassword)
+        user = data.login.decode()
+        with self.sink._lock:
+            self.sink.logins.append(user)
+        return self._signed_in(mechanism, user)
+
+    async def auth_XOAUTH2(self, server: SMTP, args: list[str]) -> AuthResult:
+        """AUTH XOAUTH2 (``user=U ^A auth=Bearer T ^A ^A`` in base64, ^A being 0x01), checked
+        by ``xoauth2_check``; offered only when the sink has one."""
+        check = self.sink.xoauth2_check
+        assert check is not None  # excluded from EHLO and refused by aiosmtpd otherwise
+        blob = await _initial_response(server, args)
+        if blob is None:
+            return AuthResult(success=False, handled=True)
+        parsed = _parse_xoauth2(blob)
+        if parsed is None:
+            await server.push("501 5.5.2 Malformed XOAUTH2 response")
+            return AuthResult(success=False, handled=True)
+        user, token = parsed
+        if check(user, token):
+            return self._signed_in("XOAUTH2", user)
+        # Gmail's way: a 334 with the error as JSON, the client answers an empty line.
+        answer = await server.challenge_auth(json.dumps(XOAUTH2_ERROR))
+        if answer is MISSING:  # the client aborted; aiosmtpd has answered it
+            return AuthResult(success=False, handled=True)
+        return AuthResult(success=False, handled=False, message=XOAUTH2_REFUSED)
+
+    def _signed_in(self, mechanism: str, user: str) -> AuthResult:
+        with self.sink._lock:
+            self.sink.sign_ins.append((mechanism, user))
+        return AuthResult(success=True, auth_data=(mechanism, user))
 
     async def handle_MAIL(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: Any
@@ -108,19 +157,34 @@ class _Handler:
             return reply
         content = envelope.original_content or envelope.content or b""
         data = content if isinstance(content, bytes) else content.encode()
+        auth = session.auth_data if isinstance(session.auth_data, tuple) else None
+        tls = server.transport is not None and bool(server.transport.get_extra_info("ssl_object"))
         self.sink._record(
-            Received(str(envelope.mail_from), [str(r) for r in envelope.rcpt_tos], data)
+            Received(str(envelope.mail_from), [str(r) for r in envelope.rcpt_tos], data, auth, tls)
         )
         return "250 Message accepted for delivery"
 
 
 class SmtpSink:
-    """A real SMTP server on 127.0.0.1 that stores every message it accepts."""
+    """A real SMTP server on 127.0.0.1 that stores every message it accepts; see the module
+    docstring for ``tls_context``, ``implicit_tls`` and ``xoauth2_check``."""
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        *,
+        tls_context: ssl.SSLContext | None = None,
+        implicit_tls: bool = False,
+        xoauth2_check: XOAuth2Check | None = None,
+    ) -> None:
+        if implicit_tls and tls_context is None:
+            raise ValueError("implicit_tls needs a tls_context (the server's certificate).")
+        self.tls_context = tls_context
+        self.implicit_tls = implicit_tls
+        self.xoauth2_check = xoauth2_check
         self.messages: list[Received] = []
         self.refusals: list[tuple[Stage, str]] = []
         self.logins: list[str] = []
+        self.sign_ins: list[tuple[str, str]] = []
         self._lock = threading.Lock()
         self._arrived = threading.Condition(self._lock)
         self._handler = _Handler(self)
@@ -150,7 +214,8 @@ class SmtpSink:
                 server_hostname="sink.test",  # no DNS lookup of our own name
                 ready_timeout=5.0,
                 authenticator=self._handler.authenticate,
-                auth_require_tls=False,
+                **self._tls_parameters(),
+                auth_exclude_mechanism=[] if self.xoauth2_check else ["XOAUTH2"],
             )
             try:
                 controller.start()
@@ -160,6 +225,14 @@ class SmtpSink:
                 continue  # the free port was taken in between: try another
             self._controller, self._port = controller, port
             return
+
+    def _tls_parameters(self) -> dict[str, Any]:
+        """Controller arguments for plain SMTP, STARTTLS required, or implicit TLS."""
+        if self.tls_context is None:
+            return {"auth_require_tls": False}
+        if self.implicit_tls:
+            return {"ssl_context": self.tls_context, "auth_require_tls": False}
+        return {"tls_context": self.tls_context, "require_starttls": True, "auth_require_tls": True}
 
     def stop(self) -> None:
         controller, self._controller = self._controller, None
@@ -217,6 +290,7 @@ class SmtpSink:
             self.messages.clear()
             self.refusals.clear()
             self.logins.clear()
+            self.sign_ins.clear()
             self._handler.standing.clear()
             for queue in self._handler.scripted.values():
                 queue.clear()
@@ -225,6 +299,31 @@ class SmtpSink:
         with self._arrived:
             self.messages.append(received)
             self._arrived.notify_all()
+
+
+async def _initial_response(server: SMTP, args: list[str]) -> bytes | None:
+    """The SASL initial response of ``AUTH <mech> [<base64>]``, asked for with an empty 334
+    when absent; None when the client aborted or sent bad base64 (already answered)."""
+    if len(args) == 1:
+        answer = await server.challenge_auth("")
+        return answer if isinstance(answer, bytes) else None
+    try:
+        return base64.b64decode(args[1], validate=True)
+    except binascii.Error:
+        await server.push("501 5.5.2 Can't decode base64")
+        return None
+
+
+def _parse_xoauth2(blob: bytes) -> tuple[str, str] | None:
+    """``(user, token)`` from ``user=U ^A auth=Bearer T ^A ^A`` (^A: 0x01), or None."""
+    fields = dict(
+        part.split("=", 1) for part in blob.decode("utf-8", "replace").split("\x01") if "=" in part
+    )
+    user, auth = fields.get("user", ""), fields.get("auth", "")
+    scheme, _, token = auth.partition(" ")
+    if not user or scheme.lower() != "bearer" or not token:
+        return None
+    return user, token
 
 
 def _check(reply: str, at: str) -> None:
@@ -243,3 +342,29 @@ def smtp_sink() -> Iterator[SmtpSink]:
         yield sink
     finally:
         sink.stop()
+
+
+@pytest.fixture
+def smtp_sink_factory() -> Iterator[Callable[..., SmtpSink]]:
+    """Make started sinks for one test, stopped afterwards:
+    ``smtp_sink_factory(tls_context=server_context(tls_files), xoauth2_check=check)``."""
+    sinks: list[SmtpSink] = []
+
+    def make(
+        *,
+        tls_context: ssl.SSLContext | None = None,
+        implicit_tls: bool = False,
+        xoauth2_check: XOAuth2Check | None = None,
+    ) -> SmtpSink:
+        sink = SmtpSink(
+            tls_context=tls_context, implicit_tls=implicit_tls, xoauth2_check=xoauth2_check
+        )
+        sinks.append(sink)
+        sink.start()
+        return sink
+
+    try:
+        yield make
+    finally:
+        for sink in sinks:
+            sink.stop()

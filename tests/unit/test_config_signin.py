@@ -255,7 +255,7 @@ def test_smtp_oauth2_without_its_table_uses_imaps_table_and_mailbox(tmp_path: Pa
     assert config.imap is not None
     assert config.smtp.oauth2 == config.imap.oauth2 and config.smtp.oauth2 is not None
     assert config.smtp.username == "u@uni.ac.uk"
-    assert config.smtp.credential_key == "smtp.oauth2" and config.smtp.signs_in
+    assert config.smtp.credential_key == "imap.oauth2" and config.smtp.signs_in
 
 
 def test_smtp_oauth2_keeps_its_own_username_and_table(tmp_path: Path) -> None:

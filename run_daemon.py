@@ -17,10 +17,10 @@ import sys
 from pathlib import Path
 
 from pipeline.app import StartupError
-from pipeline.cli import setup_logging
 from pipeline.config import ConfigError, load_config
 from pipeline.crypto import CryptoError
-from pipeline.daemon import EXIT_HELP, Exit, run_forever, run_once
+from pipeline.daemon import EXIT_HELP, Exit, serve
+from pipeline.logs import setup_logging
 
 
 def main() -> int:
@@ -42,17 +42,11 @@ def main() -> int:
         return run_demo(Path(args.demo_dir))
     if not args.config:
         parser.error("--config is required (or --demo)")
-    from pipeline.app import App
-
     try:
-        app = App.open(load_config(args.config))
+        return serve(load_config(args.config), once=args.once, verbose=args.verbose)
     except (ConfigError, StartupError, CryptoError) as exc:
         print(exc, file=sys.stderr)
         return Exit.START
-    try:
-        return run_once(app) if args.once else run_forever(app)
-    finally:
-        app.close()
 
 
 if __name__ == "__main__":

@@ -30,12 +30,13 @@ from pipeline.intake import PollResult, Source, SourceError, describe
 from pipeline.intake.forms import FormSource
 from pipeline.intake.imap import ImapSource
 from pipeline.intake.maildir import MaildirSource
+from pipeline.logs import log_context
 from pipeline.outbox import DrainResult, drain, release_held, reseal_outbox
 from pipeline.render import Renderer
 from pipeline.render_check import check_template
 from pipeline.rules import Problem, RuleError, RuleSet, lint, load_ruleset, missing_templates
 from pipeline.sources import record_poll, record_routing
-from pipeline.store import make_engine, source_lease
+from pipeline.store import DatabaseError, make_engine, source_lease
 from pipeline.template_samples import samples, template_kinds
 
 log = logging.getLogger(__name__)
@@ -240,6 +241,9 @@ class App:
                 engine.dispose()
             crypto.close()
             raise StartupError(str(exc)) from None
+        except DatabaseError as exc:
+            crypto.close()
+            raise StartupError(f"{config.source}: database.url: {exc}") from None
         ingest = Ingest(config, engine, crypto, routing.rules, routing.renderer)
         log_warnings(routing)
         ingest.limiter.use_secret(derive_secret(passphrase, "ack-limit"))
@@ -255,9 +259,14 @@ class App:
 
     def poll(self) -> list[PollResult]:
         """Poll every source once; a source that cannot be reached is an error, not 'empty':
-        it is recorded in `source_status` and alerted (see `pipeline.sources`)."""
+        it is recorded in `source_status` and alerted (see `pipeline.sources`). What is logged
+        meanwhile names the source (`source` in JSON log lines)."""
         self.reload_rules()
-        return [self._poll(source) for source in self.sources]
+        results = []
+        for source in self.sources:
+            with log_context(source=source.name):
+                results.append(self._poll(source))
+        return results
 
     def _poll(self, source: Source) -> PollResult:
         with source_lease(self.engine, source.name) as mine:

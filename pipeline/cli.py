@@ -13,23 +13,36 @@ intake quarantine list --config FILE [--json]   quarantined inputs (reference, s
 intake quarantine release --config FILE REFERENCE... --gnupghome DIR   take them in again
                                             (also unrouted reports, once the rules refer them)
 intake show --config FILE REFERENCE --gnupghome DIR   one stored report, decrypted, to stdout
+intake db upgrade --config FILE             the schema to the newest revision (the daemon does
+                                            this at start too)
+intake db current --config FILE             the database's schema revision and the newest;
+                                            exit 0 when they are the same, else 1
+intake doctor --config FILE [--json]        check the deployment: one PASS/WARN/SKIP/FAIL line
+                                            a check; exit 1 when one failed (WARN: exit 0)
+intake doctor --config FILE --send-test SERVICE   send the service an encrypted test referral
+intake keys --config FILE [--json]          the records, outbox and service keys, usable or not
+intake keys import --config FILE KEYFILE [--yes]   a service's public key into gpg.keys_dir
+intake --version
+
+Without --config, the config is $INTAKE_CONFIG, else /etc/report-intake/intake.toml. A usage
+error is one line and exit status 2; a config or database that cannot be used, exit status 1.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import NoReturn
 
-from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 from sqlmodel import Session
 
-from pipeline import audit, quarantine
+from pipeline import audit, doctor, keys, quarantine, version
 from pipeline.anonymity import apply_anonymity
 from pipeline.app import (
     App,
@@ -43,37 +56,25 @@ from pipeline.app import (
 from pipeline.audit import current_user
 from pipeline.config import Config, ConfigError, load_config
 from pipeline.crypto import CryptoError
-from pipeline.daemon import EXIT_HELP, run_forever, run_once
+from pipeline.daemon import EXIT_HELP, run_once, serve
 from pipeline.intake.exports import ExportError
 from pipeline.intake.forms import FormSource, RowError, known_categories, row_report
+from pipeline.logs import setup_logging
 from pipeline.outbox import release_held, requeue
 from pipeline.parse import ParseError, parse_email
-from pipeline.retention import due_for_purge, purge
+from pipeline.retention import archives_due, due_for_purge, purge, purge_archives
 from pipeline.rules import RuleSet, evaluate
 from pipeline.status import read_status
-from pipeline.store import make_engine
-
-OWN_LOGGERS = ("pipeline", "__main__")
-
-
-def _own_or_warning(record: logging.LogRecord) -> bool:
-    """Let through our own records at any level, and others' from WARNING up: libraries log
-    protocol data at DEBUG and INFO (imapclient's commands and literals, gnupg's status lines,
-    aiosmtpd's and SQLAlchemy's traffic), which can carry message content."""
-    own = record.name in OWN_LOGGERS or record.name.startswith("pipeline.")
-    return own or record.levelno >= logging.WARNING
-
-
-def setup_logging(verbose: bool = False) -> None:
-    """Log to standard error; `verbose` opens our own DEBUG lines, never third-party ones."""
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    for handler in logging.getLogger().handlers:
-        handler.addFilter(_own_or_warning)
-    if verbose:
-        logging.getLogger(__name__).debug("debug logging on: our own lines only")
+from pipeline.store import (
+    DatabaseError,
+    cannot_open,
+    database_url,
+    make_engine,
+    open_engine,
+    schema_revision,
+    shown,
+    upgrade,
+)
 
 
 def cmd_check_rules(config: Config, args: argparse.Namespace) -> int:
@@ -186,9 +187,15 @@ def cmd_purge(config: Config, args: argparse.Namespace) -> int:
         for item in due:
             verb = "would purge" if args.dry_run else "purging"
             print(f"{verb} {item.reference} ({item.state} since {item.updated_at:%Y-%m-%d})")
+        folders = [FormSource(form, config.data_dir).archive_dir for form in config.forms]
+        archives = archives_due(folders, config.retention)
+        for path in archives:
+            print(f"{'would purge' if args.dry_run else 'purging'} form archive {path.name}")
         if not args.dry_run:
             purge(engine, due, actor=current_user())
-        print(f"{len(due)} report(s) {'due' if args.dry_run else 'purged'}")
+            purge_archives(engine, archives, actor=current_user())
+        done = "due" if args.dry_run else "purged"
+        print(f"{len(due)} report(s) and {len(archives)} form archive(s) {done}")
         return 0
     finally:
         engine.dispose()
@@ -227,13 +234,28 @@ def cmd_show(config: Config, args: argparse.Namespace) -> int:
     return quarantine.show_command(config, args.reference, args.gnupghome)
 
 
-def cmd_run(config: Config, args: argparse.Namespace) -> int:
-    setup_logging(args.verbose)
-    app = App.open(config)
+def cmd_db(config: Config, args: argparse.Namespace) -> int:
+    """`upgrade`: the schema to the newest revision, as the daemon does at start (under the same
+    lock). `current`: the database's revision and the newest; 0 when they are the same."""
+    engine = open_engine(config.database_url)
     try:
-        return run_once(app) if args.once else run_forever(app)
+        if args.action == "upgrade":
+            before, head = upgrade(engine)
+            done = {None: f"created at {head}", head: f"is current ({head})"}
+            print(f"database schema {done.get(before, f'upgraded from {before} to {head}')}")
+            return 0
+        current, head = schema_revision(engine)
     finally:
-        app.close()
+        engine.dispose()
+    print(f"database: {shown(engine.url)}")
+    print(f"revision: {current or 'none (no schema yet, or one from before migrations)'}")
+    print(f"head: {head}")
+    print("current: yes" if current == head else "current: no (intake db upgrade, or start it)")
+    return 0 if current == head else 1
+
+
+def cmd_run(config: Config, args: argparse.Namespace) -> int:
+    return serve(config, once=args.once, verbose=args.verbose)
 
 
 COMMANDS: dict[str, Callable[[Config, argparse.Namespace], int]] = {
@@ -245,16 +267,39 @@ COMMANDS: dict[str, Callable[[Config, argparse.Namespace], int]] = {
     "purge": cmd_purge,
     "quarantine": cmd_quarantine,
     "show": cmd_show,
+    "db": cmd_db,
+    "doctor": doctor.command,
+    "keys": keys.command,
 }
 
 
+DEFAULT_CONFIG = "/etc/report-intake/intake.toml"
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse whose usage errors are one line on standard error, exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def add_config(parser: argparse.ArgumentParser) -> None:
+    """The --config option every command takes (`read_config` finds the file without it)."""
+    where = f"default: $INTAKE_CONFIG, else {DEFAULT_CONFIG}"
+    parser.add_argument("--config", help=f"the TOML config file ({where})")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="intake", description=__doc__.splitlines()[0])
+    parser: argparse.ArgumentParser = Parser(prog="intake", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     for name in COMMANDS:
         command = sub.add_parser(name)
-        if name != "quarantine":  # its own commands (list, release) take --config
-            command.add_argument("--config", required=True, help="the TOML config file")
+        if name not in ("quarantine", "db", "keys"):  # their own commands take --config
+            add_config(command)
+    db = sub.choices["db"].add_subparsers(dest="action", required=True)
+    add_config(db.add_parser("upgrade", help="the schema to the newest revision"))
+    add_config(db.add_parser("current", help="exit 0 when the schema is the newest, else 1"))
     sub.choices["check-rules"].add_argument(
         "--strict", action="store_true", help="warnings are errors too (exit 1)"
     )
@@ -273,6 +318,8 @@ def build_parser() -> argparse.ArgumentParser:
     retry.add_argument("--reference", help="only this report's dead letters (R-YYYY-NNNNNN)")
     retry.add_argument("--send", action="store_true", help="then run every job once")
     add_quarantine_parsers(sub)
+    doctor.add_arguments(sub.choices["doctor"])
+    keys.add_arguments(sub.choices["keys"], add_config)
     return parser
 
 
@@ -281,7 +328,7 @@ def add_quarantine_parsers(sub: argparse._SubParsersAction[argparse.ArgumentPars
     keyholder = "a records keyholder's GnuPG home, holding a secret key of gpg.records_keys"
     actions = sub.choices["quarantine"].add_subparsers(dest="action", required=True)
     for action in ("list", "release"):
-        actions.add_parser(action).add_argument("--config", required=True, help="the TOML config")
+        add_config(actions.add_parser(action))
     actions.choices["list"].add_argument("--json", action="store_true")
     release = actions.choices["release"]
     release.add_argument("references", nargs="+", metavar="REFERENCE")
@@ -291,21 +338,41 @@ def add_quarantine_parsers(sub: argparse._SubParsersAction[argparse.ArgumentPars
     show.add_argument("--gnupghome", required=True, type=Path, help=keyholder)
 
 
+def read_config(given: str | None) -> Config:
+    """The config at `given` (--config), else at $INTAKE_CONFIG, else at DEFAULT_CONFIG;
+    ConfigError in one line when it is not there or cannot be read, saying where the path
+    came from."""
+    from_env = os.environ.get("INTAKE_CONFIG")
+    path = Path(given or from_env or DEFAULT_CONFIG).absolute()
+    origin = ""
+    if not given:
+        origin = " (from INTAKE_CONFIG)" if from_env else " (give --config FILE or INTAKE_CONFIG)"
+    if not path.exists():
+        raise ConfigError(f"{path}: no such config file{origin}")
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        raise ConfigError(f"{exc}{origin}") from None
+
+
+def database_key(config: Config) -> str:
+    """The config key that gives the database: database.url, or data_dir for the default."""
+    return "database.url" if config.database.url else "data_dir"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        config = load_config(args.config)
+        config = read_config(args.config)
         audit_command(config, args)
         return COMMANDS[args.command](config, args)
     except (ConfigError, StartupError, CryptoError) as exc:
         print(exc, file=sys.stderr)
         return 1
-    except OperationalError as exc:  # e.g. `status` before the daemon made the database
-        url = make_url(config.database_url).render_as_string(hide_password=True)
-        cause = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
-        print(
-            f"{config.source}: database.url: cannot open {url}: {cause} (has the daemon run "
-            "yet? is data_dir right? is the database server up?)",
-            file=sys.stderr,
-        )
+    except DatabaseError as exc:  # an unknown dialect, a folder or database not there
+        print(f"{config.source}: {database_key(config)}: {exc}", file=sys.stderr)
+        return 1
+    except OperationalError as exc:  # the database went away while in use
+        url = database_url(config.database_url)
+        print(f"{config.source}: {database_key(config)}: {cannot_open(url, exc)}", file=sys.stderr)
         return 1

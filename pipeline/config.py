@@ -79,7 +79,7 @@ def read_secret(key: str, *, inline: str | None, file: Path | None, env: str | N
             raise ConfigError(f"{key}_env: environment variable {env} is not set")
         where = f"{key}_env"
     elif file:
-        path = _credential_path(file, f"{key}_file")
+        path = credential_path(file, f"{key}_file")
         try:
             value = path.read_text(encoding="utf-8")
         except FileNotFoundError:
@@ -406,7 +406,7 @@ class GpgConfig(Section):
                     f"{self.outbox_passphrase_env} is not set"
                 )
         elif self.outbox_passphrase_file:
-            path = _credential_path(self.outbox_passphrase_file)
+            path = credential_path(self.outbox_passphrase_file)
             value = _read_private_file(path, data_dir, homedir)
         else:
             value = self.outbox_passphrase
@@ -420,7 +420,7 @@ PASSPHRASE_KEYS = ("outbox_passphrase_file", "outbox_passphrase_env", "outbox_pa
 _CREDENTIALS = re.compile(r"^\$(\{CREDENTIALS_DIRECTORY\}|CREDENTIALS_DIRECTORY)(?=/|$)")
 
 
-def _credential_path(path: Path, key: str = "gpg.outbox_passphrase_file") -> Path:
+def credential_path(path: Path, key: str = "gpg.outbox_passphrase_file") -> Path:
     """`${CREDENTIALS_DIRECTORY}/name` (systemd's LoadCredential=) with the variable expanded."""
     match = _CREDENTIALS.match(str(path))
     if not match:
@@ -667,10 +667,14 @@ def load_config(path: str | Path) -> Config:
     source = Path(path).resolve()
     try:
         raw = tomllib.loads(source.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise ConfigError(f"{source}: no such config file") from exc
+    except FileNotFoundError:
+        raise ConfigError(f"{source}: no such config file") from None
+    except OSError as exc:  # a folder, or a file this user may not read
+        raise ConfigError(f"{source}: cannot read the config file: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{source}: not UTF-8 text (byte {exc.start})") from None
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{source}: not valid TOML: {exc}") from exc
+        raise ConfigError(f"{source}: not valid TOML: {exc}") from None
     _set_default_paths(raw)
     _resolve_paths(raw, source.parent)
     raw["source"] = str(source)

@@ -19,6 +19,9 @@ the homedir's gpg-agent is told never to cache it, so each decryption needs it a
 fails at once. An outbox key from before passphrases (no protection, `LEGACY_OUTBOX_UID`) is
 replaced: `legacy_outbox_keys` names it, `reseal` moves data to the protected key,
 `delete_secret_key` removes it.
+
+Checks that must write nothing use a `scratch_keyring` (a throwaway homedir, deleted after);
+`read_public_key` takes one public key from a key file (`intake keys import`).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import hmac
 import os
 import stat
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -361,6 +365,11 @@ class Crypto:
             self._outbox_fpr = found[0] if found else self._generate_outbox_key()
         return self._outbox_fpr
 
+    def outbox_key(self) -> KeyInfo | None:
+        """The outbox key as it is now; None when none was made yet (this never makes one)."""
+        found = self._secret_keys_with(OUTBOX_UID)
+        return self.keys().get(found[0]) if found else None
+
     def legacy_outbox_keys(self) -> list[str]:
         """Outbox keys from before passphrases (unprotected): re-seal, then delete them."""
         return self._secret_keys_with(LEGACY_OUTBOX_UID)
@@ -474,6 +483,56 @@ class Crypto:
             capture_output=True,
             check=False,
         )
+
+
+@contextmanager
+def scratch_keyring(binary: str = "gpg", keys_dir: Path | None = None) -> Iterator[Crypto]:
+    """A throwaway homedir holding the keys of `keys_dir` (when given), deleted afterwards."""
+    with tempfile.TemporaryDirectory(prefix="intake-keys-") as home:
+        crypto = Crypto(Path(home) / "gnupg", binary)
+        try:
+            if keys_dir is not None:
+                crypto.sync_keys_dir(keys_dir)
+            yield crypto
+        finally:
+            crypto.close()
+
+
+@dataclass(frozen=True)
+class PublicKey:
+    """One public key read from a key file: what it is, and its ASCII armour (public only)."""
+
+    info: KeyInfo
+    armored: str
+
+
+def read_public_key(data: bytes, where: str, binary: str = "gpg") -> PublicKey:
+    """The one public key in `data` (a key file, armoured or binary), able to encrypt now; a
+    CryptoError naming `where` when it holds a secret key, no key or several keys, or when its
+    key cannot encrypt (no encryption subkey, expired, revoked)."""
+    with scratch_keyring(binary) as crypto:
+        listed = crypto.gpg.scan_keys_mem(data)
+        if b"PRIVATE KEY BLOCK" in data or any(key.get("type") == "sec" for key in listed):
+            raise CryptoError(
+                f"{where}: holds a secret key; give the public key only "
+                "(gpg --armor --export FINGERPRINT), and keep the secret key with its holder"
+            )
+        fingerprints = sorted({normalise_fingerprint(k["fingerprint"]) for k in listed})
+        if not fingerprints:
+            raise CryptoError(f"{where}: no OpenPGP public key could be read")
+        if len(fingerprints) > 1:
+            raise CryptoError(
+                f"{where}: holds {len(fingerprints)} keys ({', '.join(fingerprints)}); "
+                "import one key a file"
+            )
+        fpr = fingerprints[0]
+        crypto.gpg.import_keys(data)
+        info = crypto.keys().get(fpr)
+        if info is None:
+            raise CryptoError(f"{where}: gpg could not import the key {fpr}")
+        if info.problem:
+            raise CryptoError(f"{where}: key {fpr} cannot be used to encrypt: {info.problem}")
+        return PublicKey(info, str(crypto.gpg.export_keys(fpr)))
 
 
 class KeyholderHome:

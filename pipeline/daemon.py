@@ -12,31 +12,50 @@ of the `Exit` bits for what needs an admin after this run (`intake run --once` a
      or the queue is held)
   8  a report was quarantined, or routed to no service (unrouted), in this run
 
-e.g. 6: a source failed and mail is waiting. `intake status` says what and why.
+e.g. 6: a source failed and mail is waiting. `intake status` says what and why. On a terminal
+`run_once` shows the poll's progress (`pipeline.logs.Progress`).
+
 `run_forever` runs the jobs on their intervals until SIGTERM or SIGINT, then lets the job in
-flight finish, stops and exits 0.
+flight finish, stops and exits 0. Under systemd (`Type=notify`, deploy/report-intake.service)
+it sends READY=1 once the scheduler runs, WATCHDOG=1 from a scheduler job (so it stops when the
+scheduler stops running jobs) and STOPPING=1 on the signal (`pipeline.notify`). After each poll,
+outbox and purge job the `[metrics] textfile` is rewritten (`pipeline.metrics`).
+
+`serve` is `intake run` and `run_daemon.py`: it applies `[logging]`, takes the instance lock
+(SQLite is for one instance: a second daemon on the same database refuses to start; PostgreSQL
+takes several, which coordinate with advisory locks), opens the `App` and runs.
 """
 
 from __future__ import annotations
 
 import enum
+import fcntl
 import logging
+import os
 import signal
 import threading
-from collections.abc import Callable
-from contextlib import suppress
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from types import FrameType
 from typing import TypeVar
 
+from apscheduler.events import EVENT_SCHEDULER_START
 from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.blocking import BlockingScheduler
 
-from pipeline.app import App
+from pipeline.app import App, StartupError, source_names
+from pipeline.config import Config
+from pipeline.crypto import ensure_private_dir
 from pipeline.intake import PollResult, describe
+from pipeline.intake.forms import FormSource
 from pipeline.intake.idle import IdleWatcher
+from pipeline.logs import Progress, setup_logging, terminal
+from pipeline.metrics import write_metrics
+from pipeline.notify import Notifier
 from pipeline.outbox import DrainResult
-from pipeline.retention import purge_due
+from pipeline.retention import archives_due, purge_archives, purge_due
+from pipeline.store import DatabaseError, database_url, sqlite_path
 
 log = logging.getLogger(__name__)
 
@@ -93,12 +112,23 @@ def drain_exit(result: DrainResult | None) -> Exit:
     return Exit.MAIL if unsent else Exit.OK
 
 
+def metrics_job(app: App) -> None:
+    """Rewrite the `[metrics] textfile`, when one is set (after each job)."""
+    path = app.config.metrics.textfile
+    if path is not None:
+        guarded(lambda: write_metrics(app.engine, path, source_names(app.config)), "metrics")
+
+
 def poll_job(app: App) -> list[PollResult] | None:
-    return guarded(app.poll, "poll")
+    results = guarded(app.poll, "poll")
+    metrics_job(app)
+    return results
 
 
 def drain_job(app: App) -> DrainResult | None:
-    return guarded(app.drain, "outbox")
+    result = guarded(app.drain, "outbox")
+    metrics_job(app)
+    return result
 
 
 def key_job(app: App) -> None:
@@ -107,21 +137,37 @@ def key_job(app: App) -> None:
 
 
 def purge_job(app: App) -> bool:
-    """The daily retention purge (records past their period), then the database gives erased
-    space back (SQLite WAL checkpoint, PostgreSQL VACUUM). True when it went without error."""
+    """The retention purge (records and mail past their period, then form archives), then the
+    database gives erased space back (SQLite WAL checkpoint, PostgreSQL VACUUM). True when it
+    went without error."""
 
     def run() -> bool:
         purged = purge_due(app.engine, app.config.retention)
         if purged:
             log.info("retention: %d report(s) purged", purged)
+        folders = [s.archive_dir for s in app.sources if isinstance(s, FormSource)]
+        archives = purge_archives(app.engine, archives_due(folders, app.config.retention))
+        if archives:
+            log.info("retention: %d form archive(s) purged", archives)
         return True
 
-    return bool(guarded(run, "retention purge"))
+    done = bool(guarded(run, "retention purge"))
+    metrics_job(app)
+    return done
 
 
 def run_once(app: App) -> int:
-    """Poll every source, then send what is due; the `Exit` bits of what needs an admin."""
-    status = poll_exit(poll_job(app))
+    """Poll every source, then send what is due; the `Exit` bits of what needs an admin. On a
+    terminal the poll shows its progress."""
+    console = terminal()
+    progress = Progress(console) if console else None
+    app.ingest.progress = progress
+    try:
+        status = poll_exit(poll_job(app))
+    finally:
+        app.ingest.progress = None
+        if progress:
+            progress.done()
     status |= drain_exit(drain_job(app))
     return int(status)
 
@@ -145,6 +191,7 @@ class Wakeups:
 
     def poll(self) -> None:
         guarded(self._poll_until_quiet, "poll")
+        metrics_job(self.app)
 
     def _poll_until_quiet(self) -> None:
         self.pending.set()
@@ -167,32 +214,40 @@ def run_forever(app: App) -> int:
     schedule = app.config.schedule
     scheduler = BlockingScheduler(timezone="UTC")
     wakeups = Wakeups(scheduler, app)
+    notifier = Notifier()
     options = {
         "max_instances": 1,
         "coalesce": True,
         "misfire_grace_time": None,
-        "next_run_time": datetime.now(UTC),  # run both jobs at start, then on their interval
+        "next_run_time": datetime.now(UTC),  # run the jobs at start, then on their interval
     }
     scheduler.add_job(wakeups.poll, "interval", seconds=schedule.poll_seconds, id="poll", **options)
     scheduler.add_job(
         drain_job, "interval", [app], seconds=schedule.outbox_seconds, id="outbox", **options
     )
     scheduler.add_job(key_job, "interval", [app], hours=24, max_instances=1, coalesce=True)
-    scheduler.add_job(purge_job, "interval", [app], hours=24, id="purge", **options)
+    scheduler.add_job(
+        purge_job, "interval", [app], hours=schedule.purge_hours, id="purge", **options
+    )
+    if notifier.watchdog_seconds:
+        seconds = notifier.watchdog_seconds
+        scheduler.add_job(notifier.watchdog, "interval", seconds=seconds, id="watchdog", **options)
     watcher = _idle_watcher(app, wakeups.new_mail)
+    started = (
+        f"daemon started: poll every {schedule.poll_seconds}s, "
+        f"outbox every {schedule.outbox_seconds}s, purge every {schedule.purge_hours:g}h"
+    )
 
     def stop(signum: int, _frame: FrameType | None) -> None:
         log.info("signal %s: stopping after the job in flight", signal.Signals(signum).name)
+        notifier.stopping("stopping after the job in flight")
         # Not from inside the handler: it may have interrupted the scheduler's own loop.
         threading.Thread(target=scheduler.shutdown, kwargs={"wait": False}).start()
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    log.info(
-        "daemon started: poll every %ss, outbox every %ss",
-        schedule.poll_seconds,
-        schedule.outbox_seconds,
-    )
+    scheduler.add_listener(lambda _event: notifier.ready(started), EVENT_SCHEDULER_START)
+    log.info("%s", started)
     if watcher:
         watcher.start()
     try:
@@ -207,3 +262,54 @@ def run_forever(app: App) -> int:
 def _idle_watcher(app: App, wake_poller: Callable[[], None]) -> IdleWatcher | None:
     imap = app.config.imap
     return IdleWatcher(imap, wake_poller) if imap and imap.idle else None
+
+
+@contextmanager
+def instance_lock(config: Config) -> Iterator[None]:
+    """While it is held no other daemon runs on this SQLite database: an exclusive flock on
+    `<database>.lock` beside it (with the holder's pid in it), or StartupError saying which
+    process holds it. PostgreSQL takes several instances: nothing to lock."""
+    try:
+        database = sqlite_path(database_url(config.database_url))
+    except DatabaseError as exc:
+        raise StartupError(f"{config.source}: database.url: {exc}") from None
+    if database is None:
+        yield
+        return
+    if database.parent == config.data_dir:
+        ensure_private_dir(config.data_dir)  # the first start makes it (App.open would)
+    lock = database.with_name(database.name + ".lock")
+    try:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise StartupError(
+            f"{config.source}: database.url: cannot lock {lock}: {exc.strerror}"
+        ) from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            raise StartupError(
+                f"{config.source}: another daemon (pid {holder}) runs on the SQLite database "
+                f"{database} (it holds {lock}); SQLite is for one instance: stop that one, or "
+                "set database.url to a PostgreSQL database to run several"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def serve(config: Config, *, once: bool = False, verbose: bool = False) -> int:
+    """`intake run` and `run_daemon.py`: logging as `[logging]` says (`verbose`: our DEBUG
+    lines too), the instance lock, the App, then one run (the `Exit` bits) or run until
+    stopped (0). StartupError when it cannot start."""
+    setup_logging(verbose, config.logging)
+    with instance_lock(config):
+        app = App.open(config)
+        try:
+            return run_once(app) if once else run_forever(app)
+        finally:
+            app.close()

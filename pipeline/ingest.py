@@ -15,6 +15,8 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import wraps
+from typing import Concatenate, ParamSpec, Protocol
 
 from sqlalchemy import Engine
 from sqlmodel import Session
@@ -93,6 +95,38 @@ class Outcome:
     anonymous: bool = False
 
 
+class Progress(Protocol):
+    """Told how many inputs the sources have and of each one taken (`pipeline.logs.Progress`:
+    the progress line of `run --once` on a terminal)."""
+
+    def expect(self, count: int) -> None: ...
+
+    def taken(self) -> None: ...
+
+
+P = ParamSpec("P")
+
+
+def one_input(
+    take: Callable[Concatenate[Ingest, P], Outcome],
+) -> Callable[Concatenate[Ingest, P], Outcome]:
+    """An `Ingest` method a source hands one input to: the outermost such call (take_email
+    calls take_report or quarantine itself) counts the input for `Ingest.progress`, whatever
+    came of it."""
+
+    @wraps(take)
+    def counted(self: Ingest, *args: P.args, **kwargs: P.kwargs) -> Outcome:
+        self.depth += 1
+        try:
+            return take(self, *args, **kwargs)
+        finally:
+            self.depth -= 1
+            if self.depth == 0 and self.progress is not None:
+                self.progress.taken()
+
+    return counted
+
+
 class Ingest:
     """The stages between a source and the outbox, for one configured deployment."""
 
@@ -106,6 +140,14 @@ class Ingest:
         self.renderer = renderer
         self.limiter = AckLimiter(engine, config.data_dir, config.alerts.ack_limit_per_hour)
         self.fingerprint_key = b""  # set from the outbox passphrase when the daemon starts
+        self.progress: Progress | None = None  # set by `run --once` on a terminal
+        self.depth = 0  # `one_input` calls in progress
+
+    def expect(self, count: int) -> None:
+        """A source about to hand over `count` inputs says so (the progress line shows how
+        many remain)."""
+        if self.progress is not None:
+            self.progress.expect(count)
 
     def fingerprint(self, digest: str) -> str:
         """An input's fingerprint as the database keeps it: keyed, so that someone holding the
@@ -118,6 +160,7 @@ class Ingest:
         """True when this input was taken in before (by any run or instance)."""
         return source_seen(self.engine, source_key)
 
+    @one_input
     def take_email(self, source_key: str, raw: bytes, *, anonymous: bool = False) -> Outcome:
         """Take in one raw email. Safe to call again for the same input: it is stored once.
         `anonymous` marks every message of an anonymous source (folder, Maildir)."""
@@ -227,6 +270,7 @@ class Ingest:
             urgent=headers is not None and evaluate(self.rules, headers).urgent,
         )
 
+    @one_input
     def quarantine(
         self,
         source_key: str,
@@ -259,7 +303,7 @@ class Ingest:
         reference = save_report(self.engine, row, source_key, build)
         if reference is None:
             return self.take_duplicate(source_key, report_by_fingerprint(self.engine, fingerprint))
-        log.warning("%s quarantined: %s", reference, reason)
+        log.warning("%s quarantined: %s", reference, reason, extra={"reference": reference})
         stuck = Unreached(reference, ReportState.QUARANTINED, reason, urgent)
         alert_unreached(self.engine, self.config, stuck)
         return Outcome("quarantined", reference, reason, anonymous=anonymous)
@@ -274,6 +318,7 @@ class Ingest:
             return None
         return headers if evaluate(self.rules, headers).acknowledge else None
 
+    @one_input
     def take_report(
         self,
         report: Report,
@@ -323,7 +368,9 @@ class Ingest:
             self.limiter.record(report.ack_address or "")
         self._alert_unreached(reference, decision, queued)
         status = "stored" if decision.refer else "unrouted"
-        log.info("%s %s, %d mail queued", reference, status, len(queued))
+        log.info(
+            "%s %s, %d mail queued", reference, status, len(queued), extra={"reference": reference}
+        )
         return Outcome(status, reference, anonymous=report.anonymous)
 
     def _template_failed(self, error: RenderError) -> None:
@@ -463,6 +510,7 @@ class Ingest:
         original = self._apply_anonymity(report, raw, forced=forced)
         return self.release_report(quarantined, report, original, actor)
 
+    @one_input
     def release_report(
         self, quarantined: ReportRow, report: Report, original: bytes, actor: str
     ) -> Outcome:

@@ -36,6 +36,7 @@ from pipeline.config import Config
 from pipeline.crypto import Crypto, CryptoError
 from pipeline.deliver import SendError, Transport, add_recipient, referral_subject, wrap_pgp_mime
 from pipeline.faults import crash_point
+from pipeline.logs import log_context
 from pipeline.models import OutboxRow, OutboxState, ReportRow, ReportState, utcnow
 from pipeline.rules import Service
 from pipeline.sources import OUTBOX, record_health
@@ -155,6 +156,10 @@ class Drain:
 
     def _send(self, session: Session, row: OutboxRow) -> str:
         reference = _reference(session, row)
+        with log_context(reference=reference):
+            return self._send_row(session, row, reference)
+
+    def _send_row(self, session: Session, row: OutboxRow, reference: str) -> str:
         try:
             recipient, message = _message(self.crypto, row)
             self.transport.send(self.config.smtp.from_, recipient, message)
@@ -388,18 +393,22 @@ def _unhold_report(session: Session, report_id: int | None) -> None:
 
 
 def requeue(engine: Engine, reference: str | None, now: datetime | None = None) -> int:
-    """Put dead letters (of one report, or all) back in the queue; how many. An acknowledgement
-    whose address was erased stays failed, with that reason."""
+    """Put dead letters (of one report, or all) back in the queue; how many. Mail whose content
+    was erased (retention) and an acknowledgement whose address was erased stay failed, with
+    that reason."""
     count = 0
     with Session(engine) as session:
         query = select(OutboxRow).where(OutboxRow.state == OutboxState.FAILED)
         if reference:
             query = query.join(ReportRow).where(ReportRow.reference == reference)
         for row in session.exec(query).all():
-            if row.kind == "ack" and (row.sealed is None or row.payload is None):
-                row.last_error = ERASED
-                session.add(row)
-                log.warning("%s ack not requeued: %s", _reference(session, row), ERASED)
+            if row.payload is None or (row.kind == "ack" and row.sealed is None):
+                if row.kind == "ack":
+                    row.last_error = ERASED
+                    session.add(row)
+                log.warning(
+                    "%s %s not requeued: %s", _reference(session, row), row.kind, row.last_error
+                )
                 continue
             row.state = OutboxState.QUEUED
             row.attempts = 0

@@ -4,13 +4,19 @@ One transaction per report writes the report's metadata, its encrypted records, 
 (transactional outbox) and the source identity that took it in, so a crash leaves either all of
 it or none of it. Unique constraints (source key, content fingerprint, one mail per report and
 target) are the last line of defence against processing a report twice.
+
+Opening the database (`make_engine`) takes `database.url` (SQLite or PostgreSQL; anything else
+is a DatabaseError saying what to fix) and upgrades its schema with the Alembic migrations in
+`migrations/`, one process at a time; `schema_revision` tells whether it is current.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import hmac
 import json
+import os
 from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
@@ -18,8 +24,10 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
-from sqlalchemy import Connection, Engine, delete, event, func, inspect, text
-from sqlalchemy.exc import IntegrityError
+from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import URL, Connection, Engine, delete, event, func, inspect, make_url, text
+from sqlalchemy.exc import ArgumentError, IntegrityError, NoSuchModuleError, OperationalError
 from sqlmodel import Session, col, create_engine, select
 
 from pipeline import audit
@@ -37,6 +45,16 @@ from pipeline.models import (
 )
 
 
+class DatabaseError(Exception):
+    """The database at `database.url` cannot be used as it is: the message says why and what to
+    check, and shows the URL without its password."""
+
+
+URL_FORMS = "sqlite:///PATH or postgresql+psycopg://USER@HOST/NAME"
+MIGRATIONS = Path(__file__).with_name("migrations")
+BASELINE = "0001"  # the schema `create_all` made before migrations existed
+
+
 def _sqlite_pragmas(dbapi_connection: object, _record: object) -> None:
     cursor = dbapi_connection.cursor()  # type: ignore[attr-defined]
     cursor.execute("PRAGMA journal_mode=WAL")
@@ -46,33 +64,162 @@ def _sqlite_pragmas(dbapi_connection: object, _record: object) -> None:
     cursor.close()
 
 
-MIGRATIONS = Path(__file__).with_name("migrations")
-BASELINE = "0001"  # the schema `create_all` made before migrations existed
+def shown(url: URL) -> str:
+    """A database URL fit for a message: its password hidden."""
+    return url.render_as_string(hide_password=True)
 
 
-def migrate(connection: Connection) -> None:
-    """Bring the schema to the newest migration, in the caller's transaction. A database made
-    before migrations (tables, no `alembic_version`) is stamped at the baseline first."""
+def database_url(url: str) -> URL:
+    """`url` parsed: SQLite, or PostgreSQL (with psycopg 3 unless the URL names a driver)."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise DatabaseError(f"not a database URL: use {URL_FORMS}") from None
+    backend = parsed.get_backend_name()
+    if backend not in ("sqlite", "postgresql"):
+        raise DatabaseError(
+            f"{shown(parsed)}: unknown database dialect {backend!r}: use {URL_FORMS}"
+        )
+    if parsed.drivername == "postgresql":  # SQLAlchemy's default would be psycopg2
+        return parsed.set(drivername="postgresql+psycopg")
+    return parsed
+
+
+def sqlite_path(url: URL) -> Path | None:
+    """The file of a SQLite database; None for an in-memory one or another dialect."""
+    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+        return None
+    return None if url.query.get("uri") else Path(str(url.database))
+
+
+def open_engine(url: str) -> Engine:
+    """An engine for `url` (SQLite in WAL mode, or PostgreSQL); nothing is connected, created or
+    migrated yet. DatabaseError for another dialect, a driver that is not installed, or a SQLite
+    file whose folder is not there."""
+    parsed = database_url(url)
+    path = sqlite_path(parsed)
+    if path is not None and not path.parent.is_dir():
+        raise DatabaseError(f"{shown(parsed)}: the folder {path.parent} does not exist")
+    try:  # hide_parameters: no data in errors
+        engine = create_engine(parsed, pool_pre_ping=True, hide_parameters=True)
+    except (ImportError, NoSuchModuleError):
+        driver = parsed.get_driver_name()
+        fix = "pip install 'report-intake[postgres]'" if driver == "psycopg" else f"use {URL_FORMS}"
+        raise DatabaseError(f"{shown(parsed)}: driver {driver!r} is not installed: {fix}") from None
+    if engine.dialect.name == "sqlite":
+        event.listen(engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+def cannot_open(url: URL, error: OperationalError) -> str:
+    """One line on a database that could not be opened, with what to check."""
+    cause = str(error.orig).strip().splitlines()[0] if error.orig else type(error).__name__
+    if url.get_backend_name() == "postgresql":
+        hint = "is the server up, does the database exist (createdb), may this user connect?"
+    else:
+        hint = "may this user read and write the file and its folder?"
+    return f"cannot open {shown(url)}: {cause} ({hint})"
+
+
+@contextmanager
+def _transaction(engine: Engine) -> Iterator[Connection]:
+    """A connection in a transaction; DatabaseError when the database cannot be opened."""
+    try:
+        connection = engine.connect()
+    except OperationalError as exc:
+        raise DatabaseError(cannot_open(engine.url, exc)) from None
+    with connection, connection.begin():
+        yield connection
+
+
+@contextmanager
+def migration_lock(engine: Engine) -> Iterator[None]:
+    """One process at a time upgrades a SQLite file: an exclusive `flock` on
+    `<database>.migrate-lock` beside it, kept for the next time (removing it would let a third
+    process lock a new file). Nothing to do elsewhere: PostgreSQL takes an advisory lock in the
+    upgrade's own transaction, and an in-memory database is one process's own."""
+    path = sqlite_path(engine.url)
+    if path is None:
+        yield
+        return
+    lock = path.with_name(f"{path.name}.migrate-lock")
+    try:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise DatabaseError(f"{shown(engine.url)}: cannot open {lock}: {exc.strerror}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # and with it the lock
+
+
+def _scripts() -> ScriptDirectory:
+    return ScriptDirectory(str(MIGRATIONS))
+
+
+def migrate(connection: Connection) -> str | None:
+    """Bring the schema to the newest migration, in the caller's transaction; the revision it
+    was at (None: a new database). A database made before migrations (tables, no
+    `alembic_version`) is stamped at the baseline first. DatabaseError for a revision this
+    version does not know (a newer version upgraded the database)."""
     settings = AlembicConfig()
     settings.set_main_option("script_location", str(MIGRATIONS))
     settings.attributes["connection"] = connection
-    tables = set(inspect(connection).get_table_names())
-    if "report" in tables and "alembic_version" not in tables:
+    before = MigrationContext.configure(connection).get_current_revision()
+    scripts = _scripts()
+    if before is None and "report" in inspect(connection).get_table_names():
         command.stamp(settings, BASELINE)
+        before = BASELINE
+    elif before is not None and before not in {s.revision for s in scripts.walk_revisions()}:
+        raise DatabaseError(
+            f"{shown(connection.engine.url)}: its schema is at revision {before}, which this "
+            f"version of report-intake does not know (its newest is {scripts.get_current_head()}):"
+            " a newer version upgraded it; run that version"
+        )
     command.upgrade(settings, "head")
+    return before
+
+
+def upgrade(engine: Engine) -> tuple[str | None, str]:
+    """Bring the schema to the newest migration, one process at a time (PostgreSQL: an advisory
+    lock for the transaction; SQLite: `migration_lock`), with the audit log's append-only
+    triggers; an upgrade of an existing schema is one audit line. (revision before, after)."""
+    head = str(_scripts().get_current_head())
+    with migration_lock(engine), _transaction(engine) as connection:
+        if engine.dialect.name == "postgresql":  # instances starting together take turns
+            connection.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _lock_key("schema")})
+        before = migrate(connection)
+        make_append_only(connection)
+        if before not in (None, head):
+            with Session(connection) as session:
+                detail = f"schema upgraded from {before} to {head}"
+                audit.record(session, "schema", None, detail, audit.current_user())
+                session.flush()
+    return before, head
+
+
+def schema_revision(engine: Engine) -> tuple[str | None, str]:
+    """(the database's schema revision, the newest this version knows), changing nothing (a
+    SQLite file that is not there is not made). The first is None for a database without a
+    schema or one made before migrations. DatabaseError when it cannot be opened."""
+    head = str(_scripts().get_current_head())
+    path = sqlite_path(engine.url)
+    if path is not None and not path.exists():
+        return None, head
+    with _transaction(engine) as connection:
+        return MigrationContext.configure(connection).get_current_revision(), head
 
 
 def make_engine(url: str) -> Engine:
-    """An engine for `url` with the schema migrated to the newest version (SQLite in WAL mode,
-    or PostgreSQL)."""
-    engine = create_engine(url, pool_pre_ping=True, hide_parameters=True)  # no data in errors
-    if engine.dialect.name == "sqlite":
-        event.listen(engine, "connect", _sqlite_pragmas)
-    with engine.begin() as connection:
-        if engine.dialect.name == "postgresql":  # instances starting together take turns
-            connection.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _lock_key("schema")})
-        migrate(connection)
-        make_append_only(connection)
+    """An engine for `url` (`open_engine`) with the schema upgraded to the newest version
+    (`upgrade`). DatabaseError when the database cannot be opened or upgraded."""
+    engine = open_engine(url)
+    try:
+        upgrade(engine)
+    except BaseException:
+        engine.dispose()
+        raise
     return engine
 
 

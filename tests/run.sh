@@ -93,9 +93,23 @@ import tomllib
 
 root = pathlib.Path.cwd().resolve()
 project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
-wanted = [project["name"], *project["dependencies"], *project["optional-dependencies"]["test"]]
-for requirement in wanted:
-    name = re.match(r"[A-Za-z0-9._-]+", requirement).group(0)
+extras = project["optional-dependencies"]
+
+
+def names(requirements, seen):  # distribution names; our own extras ([test] names them) opened
+    for requirement in requirements:
+        name, own_extras = re.match(r"([A-Za-z0-9._-]+)(?:\[([^]]*)\])?", requirement).groups()
+        if name != project["name"]:
+            yield name
+            continue
+        for extra in (e.strip() for e in (own_extras or "").split(",")):
+            if extra and extra not in seen:
+                seen.add(extra)
+                yield from names(extras[extra], seen)
+
+
+wanted = [project["name"], *names([*project["dependencies"], f"{project['name']}[test]"], set())]
+for name in wanted:
     try:
         dist = md.distribution(name)
     except md.PackageNotFoundError:

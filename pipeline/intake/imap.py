@@ -226,6 +226,7 @@ class ImapSource:
         prefix = f"{self.account}/{folder.name}:{int(selected[b'UIDVALIDITY'])}"
         _expunge_leftovers(client, ingest, prefix)
         uids = sorted(client.search(["NOT", "DELETED"]))
+        ingest.expect(len(uids))
         batch_size = self.config.batch_size
         for start in range(0, len(uids), batch_size):
             batch = uids[start : start + batch_size]

@@ -25,7 +25,9 @@ class MaildirSource:
     def poll(self, ingest: Ingest) -> PollResult:
         result = PollResult()
         box = mailbox.Maildir(str(self.path), create=True)
-        for key in sorted(box.keys()):
+        keys = sorted(box.keys())
+        ingest.expect(len(keys))
+        for key in keys:
             raw = box.get_bytes(key)
             source_key = f"{self.name}:{key}"
             take = partial(ingest.take_email, source_key, raw, anonymous=self.anonymous)

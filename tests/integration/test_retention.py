@@ -26,7 +26,7 @@ def test_purge_dry_run_then_purge_leaves_an_audit_trail(deployment: Deployment) 
 
     dry = deployment.intake("purge", "--dry-run")
     assert dry.returncode == 0, dry.stderr
-    assert "would purge R-" in dry.stdout and "1 report(s) due" in dry.stdout
+    assert "would purge R-" in dry.stdout and "1 report(s) and 0 form archive(s) due" in dry.stdout
     assert database.execute("SELECT count(*) FROM encrypted_record").fetchone() == (2,)
 
     run = deployment.intake("purge")
@@ -38,7 +38,7 @@ def test_purge_dry_run_then_purge_leaves_an_audit_trail(deployment: Deployment) 
     assert actions[:2] == ["state", "state"]  # received (queued), then delivered
     assert actions[-2:] == ["command", "purge"]
     assert "Old report" not in str(database.execute("SELECT * FROM audit").fetchall())
-    assert "0 report(s) purged" in deployment.intake("purge").stdout  # nothing twice
+    assert "0 report(s) and 0 form archive(s) purged" in deployment.intake("purge").stdout  # nothing twice
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])

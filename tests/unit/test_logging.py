@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from pipeline.cli import setup_logging
+from pipeline.logs import setup_logging
 
 CANARY = "canary-protocol-7Q2"
 

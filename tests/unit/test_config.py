@@ -143,3 +143,14 @@ def test_outbox_passphrase_inline_none_and_only_one_source(tmp_path: Path) -> No
     two = 'outbox_passphrase = "a"\noutbox_passphrase_env = "B"'
     with pytest.raises(ConfigError, match=r"gpg: .*set only one of"):
         load_config(passphrase_config(tmp_path, two))
+
+
+def test_the_example_config_loads_as_shipped() -> None:
+    """intake.example.toml is what admins copy: it loads, signing in to Microsoft 365 with
+    OAuth2 and never sending a token in the clear."""
+    example = Path(__file__).resolve().parents[2] / "intake.example.toml"
+    config = load_config(example)
+    assert config.imap is not None and config.imap.auth == "oauth2"
+    assert config.imap.oauth2 is not None and config.imap.oauth2.provider == "microsoft"
+    assert config.smtp.credential_key in ("imap.oauth2", "smtp.oauth2")
+    assert config.smtp.security != "none"

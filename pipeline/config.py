@@ -435,6 +435,14 @@ def credential_path(path: Path, key: str = "gpg.outbox_passphrase_file") -> Path
     return Path(folder + str(path)[match.end() :])
 
 
+def from_systemd(path: Path) -> bool:
+    """A credential systemd passed the unit (LoadCredential=): it lives in
+    $CREDENTIALS_DIRECTORY, which only the unit's user may enter, whatever mode (or ACL, on
+    newer systemd) the file itself shows."""
+    folder = os.environ.get("CREDENTIALS_DIRECTORY")
+    return bool(folder) and path.resolve().is_relative_to(Path(str(folder)).resolve())
+
+
 def _read_private_file(path: Path, data_dir: Path, homedir: Path) -> str:
     """A secret file that only its owner can read and that is not in the data folder."""
     key = "gpg.outbox_passphrase_file"
@@ -447,7 +455,7 @@ def _read_private_file(path: Path, data_dir: Path, homedir: Path) -> str:
             )
     try:
         mode = stat.S_IMODE(real.stat().st_mode)
-        if mode & 0o077:
+        if mode & 0o077 and not from_systemd(real):
             raise ConfigError(
                 f"{key}: {path} is readable by group or others (mode {mode:o}); "
                 f"run: chmod 600 {path}"

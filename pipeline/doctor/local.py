@@ -15,7 +15,14 @@ import stat
 from pathlib import Path
 
 from pipeline.app import StartupError, outbox_passphrase
-from pipeline.config import Config, ConfigError, OAuth2Config, SignIn, credential_path
+from pipeline.config import (
+    Config,
+    ConfigError,
+    OAuth2Config,
+    SignIn,
+    credential_path,
+    from_systemd,
+)
 from pipeline.doctor.result import FAIL, PASS, SKIP, WARN, Check
 from pipeline.intake import SourceError
 from pipeline.intake.forms import FormSource
@@ -63,7 +70,7 @@ def file_secret(key: str, path: Path) -> Check:
     except OSError as exc:
         fix = f"run doctor as the daemon's user, or correct {key}"
         return Check(name, FAIL, f"{real}: cannot be read ({exc.strerror})", fix)
-    if loose is not None:
+    if loose is not None and not from_systemd(real):
         detail = f"{real}: readable by group or others (mode {loose:o})"
         return Check(name, FAIL, detail, f"chmod 600 {real}")
     if not data.strip():

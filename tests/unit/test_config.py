@@ -135,6 +135,16 @@ def test_outbox_passphrase_from_env_and_systemd_credentials(
     (credentials / "outbox-passphrase").chmod(0o400)
     monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(credentials))
     assert read_passphrase(path) == "from systemd"
+    # Newer systemd gives the unit's user an ACL on a tmpfs: the mode shows group-readable.
+    (credentials / "outbox-passphrase").chmod(0o440)
+    assert read_passphrase(path) == "from systemd"
+    # The same mode anywhere else is refused: only systemd's folder is private by itself.
+    loose = tmp_path / "outbox-passphrase"
+    loose.write_text("loose")
+    loose.chmod(0o440)
+    path = passphrase_config(tmp_path, f'outbox_passphrase_file = "{loose}"')
+    with pytest.raises(ConfigError, match="readable by group or others"):
+        read_passphrase(path)
 
 
 def test_outbox_passphrase_inline_none_and_only_one_source(tmp_path: Path) -> None:

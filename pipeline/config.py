@@ -130,8 +130,61 @@ class OAuth2Config(Section):
     scope: str | None = None  # default per provider (DEFAULT_SCOPES)
     ca_file: Path | None = None  # a private CA for the token endpoint (default: the system's)
 
+    # What each provider reads besides provider, scope and ca_file: any other key is refused.
+    PROVIDER_KEYS: ClassVar[dict[str, frozenset[str]]] = {
+        "microsoft": frozenset(
+            {
+                "tenant",
+                "client_id",
+                "client_secret_file",
+                "client_secret_env",
+                "client_secret",
+                "certificate_file",
+                "token_url",
+            }
+        ),
+        "google": frozenset({"service_account_file"}),  # the key file names client and endpoint
+        "generic": frozenset(
+            {"client_id", "client_secret_file", "client_secret_env", "client_secret", "token_url"}
+        ),
+    }
+
+    @staticmethod
+    def safe_endpoint(url: str) -> bool:
+        """Whether a client secret or a signed assertion may be sent to `url`: https, or
+        plain http to a loopback host only."""
+        from urllib.parse import urlsplit
+
+        try:
+            parts = urlsplit(url.strip())
+            host = parts.hostname or ""
+        except ValueError:  # a malformed address ("https://[::1")
+            return False
+        return bool(host) and (
+            parts.scheme == "https" or (parts.scheme == "http" and is_loopback(host))
+        )
+
+    @field_validator("token_url")
+    @classmethod
+    def _https(cls, url: str | None) -> str | None:
+        if url is not None and not cls.safe_endpoint(url):
+            raise ValueError(
+                "not an https:// address: the client secret would go in the clear (plain "
+                "http:// only to a loopback host)"
+            )
+        return url
+
     @model_validator(mode="after")
     def _complete(self) -> OAuth2Config:
+        used = self.PROVIDER_KEYS[self.provider] | {"provider", "scope", "ca_file"}
+        unused = [
+            k for k in type(self).model_fields if k not in used and getattr(self, k) is not None
+        ]
+        if unused:
+            them = "it" if len(unused) == 1 else "them"
+            raise ValueError(
+                f"provider {self.provider} does not use {', '.join(unused)}: remove {them}"
+            )
         secrets = [k for k in SECRET_KEYS if getattr(self, k) is not None]
         if len(secrets) > 1:
             raise ValueError(f"set only one of {', '.join(secrets)}")

@@ -13,7 +13,11 @@ one once when the server refuses it); a failure is a `SendError` that says wheth
 mail's (temporary or permanent), the server's (unreachable: stop for now) or our configuration's
 (`fault`: SMTP 530, 535, an authentication or TLS 5.7.x, or relaying denied, at STARTTLS, AUTH,
 MAIL, RCPT or DATA; a server certificate that does not verify (`smtp.ca_file`); no token; the
-whole queue waits).
+whole queue waits). A token endpoint that cannot be reached or is failing is like a server that
+is down (unreachable); anything else that goes wrong before the session is up is no fault of the
+mail either: a sign-in problem holds the queue, it never dead-letters the mail. A refused
+sign-in says what the mailbox needs where we know it (Microsoft 365's SMTP AUTH switched off,
+5.7.139; the app's permissions for XOAUTH2).
 A server's reply text is read to classify it, never kept: it may quote an address.
 """
 
@@ -32,7 +36,7 @@ from typing import Literal, Protocol, TypeVar
 
 from pipeline.config import ConfigError, SmtpConfig
 from pipeline.crypto import Crypto
-from pipeline.oauth import TokenError, token_source
+from pipeline.oauth import TokenError, mailbox_access, token_source
 from pipeline.render import Rendered, one_line
 from pipeline.report import Attachment
 
@@ -44,7 +48,8 @@ class SendError(Exception):
     """A send failed. `temporary`: a later try of this mail may succeed. `unreachable`: the
     server is not taking mail now (down, closing, overloaded): stop trying other mail.
     `fault`: the config keys to check when the server refuses our configuration (credentials,
-    TLS or authentication required): nothing is the mail's fault, the whole queue waits."""
+    TLS or authentication required): nothing is the mail's fault, the whole queue waits.
+    `check`: what to look at when it is unreachable (default: the SMTP server itself)."""
 
     def __init__(
         self,
@@ -53,11 +58,13 @@ class SendError(Exception):
         temporary: bool,
         unreachable: bool = False,
         fault: str | None = None,
+        check: str | None = None,
     ) -> None:
         super().__init__(message)
         self.temporary = temporary
         self.unreachable = unreachable
         self.fault = fault
+        self.check = check
 
 
 class Transport(Protocol):
@@ -275,10 +282,15 @@ class SmtpTransport:
         """Run one step of the session; its failure as a SendError."""
         try:
             return action()
+        except SendError:  # already says what it is
+            raise
         except ConfigError as exc:  # a password or CA file cannot be read: names the key
             key = str(exc).split(":", 1)[0]
             raise SendError(str(exc), temporary=True, fault=key) from None
         except TokenError as exc:  # no token: names the table, the endpoint and its error
+            if exc.transient:  # the token endpoint is down or failing: like a server down
+                check = f"the token endpoint of {self.config.credential_key} and the network"
+                raise SendError(str(exc), temporary=True, unreachable=True, check=check) from None
             raise SendError(str(exc), temporary=True, fault=self.config.credential_key) from None
         except ssl.SSLCertVerificationError as exc:
             raise SendError(
@@ -296,6 +308,13 @@ class SmtpTransport:
             fault = "smtp.security" if stage == "STARTTLS" else "smtp.username"
             raise SendError(f"SMTP {stage}: {exc}", temporary=True, fault=fault) from None
         except OSError as exc:
+            raise _unreachable(exc) from None
+        except Exception as exc:  # anything else before the session is up is no fault of the
+            # mail: it waits (a sign-in problem holds the queue). Its class only.
+            if stage == "AUTH":
+                key = self.config.credential_key
+                message = f"SMTP AUTH: sign-in failed ({type(exc).__name__}): check {key}"
+                raise SendError(message, temporary=True, fault=key) from None
             raise _unreachable(exc) from None
 
     def _transfer(self, client: smtplib.SMTP, sender: str, recipient: str, data: bytes) -> None:
@@ -322,6 +341,7 @@ class SmtpTransport:
         found = _ENHANCED.match(text)
         enhanced = found.group(1) if found else ""
         message = " ".join(part for part in (f"SMTP {code}", enhanced, f"at {stage}") if part)
+        message += self._hint(code, enhanced, stage)
         relaying = stage in ("MAIL", "RCPT") and enhanced == "5.7.1" and _RELAY.search(text)
         if (
             code in FAULT_CODES
@@ -333,6 +353,21 @@ class SmtpTransport:
         if code == 421 or stage not in ("MAIL", "RCPT", "DATA"):
             return SendError(message, temporary=True, unreachable=True)
         return SendError(message, temporary=code < 500)
+
+    def _hint(self, code: int, enhanced: str, stage: Stage) -> str:
+        """What to do about a refused sign-in, where we know more than the keys: Microsoft
+        365's SMTP AUTH switched off (5.7.139), or what the mail server needs before it takes
+        the provider's tokens for the mailbox."""
+        cfg = self.config
+        if enhanced == "5.7.139":
+            return (
+                ": SMTP AUTH is disabled for the mailbox (or the tenant): Set-CASMailbox "
+                f"-Identity {cfg.username} -SmtpClientAuthenticationDisabled $false (for the "
+                "tenant: Set-TransportConfig -SmtpClientAuthenticationDisabled $false)"
+            )
+        if stage == "AUTH" and code >= 500 and cfg.auth == "oauth2" and cfg.oauth2 is not None:
+            return f": {mailbox_access(cfg.oauth2, 'smtp')}"
+        return ""
 
     def _fault_keys(self, code: int, text: str, stage: Stage) -> str:
         """The config keys to check for a configuration fault."""

@@ -8,9 +8,10 @@ by the call (`log.info(..., extra={"reference": reference})`) or set for a stret
 so a message is one line whatever it holds.
 
 Either way our own loggers (`pipeline.*`, `__main__`) log from `level` (DEBUG with `--verbose`)
-and libraries from WARNING only: they log protocol data at DEBUG and INFO (imapclient's commands
-and literals, gnupg's status lines, aiosmtpd's and SQLAlchemy's traffic), which can carry
-message content. Our own lines name references, sources, keys and reasons; never content.
+and libraries from WARNING only, and never with a traceback: they log protocol data at DEBUG and
+INFO (imapclient's commands and literals, gnupg's status lines, aiosmtpd's and SQLAlchemy's
+traffic), which can carry message content, and an exception they log may quote what it choked
+on. Our own lines name references, sources, keys and reasons; never content.
 
 `Progress` counts the inputs a poll takes (`Ingest.progress`) and shows count, rate and what
 remains as one line under the log lines, redrawn at most `Progress.INTERVAL` apart; only when
@@ -38,11 +39,13 @@ _context: ContextVar[dict[str, str]] = ContextVar("log_context")
 
 
 def _own_or_warning(record: logging.LogRecord) -> bool:
-    """Let through our own records at any level, and others' from WARNING up: libraries log
-    protocol data at DEBUG and INFO (imapclient's commands and literals, gnupg's status lines,
-    aiosmtpd's and SQLAlchemy's traffic), which can carry message content."""
+    """Let through our own records at any level, and others' from WARNING up and without a
+    traceback: libraries log protocol data at DEBUG and INFO (imapclient's commands and
+    literals, gnupg's status lines, aiosmtpd's and SQLAlchemy's traffic), which can carry
+    message content, and a library logging an exception often quotes what it choked on (msal
+    logs a token answer it cannot parse, which may echo the client secret)."""
     own = record.name in OWN_LOGGERS or record.name.startswith("pipeline.")
-    return own or record.levelno >= logging.WARNING
+    return own or (record.levelno >= logging.WARNING and not record.exc_info)
 
 
 @contextmanager

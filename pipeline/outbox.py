@@ -217,7 +217,7 @@ class Drain:
         else:
             self.result.held = (
                 f"{server} is not taking mail ({error}): the rest of the outbox waits; "
-                "check smtp.host and smtp.port, and the server"
+                f"check {error.check or 'smtp.host and smtp.port, and the server'}"
             )
         log.error("outbox: %s", self.result.held)
 

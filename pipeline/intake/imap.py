@@ -18,8 +18,11 @@ to check (`imap (host:993): login refused: check imap.username / imap.password_f
 certificate that does not verify says "certificate" and names `imap.ca_file`. A missing folder,
 or a protocol error in one folder, is an error for that folder; the other folders are still
 polled. Login is pluggable: `LOGINS` maps `imap.auth` to a function: `password` (LOGIN) or
-`oauth2` (AUTHENTICATE XOAUTH2 with a token from `pipeline.oauth`; a refused token is replaced
-by a new one once before the login counts as refused).
+`oauth2` (AUTHENTICATE XOAUTH2, when the server offers AUTH=XOAUTH2, with a token from
+`pipeline.oauth`; a refused token is replaced by a new one once before the login counts as
+refused, and a connection lost while signing in is no refusal: the shared token is kept). A token
+endpoint that cannot be reached or is failing makes the source "unreachable", naming the
+endpoint; anything else that fails while connecting names the key to check.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from contextlib import suppress
 from dataclasses import dataclass
 
 from imapclient import IMAPClient
-from imapclient.exceptions import CapabilityError, LoginError
+from imapclient.exceptions import CapabilityError, IMAPClientAbortError, LoginError
 from imapclient.util import to_unicode
 
 from pipeline.config import ConfigError, ImapConfig
@@ -50,10 +53,28 @@ def _password_login(client: IMAPClient, config: ImapConfig) -> None:
     client.login(config.username, config.secret() or "")
 
 
+class NotOffered(Exception):
+    """The server does not offer the sign-in the configuration asks for."""
+
+
 def _oauth2_login(client: IMAPClient, config: ImapConfig) -> None:
-    """AUTHENTICATE XOAUTH2; a refused token (revoked, say) is replaced by a new one once."""
-    source = token_source(config)
-    source.sign_in(lambda token: client.oauth2_login(config.username, token), LoginError)
+    """AUTHENTICATE XOAUTH2; a refused token (revoked, say) is replaced by a new one once. A
+    connection lost meanwhile is no refusal: the shared token stays."""
+    if not client.has_capability("AUTH=XOAUTH2"):
+        raise NotOffered(
+            "the server does not offer AUTH=XOAUTH2: check imap.auth, and imap.security "
+            '("tls" or "starttls": many servers offer sign-in only in TLS)'
+        )
+
+    def attempt(token: str) -> None:
+        try:
+            client.oauth2_login(config.username, token)
+        except LoginError as exc:  # imapclient makes every error of AUTHENTICATE one
+            if isinstance(exc.__context__, IMAPClientAbortError):
+                raise exc.__context__ from None
+            raise
+
+    token_source(config).sign_in(attempt, LoginError)
 
 
 LOGINS: dict[str, Callable[[IMAPClient, ImapConfig], None]] = {
@@ -73,13 +94,15 @@ def connect_error(config: ImapConfig, exc: Exception) -> SourceError:
     where = server(config)
     if isinstance(exc, ConfigError):
         return SourceError(config.auth, f"{where}: {exc}")
-    if isinstance(exc, TokenError):
-        return SourceError("oauth2", f"{where}: {exc}")
+    if isinstance(exc, TokenError):  # an endpoint that is down or failing: unreachable
+        return SourceError("unreachable" if exc.transient else "oauth2", f"{where}: {exc}")
+    if isinstance(exc, NotOffered):
+        return SourceError("auth", f"{where}: {exc}")
     if isinstance(exc, LoginError):
         reply = to_unicode(str(exc))[:200]
         quoted = re.fullmatch(r"b(['\"])(.*)\1", reply)  # imapclient gives the reply's repr
         reply = quoted.group(2) if quoted else reply
-        access = f" ({mailbox_access(config.oauth2)})" if config.oauth2 else ""
+        access = f" ({mailbox_access(config.oauth2, 'imap')})" if config.oauth2 else ""
         return SourceError(
             "login",
             f"{where}: login refused ({reply}): check imap.username / {config.credential_key}"
@@ -109,6 +132,17 @@ def connect_error(config: ImapConfig, exc: Exception) -> SourceError:
         reason = exc.strerror or type(exc).__name__
         return SourceError(
             "unreachable", f"{where}: cannot connect ({reason}): check imap.host and imap.port"
+        )
+    if isinstance(exc, IMAPClientAbortError):
+        return SourceError(
+            "connection",
+            f"{where}: the connection was lost ({describe(exc)}): check the server, and "
+            "imap.timeout_seconds",
+        )
+    if not isinstance(exc, IMAPClient.Error):  # nothing of the server's: our sign-in failed
+        return SourceError(
+            config.auth,
+            f"{where}: sign-in failed ({type(exc).__name__}): check {config.credential_key}",
         )
     return SourceError("imap", f"{where}: the server refused the session ({describe(exc)})")
 
@@ -191,7 +225,7 @@ class ImapSource:
         result = PollResult()
         try:
             client = connect(self.config)
-        except (ConfigError, TokenError, OSError, IMAPClient.Error) as exc:
+        except Exception as exc:  # every way in which connecting fails names its key
             raise connect_error(self.config, exc) from None
         try:
             if self.keep_folder and not client.folder_exists(self.keep_folder):

@@ -4,32 +4,45 @@ between them, for each provider (microsoft with a secret or a certificate, googl
 service account, generic). Also: a revoked token replaced once, a refused client secret that
 shows nowhere, and server certificates from another CA (issue 10, §1 and §2).
 
+Also a token endpoint that misbehaves (`Canned` answers): mail waits and is never dead-lettered
+for a sign-in problem, an outage is "unreachable", not a wrong configuration, and an endpoint
+that echoes the client secret gets it into no log of the daemon. And the mail servers' side: no
+AUTH=XOAUTH2, a connection lost while signing in, a refusal that says what the mailbox needs.
+
 The servers live for the module; `dovecot` and `smtp_sink` are overridden here, so the shared
 `deployment` fixture runs on them.
 """
 
 from __future__ import annotations
 
+import json
+import socket
 import threading
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from imapclient.exceptions import LoginError
 from sqlmodel import Session
 
-from pipeline.config import OAuth2Config, SmtpConfig
+from pipeline.config import ImapConfig, OAuth2Config, SmtpConfig
 from pipeline.deliver import SendError, SmtpTransport
+from pipeline.intake import SourceError
 from pipeline.intake.idle import IdleWatcher
+from pipeline.intake.imap import ImapSource, connect_error
 from pipeline.models import SourceStatus
 from pipeline.oauth import forget_tokens, token_source
 from pipeline.store import make_engine
 from tests.integration.conftest import Deployment, Intake, email
 from tests.servers.dovecot import Dovecot, Login
+from tests.servers.net import LOOPBACK
 from tests.servers.smtp import SmtpSink
 from tests.servers.tls import TlsFiles, server_context
 from tests.servers.tokens import (
     MICROSOFT_SCOPE,
+    Canned,
     Client,
     ServiceAccountKey,
     TokenServer,
@@ -375,3 +388,231 @@ def test_idle_signs_in_with_the_shared_token(
         watcher.stop()
     assert deployment.imap.logins()[before:] == [Login("intake", "XOAUTH2", tls=True)]
     assert tokens.issued() == 1
+
+
+# -- a token endpoint that misbehaves -------------------------------------------------------
+
+
+def use_smtp_oauth(deployment: Deployment, table: str) -> None:
+    """IMAP as the shared deployment has it (a password, on loopback); SMTP over STARTTLS
+    signing in with XOAUTH2 and an `[smtp.oauth2]` table of its own."""
+    tls = deployment.imap.tls
+    assert tls is not None
+    deployment.write(extra=f'\n[smtp.oauth2]\n{table}ca_file = "{tls.ca_cert}"\n')
+    text = deployment.config_path.read_text()
+    old = f"port = {deployment.smtp.port}\n"
+    assert text.count(old) == 1
+    new = f'{old}security = "starttls"\nauth = "oauth2"\nusername = "intake"\n'
+    deployment.config_path.write_text(text.replace(old, f'{new}ca_file = "{tls.ca_cert}"\n'))
+
+
+def test_a_token_endpoint_without_a_usable_answer_holds_the_outbox_and_fails_no_mail(
+    deployment: Deployment, tokens: TokenServer, apps: Apps, intake: Intake
+):
+    use_smtp_oauth(deployment, microsoft_secret(tokens, apps))
+    tokens.canned = Canned(body="[]")  # a broken proxy, say: msal chokes on it
+    deployment.imap.append(email("Someone shouted at me in the lab. MARK-oauth-5"))
+
+    run = deployment.run_once()
+
+    assert run.returncode & 4, run.stderr  # mail could not be handed over in this run
+    assert "smtp.oauth2: the token endpoint 127.0.0.1 gave no usable token answer" in run.stderr
+    status = json.loads(intake("status", "--json").stdout)
+    assert [item for item in status["attention"] if item["kind"] == "failed"] == []
+    assert deployment.smtp.messages == []
+    tokens.canned = None  # the endpoint is mended: the mail that waited goes
+    assert deployment.run_in_process() == 0
+    assert any(b"MARK-oauth-5" in inner for inner in deployment.referrals())
+
+
+def test_an_endpoint_that_echoes_the_secret_gets_it_into_no_log_of_the_daemon(
+    deployment: Deployment, tokens: TokenServer, apps: Apps
+):
+    use_smtp_oauth(deployment, microsoft_secret(tokens, apps))
+    tokens.canned = Canned(400, "<html>Bad request: {form}</html>", "text/html")
+    deployment.imap.append(email("Still here. MARK-oauth-6"))
+
+    run = deployment.run_once()
+
+    assert "gave no usable token answer (JSONDecodeError, HTTP 400)" in run.stderr
+    files = [p for p in deployment.data_dir.rglob("*") if p.is_file()]
+    deployment.assert_nowhere([SECRET], files)  # the database, and this run's standard error
+
+
+def test_imap_without_a_usable_token_answer_is_a_source_error_naming_imap_oauth2(
+    deployment: Deployment, tokens: TokenServer, apps: Apps
+):
+    use_oauth(deployment, microsoft_secret(tokens, apps))
+    tokens.canned = Canned(body='"ok"')
+
+    assert deployment.run_in_process() & 2
+
+    status = source_status(deployment)
+    assert status.error_cause == "oauth2" and status.last_error is not None
+    assert (
+        status.last_error.startswith("imap (127.0.0.1:")
+        and "imap.oauth2: the token endpoint 127.0.0.1 gave no usable token answer (AttributeError"
+        in (status.last_error)
+    )
+
+
+def test_a_token_endpoint_outage_makes_imap_unreachable_not_misconfigured(
+    deployment: Deployment, tokens: TokenServer, apps: Apps
+):
+    use_oauth(deployment, generic(tokens, apps))
+    tokens.canned = Canned(503, "<html>Service Unavailable</html>", "text/html")
+
+    assert deployment.run_in_process() & 2
+
+    status = source_status(deployment)
+    assert status.error_cause == "unreachable" and status.last_error is not None
+    assert "imap.oauth2: the token endpoint 127.0.0.1 failed (HTTP 503)" in status.last_error
+
+
+@pytest.mark.parametrize("status", [500, 429])
+def test_a_token_endpoint_outage_makes_smtp_unreachable_not_a_fault(
+    smtp_sink: SmtpSink, tokens: TokenServer, apps: Apps, tls_files: TlsFiles, status: int
+):
+    tokens.canned = Canned(status, "<html>Try later</html>", "text/html")
+    config = smtp_config(smtp_sink, tokens, apps, tls_files.ca_cert)
+    with pytest.raises(SendError) as raised:
+        SmtpTransport(config).send("intake@example.ac.uk", "a@example.ac.uk", email("Hi"))
+    error = raised.value
+    assert error.unreachable and error.temporary and error.fault is None
+    assert str(error).startswith(
+        f"smtp.oauth2: the token endpoint 127.0.0.1 failed (HTTP {status})"
+    )
+
+
+def test_a_sign_in_that_fails_in_the_client_holds_the_mail_and_names_the_key(
+    smtp_sink_factory: Callable[..., SmtpSink],
+):
+    sink = smtp_sink_factory()
+    config = SmtpConfig(
+        host=sink.host, port=sink.port, security="none", username="intake", password="pässwörd"
+    )
+    with pytest.raises(SendError) as raised:  # smtplib cannot encode it: no fault of the mail
+        SmtpTransport(config).send("intake@example.ac.uk", "a@example.ac.uk", email("Hi"))
+    error = raised.value
+    assert error.temporary and error.fault == "smtp.password"
+    assert str(error) == "SMTP AUTH: sign-in failed (UnicodeEncodeError): check smtp.password"
+
+
+# -- the mail servers' side -------------------------------------------------------------
+
+
+def imap_oauth2(host: str, port: int, server: TokenServer, apps: Apps, ca_file: Path) -> ImapConfig:
+    oauth2 = OAuth2Config(
+        provider="generic",
+        client_id="generic",
+        client_secret_file=apps.secret_file,
+        token_url=server.token_url,
+        ca_file=ca_file,
+    )
+    return ImapConfig(
+        host=host, port=port, security="none", username="intake", auth="oauth2", oauth2=oauth2
+    )
+
+
+def test_imap_without_xoauth2_says_so_and_asks_for_no_token(
+    dovecot_server: Dovecot, tokens: TokenServer, apps: Apps, tls_files: TlsFiles
+):
+    if not dovecot_server.running:
+        dovecot_server.start()
+    config = imap_oauth2(dovecot_server.host, dovecot_server.port, tokens, apps, tls_files.ca_cert)
+    with pytest.raises(SourceError) as raised:
+        ImapSource(config).poll(None)  # type: ignore[arg-type]  # it fails before taking any
+    assert raised.value.cause == "auth"
+    assert "the server does not offer AUTH=XOAUTH2: check imap.auth" in str(raised.value)
+    assert tokens.requests == []
+
+
+@contextmanager
+def imap_that_hangs_up_at_sign_in() -> Iterator[int]:
+    """A scripted IMAP server on loopback (its port) that offers XOAUTH2 and closes the
+    connection when a client authenticates: a server restarting, a balancer cutting in."""
+    capability = b"CAPABILITY IMAP4rev1 SASL-IR AUTH=XOAUTH2"
+    listener = socket.create_server((LOOPBACK, 0))
+
+    def serve() -> None:
+        while True:
+            try:
+                connection, _ = listener.accept()
+            except OSError:  # closed: the test is over
+                return
+            with connection, connection.makefile("rwb") as stream:
+                stream.write(b"* OK [" + capability + b"] ready\r\n")
+                stream.flush()
+                for line in stream:
+                    tag, _, command = line.partition(b" ")
+                    if not command.upper().startswith(b"CAPABILITY"):
+                        break  # AUTHENTICATE: hang up
+                    stream.write(b"* " + capability + b"\r\n" + tag + b" OK done\r\n")
+                    stream.flush()
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        listener.close()
+
+
+def test_a_connection_lost_while_signing_in_keeps_the_shared_token(
+    tokens: TokenServer, apps: Apps, tls_files: TlsFiles
+):
+    with imap_that_hangs_up_at_sign_in() as port:
+        config = imap_oauth2(LOOPBACK, port, tokens, apps, tls_files.ca_cert)
+        token = token_source(config).token()  # the sender's, say, shared with the poller
+        with pytest.raises(SourceError) as raised:
+            ImapSource(config).poll(None)  # type: ignore[arg-type]  # it fails before taking any
+    assert raised.value.cause == "connection"
+    assert "the connection was lost" in str(raised.value)
+    assert token_source(config).token() == token and tokens.issued() == 1  # not refused
+
+
+@pytest.mark.parametrize(
+    ("reply", "says"),
+    [
+        (
+            "535 5.7.3 Authentication unsuccessful",
+            "SMTP 535 5.7.3 at AUTH: the app needs SMTP.SendAsApp, and its Exchange service "
+            "principal needs Add-MailboxPermission on the mailbox",
+        ),
+        (
+            "535 5.7.139 Authentication unsuccessful, SmtpClientAuthentication is disabled",
+            "SMTP 535 5.7.139 at AUTH: SMTP AUTH is disabled for the mailbox (or the tenant): "
+            "Set-CASMailbox -Identity intake -SmtpClientAuthenticationDisabled $false",
+        ),
+    ],
+)
+def test_smtp_sign_in_refused_says_what_the_mailbox_needs(
+    smtp_sink: SmtpSink,
+    tokens: TokenServer,
+    apps: Apps,
+    tls_files: TlsFiles,
+    reply: str,
+    says: str,
+):
+    smtp_sink.refuse(reply, at="AUTH")
+    oauth2 = OAuth2Config(
+        provider="microsoft",
+        client_id="ms-secret",
+        client_secret_file=apps.secret_file,
+        token_url=tokens.microsoft_token_url,
+        ca_file=tls_files.ca_cert,
+    )
+    config = smtp_config(smtp_sink, tokens, apps, tls_files.ca_cert, oauth2=oauth2)
+    with pytest.raises(SendError) as raised:
+        SmtpTransport(config).send("intake@example.ac.uk", "a@example.ac.uk", email("Hi"))
+    assert str(raised.value).startswith(says)
+    assert raised.value.fault == "smtp.username and smtp.oauth2"
+
+
+def test_google_imap_refused_after_a_token_was_issued_points_at_imap_access():
+    oauth2 = OAuth2Config(provider="google", service_account_file=Path("/etc/google.json"))
+    config = ImapConfig(
+        host="imap.gmail.com", username="box@uni.ac.uk", auth="oauth2", oauth2=oauth2
+    )
+    error = connect_error(config, LoginError("b'[AUTHENTICATIONFAILED] Invalid credentials'"))
+    assert error.cause == "login"
+    assert "IMAP is most likely off for this user" in str(error)

@@ -38,7 +38,9 @@ def test_purge_dry_run_then_purge_leaves_an_audit_trail(deployment: Deployment) 
     assert actions[:2] == ["state", "state"]  # received (queued), then delivered
     assert actions[-2:] == ["command", "purge"]
     assert "Old report" not in str(database.execute("SELECT * FROM audit").fetchall())
-    assert "0 report(s) and 0 form archive(s) purged" in deployment.intake("purge").stdout  # nothing twice
+    assert (
+        "0 report(s) and 0 form archive(s) purged" in deployment.intake("purge").stdout
+    )  # nothing twice
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])

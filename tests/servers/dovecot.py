@@ -74,9 +74,10 @@ passdb {{
   mechanisms = plain login
   args = scheme=PLAIN username_format=%u {base}/passwd
 }}
-{oauth2_passdb}userdb {{
+{oauth2_passdb}# allow_all_users: doveadm's user lookups (the password passdb serves PLAIN/LOGIN only)
+userdb {{
   driver = static
-  args = uid={uid} gid={gid} home={base}/mail/%u
+  args = uid={uid} gid={gid} home={base}/mail/%u allow_all_users=yes
 }}
 namespace inbox {{
   inbox = yes

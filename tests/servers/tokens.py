@@ -18,7 +18,11 @@ port (`plain_url`: Dovecot's introspection client does not know the tests' CA):
   that has not expired or been revoked (`revoke()`), else `{"active": false}`.
 
 Error descriptions quote the secret the client sent, as a careless server might: a client must
-never pass a description on. `expires_in` sets the life of the next tokens.
+never pass a description on. `expires_in` sets the life of the next tokens (any JSON value: a
+string, NaN, Infinity). `canned` makes every token request get a `Canned` answer instead of a
+grant: a proxy's HTML page, a JSON list, an outage (5xx, 429), a redirect, a page that echoes
+the request's form, an answer that trickles in a byte at a time. A POST to any other path is
+recorded in `stray` (where a followed redirect would land).
 """
 
 from __future__ import annotations
@@ -89,6 +93,19 @@ class TokenRequest:
     error: str | None
 
 
+@dataclass(frozen=True)
+class Canned:
+    """An answer the token endpoint gives instead of a grant. `{form}` in `body` becomes the
+    request's form as it was sent (a page that echoes what it got, secrets and all); with
+    `trickle`, the body is sent one byte every `trickle` seconds."""
+
+    status: int = 200
+    body: str = ""
+    content_type: str = "application/json"
+    headers: tuple[tuple[str, str], ...] = ()
+    trickle: float = 0.0
+
+
 @dataclass
 class _Issued:
     mailbox: str
@@ -112,7 +129,9 @@ class TokenServer:
     def __init__(self, *, tls: TlsFiles | None = None, tenant: str = TENANT) -> None:
         self.tls = tls
         self.tenant = tenant
-        self.expires_in = 3600
+        self.expires_in: object = 3600
+        self.canned: Canned | None = None
+        self.stray: list[str] = []  # paths POSTed to that are no endpoint of ours
         self.clients: dict[str, Client] = {}
         self.service_accounts: dict[str, ServiceAccount] = {}
         self.requests: list[TokenRequest] = []
@@ -206,9 +225,12 @@ class TokenServer:
         return self.active(token) == user
 
     def reset(self) -> None:
-        """Forget issued tokens and requests; the default token life. Clients stay."""
+        """Forget issued tokens and requests; the default token life, real answers. Clients
+        stay."""
         with self._lock:
             self.expires_in = 3600
+            self.canned = None
+            self.stray.clear()
             self.requests.clear()
             self._issued.clear()
             self.introspections = 0
@@ -234,7 +256,8 @@ class TokenServer:
             raise
         token = secrets.token_urlsafe(32)
         with self._lock:
-            self._issued[token] = _Issued(mailbox, time.time() + self.expires_in)
+            life = self.expires_in if type(self.expires_in) is int else 3600
+            self._issued[token] = _Issued(mailbox, time.time() + life)
             self.requests.append(TokenRequest(flow, name, basic is not None, None))
             expires_in = self.expires_in
         return {"access_token": token, "token_type": "Bearer", "expires_in": expires_in}
@@ -398,10 +421,16 @@ class _Handler(BaseHTTPRequestHandler):
             bearer = self.headers.get("Authorization", "").removeprefix("Bearer ")
             self._json(200, tokens.introspect(form.get("token") or bearer))
         elif path == "/token" or path == f"/{tokens.tenant}/oauth2/v2.0/token":
+            canned = tokens.canned
+            if canned is not None:
+                self._canned(canned, body)
+                return
             scheme = "https" if self.server.context else "http"
             endpoint = f"{scheme}://{LOOPBACK}:{self.server.port}{path}"
             self._answer(lambda: tokens.grant(endpoint, form, self._basic()))
         else:
+            with tokens._lock:
+                tokens.stray.append(path)
             self._json(404, {"error": "not_found"})
 
     def _basic(self) -> tuple[str, str] | None:
@@ -425,6 +454,25 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(401 if refused.error == "invalid_client" else 400, error)
             return
         self._json(200, answer)
+
+    def _canned(self, canned: Canned, form: str) -> None:
+        data = canned.body.replace("{form}", form).encode()
+        self.send_response(canned.status)
+        self.send_header("Content-Type", canned.content_type)
+        self.send_header("Content-Length", str(len(data)))
+        for name, value in canned.headers:
+            self.send_header(name, value)
+        self.end_headers()
+        if not canned.trickle:
+            self.wfile.write(data)
+            return
+        try:
+            for byte in data:
+                self.wfile.write(bytes([byte]))
+                self.wfile.flush()
+                time.sleep(canned.trickle)
+        except OSError:  # the client gave up on us
+            self.close_connection = True
 
     def _json(self, status: int, answer: dict[str, Any]) -> None:
         data = json.dumps(answer).encode()

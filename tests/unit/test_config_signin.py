@@ -183,6 +183,22 @@ OAUTH2_ERRORS = {
         'provider = "generic"\ntoken_url = "https://id.example/token"\nclient_id = "c"\n',
         "provider generic needs one of client_secret_file, client_secret_env, client_secret",
     ),
+    "google with a client secret": (
+        f'provider = "google"\nservice_account_file = "sa.json"\nclient_secret = "{CLIENT_SECRET}"\n',
+        "provider google does not use client_secret: remove it",
+    ),
+    "google with a client and a token_url": (
+        'provider = "google"\nservice_account_file = "sa.json"\nclient_id = "c"\ntoken_url = "https://t.example/token"\n',
+        "provider google does not use client_id, token_url: remove them",
+    ),
+    "generic with a certificate and a tenant": (
+        f'provider = "generic"\ntoken_url = "https://id.example/token"\nclient_id = "c"\nclient_secret = "{CLIENT_SECRET}"\ncertificate_file = "app.pem"\ntenant = "t"\n',
+        "provider generic does not use tenant, certificate_file: remove them",
+    ),
+    "microsoft with a service account file": (
+        MICROSOFT.split("\n", 1)[1] + 'service_account_file = "sa.json"\n',
+        "provider microsoft does not use service_account_file: remove it",
+    ),
 }
 
 
@@ -198,6 +214,42 @@ def test_an_incomplete_oauth2_table_is_refused_naming_it(
     path, error = load_error(tmp_path, text)
     assert error.startswith(f"{path}: {section}.oauth2: ") and expected in error, error
     assert CLIENT_SECRET not in error and "\n" not in error
+
+
+GENERIC = 'provider = "generic"\nclient_id = "c"\nclient_secret = "{}"\ntoken_url = "{}"\n'
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://idp.example.com/token",
+        "ftp://idp.example.com/token",
+        "idp.example.com/token",
+        "http://127.0.0.1.example.com/token",
+        "https://[::1/token",
+    ],
+)
+def test_a_token_url_that_would_send_the_secret_in_the_clear_is_refused_naming_it(
+    tmp_path: Path, url: str
+) -> None:
+    path, error = load_error(tmp_path, oauth2_table("imap", GENERIC.format(CLIENT_SECRET, url)))
+    assert error.startswith(f"{path}: imap.oauth2.token_url: not an https:// address"), error
+    assert CLIENT_SECRET not in error and "\n" not in error
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://idp.example.com/token",
+        "http://127.0.0.1:8080/token",
+        "http://[::1]:8080/token",
+        "http://localhost/token",
+    ],
+)
+def test_a_token_url_is_https_or_plain_http_to_loopback(tmp_path: Path, url: str) -> None:
+    config = load_config(write(tmp_path, oauth2_table("imap", GENERIC.format(CLIENT_SECRET, url))))
+    assert config.imap is not None and config.imap.oauth2 is not None
+    assert config.imap.oauth2.token_url == url
 
 
 def test_an_unknown_provider_is_refused_naming_the_key(tmp_path: Path) -> None:

@@ -1,12 +1,15 @@
 """pipeline.oauth against the real local token server (tests/servers/tokens.py) over HTTPS:
 each provider's grant, the cache shared by IMAP and SMTP, renewal before expiry, a new token
 after a refusal, and errors that name the table, the host and the provider's code, never a
-secret."""
+secret. Also the endpoint misbehaving (`Canned` answers): a page or a JSON list instead of a
+token, an outage, a redirect, an echo of the secret, an answer that trickles in."""
 
 from __future__ import annotations
 
 import logging
+import subprocess
 import sys
+import textwrap
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +22,7 @@ from pipeline.config import ConfigError, ImapConfig, OAuth2Config, SmtpConfig
 from pipeline.oauth import (
     Token,
     TokenError,
+    endpoint,
     forget_tokens,
     microsoft_authority,
     read_certificate,
@@ -28,13 +32,16 @@ from tests.servers.net import free_port
 from tests.servers.tls import TlsFiles
 from tests.servers.tokens import (
     MICROSOFT_SCOPE,
+    Canned,
     Client,
     ServiceAccountKey,
     TokenServer,
     make_rsa_key,
     write_client_certificate,
+    write_service_account_file,
 )
 
+REPO = Path(__file__).resolve().parents[2]
 SECRET = "Cl1ent-S3cret~value+/="  # form-encoding matters for HTTP Basic
 WRONG = "wr0ng-S3cret~value-8e1a"  # the token server quotes it in its error description
 
@@ -186,6 +193,13 @@ def test_microsoft_with_a_client_secret(tokens: TokenServer, apps: Apps):
     ]
 
 
+def test_microsoft_gives_a_new_token_after_a_refusal(tokens: TokenServer, apps: Apps):
+    source = token_source(imap(microsoft(tokens, apps)))
+    refused = source.token()
+    source.invalidate(refused)  # msal's own cache holds it: it is emptied, not handed back
+    assert source.token() not in (refused, None) and tokens.issued() == 2
+
+
 def test_microsoft_with_a_certificate(tokens: TokenServer, apps: Apps):
     oauth2 = microsoft(
         tokens, apps, client_id="ms-cert", client_secret=None, certificate_file=apps.certificate
@@ -257,6 +271,7 @@ def test_google_mailbox_without_delegation(
     message = str(raised.value)
     assert message.startswith("imap.oauth2: 127.0.0.1 refused the token request")
     assert "unauthorized_client" in message and "domain-wide delegation" in message
+    assert "104857600000000000001" in message  # the key file's client ID, to paste there
     assert raised.value.code == "unauthorized_client"
 
 
@@ -328,8 +343,9 @@ def test_token_endpoint_whose_certificate_does_not_verify(
 
 def test_token_endpoint_unreachable(tokens: TokenServer, apps: Apps):
     url = f"https://127.0.0.1:{free_port()}/token"
-    with pytest.raises(TokenError, match=r"^imap\.oauth2: cannot reach the token endpoint"):
+    with pytest.raises(TokenError, match=r"^imap\.oauth2: cannot reach the token endpoint") as e:
         token_source(imap(generic(tokens, apps, token_url=url))).token()
+    assert e.value.transient  # worth trying again: nothing in the configuration is wrong
 
 
 def test_missing_ca_file_names_its_key(tokens: TokenServer, apps: Apps, tmp_path: Path):
@@ -385,3 +401,185 @@ def test_certificate_file_problems_name_the_key(tmp_path: Path, apps: Apps):
         assert "PRIVATE KEY" not in message
     credential, thumbprint = read_certificate(apps.certificate, "imap.oauth2.certificate_file")
     assert len(thumbprint) == 40 and credential["public_certificate"] == cert_pem.strip()
+
+
+def test_a_certificate_systemd_passes_is_read_from_its_credentials_folder(
+    apps: Apps, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """certificate_file = "${CREDENTIALS_DIRECTORY}/m365-certificate" (LoadCredential=)."""
+    given = Path("${CREDENTIALS_DIRECTORY}/m365-certificate")
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+    with pytest.raises(ConfigError, match="CREDENTIALS_DIRECTORY is not set"):
+        read_certificate(given, "imap.oauth2.certificate_file")
+    folder = tmp_path / "credentials"
+    folder.mkdir()
+    (folder / "m365-certificate").write_bytes(apps.certificate.read_bytes())
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(folder))
+    _, thumbprint = read_certificate(given, "imap.oauth2.certificate_file")
+    assert thumbprint == read_certificate(apps.certificate, "key")[1]
+
+
+# -- an endpoint that misbehaves ----------------------------------------------------------
+
+
+def config_of(provider: str, tokens: TokenServer, apps: Apps, key: ServiceAccountKey) -> ImapConfig:
+    if provider == "google":
+        return imap(google(key, apps.ca_file))
+    return imap((microsoft if provider == "microsoft" else generic)(tokens, apps))
+
+
+PAGE = Canned(body="<html>Sign in to the proxy</html>", content_type="text/html")
+UNUSABLE = {
+    "microsoft, a JSON list": ("microsoft", Canned(body="[]"), "AttributeError"),
+    "microsoft, a JSON string": ("microsoft", Canned(body='"ok"'), "AttributeError"),
+    "microsoft, expires_in soon": ("microsoft", "soon", "ValueError"),
+    "generic, a proxy's page": ("generic", PAGE, "no access_token"),
+    "google, a proxy's page": ("google", PAGE, "TypeError"),
+    "google, expires_in soon": ("google", "soon", "ValueError"),
+}
+
+
+@pytest.mark.parametrize("case", list(UNUSABLE))
+def test_an_answer_without_a_usable_token_is_a_token_error(
+    tokens: TokenServer, apps: Apps, google_service_account: ServiceAccountKey, case: str
+):
+    provider, answer, what = UNUSABLE[case]
+    if isinstance(answer, Canned):
+        tokens.canned = answer
+    else:
+        tokens.expires_in = answer
+    with pytest.raises(TokenError) as raised:
+        token_source(config_of(provider, tokens, apps, google_service_account)).token()
+    message = str(raised.value)
+    assert message.startswith(
+        f"imap.oauth2: the token endpoint 127.0.0.1 gave no usable token answer ({what}"
+    )
+    assert not raised.value.transient  # the endpoint answered: its address is the suspect
+
+
+@pytest.mark.parametrize(
+    ("expires_in", "valid"),
+    [
+        (0, 3600),
+        (-100, 3600),
+        (float("nan"), 3600),
+        (float("inf"), 3600),  # 1e400 in JSON
+        ("soon", 3600),
+        (True, 3600),
+        ("7200", 7200),
+        (10**9, 86400),
+    ],
+)
+def test_a_token_life_that_makes_no_sense_is_an_hour_and_at_most_a_day(
+    tokens: TokenServer,
+    apps: Apps,
+    caplog: pytest.LogCaptureFixture,
+    expires_in: object,
+    valid: int,
+):
+    caplog.set_level(logging.INFO)
+    tokens.expires_in = expires_in
+    source = token_source(imap(generic(tokens, apps)))
+    assert source.token() == source.token()
+    assert tokens.issued() == 1
+    assert f"new access token from 127.0.0.1 (valid {valid} s)" in caplog.text
+
+
+@pytest.mark.parametrize("provider", ["microsoft", "google", "generic"])
+def test_a_redirect_from_the_token_endpoint_is_never_followed(
+    tokens: TokenServer, apps: Apps, google_service_account: ServiceAccountKey, provider: str
+):
+    elsewhere = f"{tokens.plain_url}/collect"  # plain HTTP, another port
+    tokens.canned = Canned(status=307, headers=(("Location", elsewhere),))
+    with pytest.raises(TokenError) as raised:
+        token_source(config_of(provider, tokens, apps, google_service_account)).token()
+    message = str(raised.value)
+    assert "answered with a redirect (HTTP 307), which is never followed" in message
+    assert not raised.value.transient
+    assert tokens.stray == []  # nothing, the client secret or assertion least of all, went on
+
+
+OUTAGES = [
+    Canned(status=500, body="<html>Internal error</html>", content_type="text/html"),
+    Canned(status=503, body='{"error": "temporarily_unavailable"}'),
+    Canned(status=429, body='{"error": "slow_down"}', headers=(("Retry-After", "1"),)),
+]
+
+
+@pytest.mark.parametrize("provider", ["microsoft", "generic"])
+@pytest.mark.parametrize("outage", OUTAGES, ids=lambda c: str(c.status))
+def test_an_outage_of_the_token_endpoint_is_transient_and_no_refusal(
+    tokens: TokenServer,
+    apps: Apps,
+    google_service_account: ServiceAccountKey,
+    provider: str,
+    outage: Canned,
+):
+    tokens.canned = outage
+    with pytest.raises(TokenError) as raised:
+        token_source(config_of(provider, tokens, apps, google_service_account)).token()
+    message = str(raised.value)
+    assert message.startswith(
+        f"imap.oauth2: the token endpoint 127.0.0.1 failed (HTTP {outage.status})"
+    )
+    assert raised.value.transient and "refused" not in message
+
+
+def test_an_answer_that_trickles_in_is_given_up_at_the_deadline(
+    tokens: TokenServer, apps: Apps, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setattr(endpoint, "TIMEOUT", 1.0)
+    answer = '{"access_token": "tok", "token_type": "Bearer", "expires_in": 3600}'
+    tokens.canned = Canned(body=answer, trickle=0.2)  # 13 s in all, a byte at a time
+    started = time.monotonic()
+    with pytest.raises(TokenError) as raised:
+        token_source(imap(generic(tokens, apps))).token()
+    assert time.monotonic() - started < 4
+    assert str(raised.value) == "imap.oauth2: the token endpoint 127.0.0.1 did not answer in 1 s"
+    assert raised.value.transient
+
+
+def test_an_endpoint_that_echoes_the_secret_gets_it_into_no_log(
+    tokens: TokenServer, apps: Apps, caplog: pytest.LogCaptureFixture
+):
+    caplog.set_level(logging.DEBUG)
+    tokens.canned = Canned(400, "<html>Bad request: {form}</html>", "text/html")
+    with pytest.raises(TokenError) as raised:
+        token_source(imap(microsoft(tokens, apps, client_secret=WRONG))).token()
+    assert "gave no usable token answer (JSONDecodeError, HTTP 400)" in str(raised.value)
+    assert caplog.records  # what was logged, was caught
+    assert WRONG not in caplog.text and "client_secret" not in caplog.text
+
+
+def test_a_library_record_with_a_traceback_never_reaches_the_log():
+    code = textwrap.dedent(
+        f"""
+        import logging
+        from pipeline.logs import setup_logging
+        setup_logging()
+        try:
+            raise ValueError("not JSON: client_secret={WRONG}")
+        except ValueError:
+            logging.getLogger("somelibrary").exception("bad answer: %s", "{WRONG}")
+        logging.getLogger("somelibrary").warning("a warning of its own")
+        logging.getLogger("pipeline.x").error("ours", exc_info=True)
+        """
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
+    assert run.returncode == 0, run.stderr
+    assert WRONG not in run.stderr
+    assert "a warning of its own" in run.stderr and "pipeline.x: ours" in run.stderr
+
+
+def test_a_key_file_whose_token_uri_is_not_https_is_refused(tokens: TokenServer, tmp_path: Path):
+    path = write_service_account_file(
+        tmp_path / "key.json", make_rsa_key(), "sa@x.test", "http://oauth2.example.com/token"
+    )
+    oauth2 = OAuth2Config(provider="google", service_account_file=path)
+    with pytest.raises(ConfigError) as raised:
+        token_source(imap(oauth2)).token()
+    message = str(raised.value)
+    assert message.startswith(f"imap.oauth2.service_account_file: {path}: its token_uri ")
+    assert "https://" in message and "PRIVATE KEY" not in message

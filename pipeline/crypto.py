@@ -21,7 +21,8 @@ replaced: `legacy_outbox_keys` names it, `reseal` moves data to the protected ke
 `delete_secret_key` removes it.
 
 Checks that must write nothing use a `scratch_keyring` (a throwaway homedir, deleted after);
-`read_public_key` takes one public key from a key file (`intake keys import`).
+`read_public_key` takes one public key from a key file (`intake keys import`). What a key says of
+itself (its user ids) is shown only through `printable`: a user id can hold terminal escapes.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ import stat
 import subprocess
 import tempfile
 import time
+import unicodedata
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -111,6 +113,16 @@ class KeyChanges:
 
 
 @dataclass(frozen=True)
+class KeyFile:
+    """One `*.asc` file of the keys folder: its text and the keys it holds (fingerprint ->
+    the fingerprints of its subkeys)."""
+
+    path: Path
+    text: str
+    keys: dict[str, set[str]]
+
+
+@dataclass(frozen=True)
 class _Part:
     """The primary key or a subkey that can encrypt, as gpg lists it."""
 
@@ -143,6 +155,23 @@ def ensure_private_dir(path: Path) -> Path:
 
 def normalise_fingerprint(fpr: str) -> str:
     return fpr.replace(" ", "").upper()
+
+
+# What a terminal would act on instead of showing: control characters (C0, DEL, C1), format
+# characters (the bidi overrides such as U+202E, zero-width ones, tags), line and paragraph
+# separators; and the backslash, so that an escape shown is never the key's own text.
+_UNPRINTABLE = frozenset(("Cc", "Cf", "Cs", "Zl", "Zp"))
+
+
+def printable(text: str) -> str:
+    """Text a key brings (a user id) safe to print: what a terminal would act on is shown
+    escaped, as Python writes it (ESC as \\x1b, U+202E as \\u202e, a backslash doubled)."""
+    return "".join(
+        char.encode("unicode_escape").decode("ascii")
+        if char == "\\" or unicodedata.category(char) in _UNPRINTABLE
+        else char
+        for char in text
+    )
 
 
 @functools.lru_cache(maxsize=4)
@@ -259,13 +288,21 @@ class Crypto:
 
     def sync_keys_dir(self, keys_dir: Path) -> KeyChanges:
         """Make the homedir's public keys what `keys_dir` holds (`*.asc`): new and changed
-        files are imported, a subkey a file no longer holds is removed, and a key whose file
-        is gone is deleted. A key with a secret part (the outbox key) is never touched. Every
-        file is read first: a missing folder, or a file with a secret key or no key, refuses
-        the whole sync (CryptoError naming it) and changes nothing. Run under `setup_lock`."""
-        files = self._read_keys_dir(keys_dir)
-        wanted = {fpr: subkeys for _, held in files for fpr, subkeys in held.items()}
-        imported = [fpr for text, _ in files for fpr in self._import(text)]
+        files are imported, a subkey no file holds any more is removed, and a key whose last
+        file is gone is deleted. A key held by several files is all of them merged (gpg keeps
+        every subkey and the newest self-signatures: a renewed key's new subkey and expiry
+        win, whichever file sorts first). A key with a secret part (the outbox key) is never
+        touched. Every file is read first: a missing or empty folder, or a file with a secret
+        key or no key, refuses the whole sync (CryptoError naming it) and changes nothing. Run
+        under `setup_lock`."""
+        files = self.read_keys_dir(keys_dir)
+        if not files:  # a folder emptied by accident (a failed mount) would delete every key
+            raise CryptoError(f"{keys_dir}: the keys folder (gpg.keys_dir) holds no .asc file")
+        wanted: dict[str, set[str]] = {}
+        for file in files:
+            for fpr, subkeys in file.keys.items():
+                wanted.setdefault(fpr, set()).update(subkeys)
+        imported = [fpr for file in files for fpr in self._import(file.text)]
         listed = {normalise_fingerprint(k["fingerprint"]): k for k in self.gpg.list_keys()}
         gone = [fpr for fpr in listed if fpr not in wanted]
         cut = [
@@ -286,8 +323,9 @@ class Crypto:
             self._delete(sub, f"subkey {sub} of {fpr}", subkey=True)
         return KeyChanges(tuple(imported), tuple(gone), tuple(sub for _, sub in cut))
 
-    def _read_keys_dir(self, keys_dir: Path) -> list[tuple[str, dict[str, set[str]]]]:
-        """Each key file's text and the keys it holds (fingerprint → subkey fingerprints)."""
+    def read_keys_dir(self, keys_dir: Path) -> list[KeyFile]:
+        """Each `*.asc` file of `keys_dir` (sorted by name) with the keys it holds; CryptoError
+        for a folder that cannot be read and a file with a secret key or no key."""
         if not keys_dir.is_dir():
             raise CryptoError(f"{keys_dir}: the keys folder (gpg.keys_dir) does not exist")
         try:  # unlike glob, listdir says when the folder cannot be read (it is not empty then)
@@ -296,8 +334,6 @@ class Crypto:
             raise CryptoError(
                 f"{keys_dir}: the keys folder (gpg.keys_dir) cannot be read ({exc.strerror})"
             ) from None
-        if not names:  # a folder emptied by accident (a failed mount) would delete every key
-            raise CryptoError(f"{keys_dir}: the keys folder (gpg.keys_dir) holds no .asc file")
         found = []
         for path in (keys_dir / name for name in names):
             text = path.read_text(encoding="ascii", errors="replace")
@@ -312,7 +348,7 @@ class Crypto:
             }
             if not held:
                 raise CryptoError(f"{path}: no OpenPGP public key could be read")
-            found.append((text, held))
+            found.append(KeyFile(path, text, held))
         return found
 
     def _import(self, text: str) -> list[str]:
@@ -476,6 +512,12 @@ class Crypto:
         if str(secret.status) != "ok" or str(public.status) != "ok":
             raise CryptoError(f"could not delete the old outbox key {fpr}: {secret.status}")
 
+    def __enter__(self) -> Crypto:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
     def close(self) -> None:
         """Stop this homedir's gpg-agent (tests and short runs leave no sockets behind)."""
         subprocess.run(
@@ -488,14 +530,13 @@ class Crypto:
 @contextmanager
 def scratch_keyring(binary: str = "gpg", keys_dir: Path | None = None) -> Iterator[Crypto]:
     """A throwaway homedir holding the keys of `keys_dir` (when given), deleted afterwards."""
-    with tempfile.TemporaryDirectory(prefix="intake-keys-") as home:
-        crypto = Crypto(Path(home) / "gnupg", binary)
-        try:
-            if keys_dir is not None:
-                crypto.sync_keys_dir(keys_dir)
-            yield crypto
-        finally:
-            crypto.close()
+    with (
+        tempfile.TemporaryDirectory(prefix="intake-keys-") as home,
+        Crypto(Path(home) / "gnupg", binary) as crypto,
+    ):
+        if keys_dir is not None:
+            crypto.sync_keys_dir(keys_dir)
+        yield crypto
 
 
 @dataclass(frozen=True)

@@ -7,10 +7,13 @@ services that pin each) and any other key in keys_dir, each with its fingerprint
 whether it can encrypt now (and why not) and until when its encryption subkey can. The keys
 folder is read in a throwaway homedir, as the daemon will read it; nothing is written.
 
-`import_command` reads one public key from a file, shows its fingerprint and user ids, asks on a
-terminal (`--yes` skips the question; without a terminal it refuses) and writes the key, armoured
-and public only, as `<FINGERPRINT>.asc` into keys_dir, where the daemon takes it in at its next
-poll. A file holding a secret key, several keys, or a key that cannot encrypt is refused.
+`import_command` reads one public key from a file, shows its user ids and subkey, then its
+fingerprint last, asks on a terminal (`--yes` skips the question; without a terminal it refuses)
+and writes the key, armoured and public only, into keys_dir, where the daemon takes it in at its
+next poll: over the file that holds that key alone already (a renewed key replaces
+`student-services.asc`), else as `<FINGERPRINT>.asc`. A file holding a secret key, several
+keys, or a key that cannot encrypt is refused. User ids are shown through `printable` (they can
+hold terminal escapes); `--json` gives them as they are, JSON-escaped.
 """
 
 from __future__ import annotations
@@ -28,7 +31,15 @@ from typing import Literal
 
 from pipeline.app import scan_keys
 from pipeline.config import Config, ConfigError
-from pipeline.crypto import Crypto, CryptoError, KeyInfo, PublicKey, read_public_key
+from pipeline.crypto import (
+    Crypto,
+    CryptoError,
+    KeyInfo,
+    PublicKey,
+    printable,
+    read_public_key,
+    scratch_keyring,
+)
 from pipeline.rules import RuleError, Service, load_ruleset
 
 # "unused": in keys_dir, pinned by nothing; "unknown": in keys_dir, services.yaml unreadable
@@ -79,8 +90,13 @@ class KeyEntry:
             return "usable, does not expire"
         return f"usable, encrypts until {_day(self.expires)} (in {self.days_left()} days)"
 
+    @property
+    def user(self) -> str:
+        """The first user id, printable; "" when the key has none."""
+        return printable(self.user_ids[0]) if self.user_ids else ""
+
     def line(self) -> str:
-        user = self.user_ids[0] if self.user_ids else "(no user id)"
+        user = self.user or "(no user id)"
         used = f"  for {', '.join(self.used_by)}" if self.used_by else ""
         fingerprint = self.fingerprint or "-" * 40
         return f"{self.role:<7}  {fingerprint}  {user}{used}  {self.state()}"
@@ -143,13 +159,13 @@ def outbox_entry(config: Config, passphrase: str | None = None) -> KeyEntry:
     if owner != os.geteuid():
         problem = f"{OTHER_OWNER} {user_name(owner)} ({config.gpg_home}); run as that user"
         return KeyEntry("outbox", "", (), problem)
-    try:
-        crypto = Crypto(config.gpg_home, config.gpg.binary, passphrase)
-        info = crypto.outbox_key()
-        if info is None:
-            return KeyEntry("outbox", "", (), f"{NO_OUTBOX_KEY} (in {config.gpg_home})")
-        if passphrase is not None and info.problem is None:
-            crypto.check_outbox_passphrase()
+    try:  # the gpg-agent this starts is stopped when done: no agent is left on the homedir
+        with Crypto(config.gpg_home, config.gpg.binary, passphrase) as crypto:
+            info = crypto.outbox_key()
+            if info is None:
+                return KeyEntry("outbox", "", (), f"{NO_OUTBOX_KEY} (in {config.gpg_home})")
+            if passphrase is not None and info.problem is None:
+                crypto.check_outbox_passphrase()
     except CryptoError as exc:
         return KeyEntry("outbox", "", (), str(exc))
     return _entry("outbox", info.fingerprint, info)
@@ -184,8 +200,20 @@ def list_command(config: Config, as_json: bool) -> int:
     return 0
 
 
-def describe_key(config: Config, key: PublicKey) -> list[str]:
-    """What an admin checks before importing: fingerprint, user ids, subkey, who pins it."""
+def key_target(config: Config, fingerprint: str) -> tuple[Path, list[Path]]:
+    """Where an imported key is written: the first file of keys_dir holding this key alone (a
+    renewed key replaces its file), else `<FINGERPRINT>.asc`; and the other files holding it,
+    which the daemon merges with that one. CryptoError when keys_dir cannot be read."""
+    with scratch_keyring(config.gpg.binary) as crypto:
+        holding = [f for f in crypto.read_keys_dir(config.gpg.keys_dir) if fingerprint in f.keys]
+    alone = [file.path for file in holding if len(file.keys) == 1]
+    target = alone[0] if alone else config.gpg.keys_dir / f"{fingerprint}.asc"
+    return target, [file.path for file in holding if file.path != target]
+
+
+def describe_key(config: Config, key: PublicKey, target: Path, others: list[Path]) -> list[str]:
+    """What an admin checks before importing: user ids, subkey, who pins it, which file it
+    goes to, and last the fingerprint (what a forged user id must not be mistaken for)."""
     info = key.info
     pins, _ = pinned_services(config)
     if info.fingerprint in pins:
@@ -195,19 +223,25 @@ def describe_key(config: Config, key: PublicKey) -> list[str]:
     else:
         pinned = f"no service pins it yet: add `fingerprint: {info.fingerprint}` to services.yaml"
     entry = _entry("service", info.fingerprint, info)
+    written = f"replaces {target.name}, which holds this key" if target.exists() else target.name
+    merged = [
+        f"also in:            {path.name} (with other keys: the daemon merges the two)"
+        for path in others
+    ]
     return [
-        f"fingerprint:        {info.fingerprint}",
-        *(f"user id:            {uid}" for uid in info.uids),
+        *(f"user id:            {printable(uid)}" for uid in info.uids),
         f"encryption subkey:  {info.subkey}, {entry.state()}",
         f"used:               {pinned}",
+        f"file:               {written}",
+        *merged,
         "Compare the fingerprint with the one the service gave you by another channel.",
+        f"fingerprint:        {info.fingerprint}",
     ]
 
 
-def _write_key(keys_dir: Path, key: PublicKey) -> Path:
-    """Write the armoured public key as keys_dir/<FINGERPRINT>.asc, atomically."""
-    target = keys_dir / f"{key.info.fingerprint}.asc"
-    partial = keys_dir / f".{target.name}.partial"
+def _write_key(target: Path, key: PublicKey) -> Path:
+    """Write the armoured public key as `target`, atomically."""
+    partial = target.with_name(f".{target.name}.partial")
     partial.write_text(key.armored, encoding="ascii")
     os.replace(partial, target)
     return target
@@ -224,8 +258,8 @@ def import_command(config: Config, keyfile: Path, yes: bool) -> int:
         print(f"{keyfile}: cannot be read ({exc.strerror})", file=sys.stderr)
         return 1
     key = read_public_key(data, str(keyfile), config.gpg.binary)
-    target = keys_dir / f"{key.info.fingerprint}.asc"
-    print("\n".join(describe_key(config, key)))
+    target, others = key_target(config, key.info.fingerprint)
+    print("\n".join(describe_key(config, key, target, others)))
     if not yes:
         if not sys.stdin.isatty():
             print(
@@ -238,7 +272,7 @@ def import_command(config: Config, keyfile: Path, yes: bool) -> int:
         if input(f"{verb} {target}? [y/N] ").strip().lower() not in ("y", "yes"):
             print("not imported")
             return 1
-    print(f"wrote {_write_key(keys_dir, key)}; the daemon takes it in at its next poll")
+    print(f"wrote {_write_key(target, key)}; the daemon takes it in at its next poll")
     return 0
 
 

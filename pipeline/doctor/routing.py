@@ -4,7 +4,8 @@ Rules and templates are checked as `intake check-rules` checks them (`app.load_r
 service keys left to the key checks). Every key the deployment uses (`keys.key_table`: records,
 outbox, services' pinned keys) is one line: usable or not (and why), and a key whose encryption
 subkey expires within `alerts.key_expiry_days` is a warning. The outbox key is opened with the
-configured passphrase.
+configured passphrase (the gpg-agent that starts on the daemon's homedir is stopped after). A
+user id is shown escaped (`KeyEntry.user`): it is the key's own text, and can hold escapes.
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ def key_check(config: Config, entry: KeyEntry) -> Check:
     """One key: FAIL when it cannot encrypt (WARN for a key nobody uses, or an outbox key the
     daemon has not made yet), WARN when it stops within alerts.key_expiry_days."""
     fingerprint = "" if entry.fingerprint in _name(entry) else entry.fingerprint
-    named = " ".join([fingerprint, *entry.user_ids[:1]]).strip()
+    named = " ".join([fingerprint, entry.user]).strip()  # the user id printable
     detail = f"{named}: {entry.state()}" if named else entry.state()
     if entry.problem:
         minor = not entry.pinned or not entry.looked_at

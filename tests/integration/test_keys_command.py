@@ -1,8 +1,11 @@
 """`intake keys` lists the records, outbox and service keys, each with its state and the expiry
-of its encryption subkey; `intake keys import` shows a key, then writes it, public only, into
-keys_dir as `<FINGERPRINT>.asc`, and refuses a secret key, several keys, a key that cannot
-encrypt, and (without --yes) an answer from something that is not a terminal. Real gpg keys;
-the commands run in the test process, the terminal test in a pseudo-terminal."""
+of its encryption subkey; `intake keys import` shows a key (its fingerprint last), then writes
+it, public only, into keys_dir as `<FINGERPRINT>.asc`, and refuses a secret key, several keys, a
+key that cannot encrypt, and (without --yes) an answer from something that is not a terminal.
+A user id is shown escaped by `keys import`, `intake keys` and `intake doctor` (as it is in
+--json); neither `intake keys` nor `intake doctor` leaves a gpg-agent on the daemon's homedir.
+Real gpg keys; the commands run in the test process, the terminal test in a pseudo-terminal.
+(A renewed key's import is in test_keys_dir, with the daemon that takes it in.)"""
 
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ import pytest
 
 from pipeline.app import App
 from tests.integration.conftest import Deployment, Run
+from tests.servers.gpg import KeySet
 
 Intake = Callable[..., Run]
 
@@ -100,13 +104,15 @@ def test_import_writes_the_public_key_named_by_its_fingerprint(
 
     written = keys_dir / f"{fingerprint}.asc"
     assert run.returncode == 0, run.stderr
-    assert f"fingerprint:        {fingerprint}\nuser id:            new <new@example.ac.uk>\n" in (
-        run.stdout
-    )
+    assert "user id:            new <new@example.ac.uk>\n" in run.stdout
+    assert f"file:               {fingerprint}.asc\n" in run.stdout
     assert f"no service pins it yet: add `fingerprint: {fingerprint}` to services.yaml" in (
         run.stdout
     )
-    assert run.stdout.strip().endswith(f"wrote {written}; the daemon takes it in at its next poll")
+    assert run.stdout.strip().endswith(
+        f"fingerprint:        {fingerprint}\n"
+        f"wrote {written}; the daemon takes it in at its next poll"
+    )
     text = written.read_text()
     assert text.startswith("-----BEGIN PGP PUBLIC KEY BLOCK-----")
     assert "PRIVATE" not in text
@@ -188,3 +194,64 @@ def on_a_terminal(deployment: Deployment, keyfile: str, answer: str) -> Run:
         os.close(follower)
         os.close(leader)
     return Run(done.returncode, done.stdout, done.stderr)
+
+
+# A user id forging what the admin compares: it clears the screen, shows a fake fingerprint in
+# red, and reverses the rest (U+202E) so that "evil@" reads as a university address.
+FORGED = "Evil \x1b[2J\x1b[31mFINGERPRINT 0000\x1b[0m \u202eku.ca.elpmaxe@live\u202c\x9b"
+SHOWN = r"Evil \x1b[2J\x1b[31mFINGERPRINT 0000\x1b[0m \u202eku.ca.elpmaxe@live\u202c\x9b"
+
+
+def key_with_user_id(keys: KeySet, uid: str) -> tuple[str, str]:
+    """A key with an encryption subkey whose user id is `uid`, escapes and all (gpg takes it
+    from the command line as it is); its fingerprint and public armour."""
+    argv = ["gpg", "--homedir", str(keys.home), "--batch", "--pinentry-mode", "loopback"]
+    argv += ["--passphrase", "", "--status-fd", "1", "--quick-gen-key", uid, "ed25519", "sign"]
+    made = subprocess.run([*argv, "0"], capture_output=True, text=True, check=True)
+    fingerprint = made.stdout.split("KEY_CREATED P ")[1].split()[0]
+    return fingerprint, keys.add_encryption_subkey(fingerprint, "2y")
+
+
+def test_user_ids_are_shown_escaped_and_the_fingerprint_last(
+    deployment: Deployment, keys_dir: Path, intake: Intake
+) -> None:
+    fingerprint, armor = key_with_user_id(deployment.keys, f"{FORGED} <evil@example.ac.uk>")
+    (deployment.root / "evil.asc").write_text(armor)
+
+    imported = intake("keys", "import", str(deployment.root / "evil.asc"), "--yes")
+    listed = intake("keys")
+    as_json = intake("keys", "--json")
+    doctor = intake("doctor")
+
+    assert imported.returncode == 0, imported.stderr
+    assert f"user id:            {SHOWN} <evil@example.ac.uk>\n" in imported.stdout
+    assert imported.stdout.splitlines()[-2] == f"fingerprint:        {fingerprint}"
+    assert f"unused   {fingerprint}  {SHOWN} <evil@example.ac.uk>  usable" in listed.stdout
+    assert f"unused key {fingerprint}: {SHOWN} <evil@example.ac.uk>: usable" in doctor.stdout
+    for run in (imported, listed, as_json, doctor):
+        assert "\x1b" not in run.stdout and "\u202e" not in run.stdout and "\x9b" not in run.stdout
+    keys = {key["fingerprint"]: key for key in json.loads(as_json.stdout)["keys"]}
+    assert keys[fingerprint]["user_ids"] == [f"{FORGED} <evil@example.ac.uk>"]  # as it is
+
+
+def agent_running(home: Path) -> bool:
+    """Whether a gpg-agent serves `home` (asked without starting one)."""
+    argv = ["gpg-connect-agent", "--homedir", str(home), "--no-autostart", "GETINFO pid", "/bye"]
+    asked = subprocess.run(argv, capture_output=True, text=True, check=False)
+    return asked.stdout.startswith("D ")
+
+
+def test_keys_and_doctor_leave_no_gpg_agent_on_the_daemons_homedir(
+    deployment: Deployment, intake: Intake
+) -> None:
+    App.open(deployment.config()).close()  # the outbox key is made; the daemon stops its agent
+    home = deployment.config().gpg_home
+    assert not agent_running(home)
+
+    listed = intake("keys")
+    after_keys = agent_running(home)
+    doctor = intake("doctor")
+    after_doctor = agent_running(home)
+
+    assert "outbox   " in listed.stdout and "outbox key: " in doctor.stdout  # both looked at it
+    assert (after_keys, after_doctor) == (False, False)

@@ -1,15 +1,19 @@
 """Keys are what `[gpg] keys_dir` says, while the daemon runs: a removed key file stops its key
 being used (referrals held and alerted; a records key's absence stops intake and says so), a
 rotated key (a new fingerprint pinned, or a new encryption subkey) is used without a restart,
-an encryption subkey about to expire is warned about, and the outbox key is never touched.
+an encryption subkey about to expire is warned about, and the outbox key is never touched. A
+renewed key brought in by `intake keys import` replaces the file that held it, and the daemon
+encrypts to its new subkey.
 
 One daemon (`App`) per test runs `run_once` cycles on the same data, as `run_forever` does.
 Real Dovecot, the SMTP sink and gpg keys made for the test."""
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -18,7 +22,7 @@ from sqlmodel import Session, select
 from pipeline.app import App
 from pipeline.daemon import run_once
 from pipeline.models import OutboxRow, OutboxState
-from tests.integration.conftest import ADMIN, Deployment, email
+from tests.integration.conftest import ADMIN, Deployment, Run, email
 from tests.servers.smtp import Received
 
 
@@ -140,6 +144,45 @@ def test_rotated_keys_are_used_without_restart_and_a_subkey_expiring_soon_is_war
         m for m in mail_to(deployment, ADMIN) if "expires in" in str(m.message["Subject"])
     )
     assert expiring in warning.message.get_content()
+
+
+def test_a_renewed_key_imported_replaces_its_file_and_its_new_subkey_is_used_at_once(
+    deployment: Deployment, keys_dir: Path, intake: Callable[..., Run]
+) -> None:
+    """The service renews its key (same primary key, a new encryption subkey, a later expiry):
+    `keys import` must replace student-services.asc, not write <FPR>.asc beside it (the file
+    sorting last used to win, cutting the new subkey)."""
+    support = deployment.keys.emails["student-services"]
+    fpr, armor = deployment.keys.make_key_with_subkeys("Support", support, ["5d"])
+    pin(deployment, "student-services", deployment.keys.services["student-services"], fpr, armor)
+    expiring = deployment.keys.encryption_subkeys(fpr)[0]
+    app = App.open(deployment.config())
+    try:
+        deployment.imap.append(email("A hate crime happened. Before.", message_id="<n1@x>"))
+        run_once(app)
+        renewed = deployment.root / "renewed.asc"
+        renewed.write_text(deployment.keys.add_encryption_subkey(fpr, "2y"))
+        new = deployment.keys.encryption_subkeys(fpr)[1]
+        files = sorted(keys_dir.iterdir())
+        imported = intake("keys", "import", str(renewed), "--yes")
+        listed = json.loads(intake("keys", "--json").stdout)["keys"]
+        deployment.imap.append(email("A hate crime happened. After.", message_id="<n2@x>"))
+        run_once(app)
+    finally:
+        app.close()
+
+    assert imported.returncode == 0, imported.stderr
+    assert "file:               replaces student-services.asc, which holds this key" in (
+        imported.stdout
+    )
+    assert sorted(keys_dir.iterdir()) == files  # no <FPR>.asc beside it
+    [key] = [key for key in listed if key["fingerprint"] == fpr]
+    assert key["encryption_subkey"] == new and key["used_by"] == ["student-services"]
+    assert key["expires"] > (dt.date.today() + dt.timedelta(days=365)).isoformat()
+    before, after = mail_to(deployment, support)
+    assert recipients(deployment, before) == [expiring[-16:]]
+    assert recipients(deployment, after) == [new[-16:]]
+    assert not [s for s in alert_subjects(deployment) if "held" in s]
 
 
 def test_a_removed_records_key_stops_intake_and_says_so(

@@ -1,6 +1,7 @@
 """crypto.py's view of keys against the real gpg: the encryption subkey gpg will use decides
 whether a key is usable and when it expires; `sync_keys_dir` makes the keyring what the keys
-folder holds and never touches the outbox key."""
+folder holds (a key in two files is both merged) and never touches the outbox key; `printable`
+shows a user id without anything a terminal would act on."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.app import expiring_keys
-from pipeline.crypto import Crypto, CryptoError, KeyChanges, KeyUnusableError
+from pipeline.crypto import Crypto, CryptoError, KeyChanges, KeyUnusableError, printable
 from tests.servers.gpg import KeySet
 
 YESTERDAY = dt.date.today() - dt.timedelta(days=1)
@@ -130,6 +131,55 @@ def test_a_subkey_left_out_of_the_file_is_removed(
     assert changes.pruned == (dropped,)
     assert crypto.check_key(fpr).subkey == kept
     assert gpg_keys.recipients(crypto.encrypt(b"x", [fpr])) == [kept[-16:]]
+
+
+def test_a_key_in_two_files_is_merged_and_its_renewed_subkey_and_expiry_win(
+    crypto: Crypto, keys_dir: Path, gpg_keys: KeySet
+) -> None:
+    """`student-services.asc` holds the key as it was, `<FPR>.asc` (sorting first) the key
+    renewed: neither file's subkeys may be cut because the other sorts last."""
+    fpr, old = gpg_keys.make_key_with_subkeys("Twice", "twice@example.ac.uk", ["5d"])
+    pin(crypto, keys_dir, "twice", old)  # "twice.asc" sorts after any fingerprint
+    time.sleep(1.1)  # subkeys made in one second tie: gpg would take either
+    renewed = gpg_keys.add_encryption_subkey(fpr, "2y")
+    expiring, new = gpg_keys.encryption_subkeys(fpr)
+
+    changes = pin(crypto, keys_dir, fpr, renewed)
+    info = crypto.check_key(fpr)
+
+    assert sorted(path.name for path in keys_dir.glob("*.asc"))[0] == f"{fpr}.asc"
+    assert changes.imported == (fpr,) and changes.pruned == ()
+    assert info.subkey == new
+    assert info.expires is not None and info.expires - time.time() > 365 * 86400
+    assert gpg_keys.recipients(crypto.encrypt(b"x", [fpr])) == [new[-16:]]
+    assert expiring_keys(crypto.keys(), {fpr: "twice"}, 14) == []
+    assert not crypto.sync_keys_dir(keys_dir)  # settled: the next poll changes nothing
+    (keys_dir / f"{fpr}.asc").unlink()  # the renewed file goes: only the old subkey is left
+    assert crypto.sync_keys_dir(keys_dir).pruned == (new,)
+    assert crypto.check_key(fpr).subkey == expiring
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        (
+            "Evil \x1b[2J\x1b[31mFAKE FPR 0000\x1b[0m <e@x>",
+            r"Evil \x1b[2J\x1b[31mFAKE FPR 0000\x1b[0m <e@x>",
+        ),
+        ("C1 \x9b2J and DEL \x7f", r"C1 \x9b2J and DEL \x7f"),
+        (
+            "moc.live\u202e <a@b>, \u2066isolate\u2069 \u200bzero",
+            r"moc.live\u202e <a@b>, \u2066isolate\u2069 \u200bzero",
+        ),
+        ("line\nbreak\r\tand \u2028", r"line\nbreak\r\tand \u2028"),
+        ("a tag \U000e0041", r"a tag \U000e0041"),
+        ("not an escape: \\x1b", r"not an escape: \\x1b"),
+        ("Zoë Łukasz 陈 <zoe@example.ac.uk>", "Zoë Łukasz 陈 <zoe@example.ac.uk>"),
+    ],
+)
+def test_printable_escapes_what_a_terminal_would_act_on(text: str, shown: str) -> None:
+    assert printable(text) == shown
+    assert printable(text).isprintable()
 
 
 @pytest.mark.parametrize(

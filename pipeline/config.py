@@ -419,11 +419,16 @@ class LimitsConfig(Section):
 
 
 class RetentionConfig(Section):
-    """Days after which a report's encrypted records are purged, by state (absent: kept)."""
+    """Days after which a report's encrypted records are purged, by state (absent: kept for
+    ever). `delivered`: every referral reached its service. `undelivered`: one did not (held
+    for a key that never came, dead-lettered, or bounced); the admins are alerted a week
+    before such a report goes, and unset it is never purged. Form archives are kept for ever
+    while `routed`, `quarantined` or `undelivered` is unset; else as long as the longest."""
 
     delivered: int | None = Field(default=None, ge=1)
     routed: int | None = Field(default=None, ge=1)
     quarantined: int | None = Field(default=None, ge=1)
+    undelivered: int | None = Field(default=None, ge=1)
 
 
 class GpgConfig(Section):

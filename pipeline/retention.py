@@ -1,21 +1,30 @@
-"""Retention: the `[retention]` policy in, purged encrypted records, mail and form archives and
-audit lines out.
+"""Retention: the `[retention]` policy in, purged encrypted records, mail and form archives,
+alerts to the admins and audit lines out.
 
-A report whose state has a retention period (days, e.g. `delivered = 365`) and that has not
-changed for longer loses its encrypted records and the payloads of its mail; its metadata row
-stays (for statistics and the audit trail), marked `purged_at`. A report that stopped short of
-`delivered` follows the `delivered` period: one whose mail was given up (a dead letter keeps it
-`queued`) or whose referral is held for a service key that never came (`held`), as long as none
-of its mail still waits to be sent. Its held referrals are given up with it (`failed`, "purged
-under retention"). Each purge leaves one audit line with the reference and the dates, and no
-content. After a purge the database gives the space back (`store.reclaim`: SQLite WAL
-checkpoint, PostgreSQL VACUUM). Purging a report twice is harmless: the row lock, `purged_at`
-and a state that must not have changed since it was found due make the second a no-op, so
-several instances on one PostgreSQL database may run the job.
+A report whose retention period (days, e.g. `delivered = 365`) is over, counted from its last
+change of state, loses its encrypted records and the payloads of its mail; its metadata row
+stays (for statistics and the audit trail), marked `purged_at`. Once none of its mail still
+waits to be sent, a report follows one period:
+- `delivered`: every referral reached its service (`delivered`; `queued` when only its
+  acknowledgement was given up);
+- `undelivered`: a referral did not, so no service has the report: held for a service key that
+  never came (`held`), given up (a dead letter) or bounced. Unset, these are kept for ever. Set,
+  the admins are told first: once a day one alert (references and states, no content) names the
+  reports come within `NOTICE` of their purge that it has not named before (an audit line each
+  records that it has), and a report goes no sooner than `NOTICE` after it was named. Its held
+  referrals are given up with it (`failed`, "purged under retention");
+- `routed`, `quarantined`: the reports in that state. Unrouted reports are kept.
+Each purge leaves one audit line with the reference and the dates, and no content. After a
+purge the database gives the space back (`store.reclaim`: SQLite WAL checkpoint, PostgreSQL
+VACUUM). Purging a report twice is harmless: the row lock, `purged_at` and a period it must
+still be in make the second a no-op, so several instances on one PostgreSQL database may run
+the job.
 
-A form's encrypted export archives (`forms.archive_dir`) hold responses of every state, so an
-archive goes once it is older than the longest period set (none set: archives are kept, like the
-records); a quarantined response cannot be released from a purged archive.
+A form's encrypted export archives (`forms.archive_dir`) hold responses of every state, and a
+quarantined response is released from them: an archive is kept for ever while quarantined,
+routed or undelivered reports are (their period unset), else until it is older than the longest
+period. Only a form's own archives are looked at (`<export file>.<UTC stamp>.asc`, the export's
+name matching the form's `path`): the folder may be shared.
 
 `purge_due` is the daemon's job (every `[schedule] purge_hours`); `intake purge` purges the
 same reports.
@@ -23,18 +32,22 @@ same reports.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from fnmatch import fnmatchcase
 from pathlib import Path
 
 from sqlalchemy import ColumnElement, Engine, delete, exists
 from sqlmodel import Session, col, select
 
 from pipeline import audit
-from pipeline.config import RetentionConfig
+from pipeline.alerts import daily_key, raise_alert
+from pipeline.config import Config, RetentionConfig
 from pipeline.models import (
+    AuditRow,
     EncryptedRecord,
     OutboxRow,
     OutboxState,
@@ -47,11 +60,18 @@ from pipeline.store import reclaim
 
 # Mail that is finished with: its payload is not needed any more once the report is purged.
 FINISHED = (OutboxState.SENT, OutboxState.FAILED, OutboxState.BOUNCED)
-# States a report stays in for good when its mail is given up or held: the `delivered` period.
-SHORT_OF_DELIVERED = (ReportState.QUEUED, ReportState.HELD)
+# A referral in one of these never reached its service: its report is `undelivered`.
+UNREACHED = (OutboxState.HELD, OutboxState.FAILED, OutboxState.BOUNCED)
+UNDELIVERED = "undelivered"
+# The periods of reports that may still need their form's archive.
+NEED_ARCHIVES = (ReportState.QUARANTINED, ReportState.ROUTED, UNDELIVERED)
+NOTICE = timedelta(days=7)  # how long before an undelivered report goes the admins are told
+NOTICE_ACTION = "purge notice"  # the audit line recording that they were
 GIVEN_UP = "purged under retention"
 # An archive as forms.FormSource.finish names it: `<export file>.<UTC stamp>.asc`.
 ARCHIVE_NAME = re.compile(r"\.(\d{8}T\d{12}Z)\.asc$")
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -60,40 +80,121 @@ class Due:
     state: str
     received_at: datetime
     updated_at: datetime
+    period: str  # the `[retention]` key it is due under
 
 
 def due_for_purge(
     engine: Engine, policy: RetentionConfig, now: datetime | None = None
 ) -> list[Due]:
-    """Reports past their state's retention period whose records are still there."""
+    """Reports past their retention period whose records are still there (an undelivered one
+    only when the admins were told at least `NOTICE` before `now`)."""
     now = now or utcnow()
     found = []
     with Session(engine) as session:
-        for state, days in policy.model_dump().items():
+        for period, days in policy.model_dump().items():
             if days is None:
                 continue
             query = select(ReportRow).where(
-                _in_period_of(state),
+                _in_period_of(period),
                 col(ReportRow.purged_at).is_(None),
                 ReportRow.updated_at < now - timedelta(days=days),
             )
+            if period == UNDELIVERED:
+                query = query.where(_announced(before=now - NOTICE))
             found += [
-                Due(r.reference or "", r.state, r.received_at, r.updated_at)
+                Due(r.reference or "", r.state, r.received_at, r.updated_at, period)
                 for r in session.exec(query)
             ]
     return sorted(found, key=lambda due: due.reference)
 
 
-def _in_period_of(state: str) -> ColumnElement[bool]:
-    """Reports whose retention period is `state`'s: those in it, and for `delivered` those
-    that stopped short of it with none of their mail still waiting to be sent."""
-    if state != ReportState.DELIVERED:
-        return col(ReportRow.state) == state
-    waiting = exists().where(
-        col(OutboxRow.report_id) == col(ReportRow.id), col(OutboxRow.state) == OutboxState.QUEUED
+def _mail(*conditions: ColumnElement[bool]) -> ColumnElement[bool]:
+    """Reports with mail that meets the conditions."""
+    return exists().where(col(OutboxRow.report_id) == col(ReportRow.id), *conditions)
+
+
+def _in_period_of(period: str) -> ColumnElement[bool]:
+    """Reports whose retention period is `period` (a `[retention]` key)."""
+    if period not in (ReportState.DELIVERED, UNDELIVERED):
+        return col(ReportRow.state) == period
+    waiting = _mail(col(OutboxRow.state) == OutboxState.QUEUED)
+    unreached = _mail(col(OutboxRow.kind) == "referral", col(OutboxRow.state).in_(UNREACHED))
+    settled = col(ReportRow.state).in_((ReportState.DELIVERED, ReportState.QUEUED))
+    if period == ReportState.DELIVERED:
+        return settled & ~unreached & ~waiting
+    return ((col(ReportRow.state) == ReportState.HELD) | (settled & unreached)) & ~waiting
+
+
+def _announced(before: datetime | None = None) -> ColumnElement[bool]:
+    """Reports whose purge the admins were told of since they last changed (before `before`)."""
+    told = [
+        col(AuditRow.reference) == col(ReportRow.reference),
+        col(AuditRow.action) == NOTICE_ACTION,
+        col(AuditRow.at) >= col(ReportRow.updated_at),
+    ]
+    if before is not None:
+        told.append(col(AuditRow.at) < before)
+    return exists().where(*told)
+
+
+def announce_undelivered(engine: Engine, config: Config) -> list[str]:
+    """Tell the admins (one alert a day) of the undelivered reports come within `NOTICE` of
+    their purge that they were not told of; an audit line each. Their references."""
+    days = config.retention.undelivered
+    if days is None:
+        return []
+    coming = _coming(engine, days, utcnow())
+    if not coming or not _alert(engine, config, coming, days):
+        return []  # none, or others were named today: these tomorrow
+    with Session(engine) as session:
+        for reference, what in coming.items():
+            audit.record(session, NOTICE_ACTION, reference, f"{what} ({UNDELIVERED} = {days})")
+        session.commit()
+    return list(coming)
+
+
+def _coming(engine: Engine, days: int, now: datetime) -> dict[str, str]:
+    """The undelivered reports not named yet that go within `NOTICE`: reference -> its state,
+    its referrals' and when it goes (no content)."""
+    query = select(ReportRow).where(
+        _in_period_of(UNDELIVERED),
+        col(ReportRow.purged_at).is_(None),
+        ReportRow.updated_at < now + NOTICE - timedelta(days=days),
+        ~_announced(),
     )
-    stuck = col(ReportRow.state).in_(SHORT_OF_DELIVERED) & ~waiting
-    return (col(ReportRow.state) == state) | stuck
+    coming = {}
+    with Session(engine) as session:
+        for report in session.exec(query.order_by(col(ReportRow.reference))):
+            referrals = session.exec(
+                select(OutboxRow.state)
+                .where(OutboxRow.report_id == report.id, OutboxRow.kind == "referral")
+                .where(col(OutboxRow.state).in_(UNREACHED))
+                .distinct()
+            )
+            goes = max(as_utc(report.updated_at) + timedelta(days=days), now + NOTICE)
+            coming[report.reference or ""] = (
+                f"{report.state} (referral {', '.join(sorted(referrals))}), "
+                f"purged on or after {goes:%Y-%m-%d}"
+            )
+    return coming
+
+
+def _alert(engine: Engine, config: Config, coming: dict[str, str], days: int) -> bool:
+    """The day's alert naming these reports; whether it was raised (not raised today yet)."""
+    named = ", ".join(list(coming)[:3]) + (", ..." if len(coming) > 3 else "")
+    subject = f"{len(coming)} undelivered report(s) will be purged under retention: {named}"
+    lines = [f"{reference}: {what}" for reference, what in coming.items()]
+    text = (
+        f"These reports never reached every service they were referred to, and [retention] "
+        f"{UNDELIVERED} = {days} purges their encrypted records:\n" + "\n".join(lines) + "\n\n"
+        "To keep one, get it to its services: `intake status` lists its held referrals, dead "
+        "letters and bounces; intake retry --reference REFERENCE sends held referrals whose key "
+        "is fixed and dead letters again; or a records keyholder reads it with `intake show` "
+        "and refers it by another way. To keep them all longer, raise or remove "
+        f"[retention] {UNDELIVERED}."
+    )
+    key = daily_key("retention", UNDELIVERED)
+    return raise_alert(engine, config, key, subject, text, kind="retention", level=logging.WARNING)
 
 
 def purge(engine: Engine, due: list[Due], actor: str) -> int:
@@ -102,10 +203,13 @@ def purge(engine: Engine, due: list[Due], actor: str) -> int:
     with Session(engine) as session:
         for item in due:
             report = session.exec(
-                select(ReportRow).where(ReportRow.reference == item.reference).with_for_update()
-            ).one()
-            # another instance was first, or it changed since (a held referral released)
-            if report.purged_at is not None or report.state != item.state:
+                select(ReportRow)
+                .where(ReportRow.reference == item.reference, _in_period_of(item.period))
+                .with_for_update()
+            ).one_or_none()
+            # another instance was first, or it changed since (a held referral released, a
+            # dead letter put back in the queue)
+            if report is None or report.purged_at is not None or report.state != item.state:
                 continue
             session.exec(delete(EncryptedRecord).where(col(EncryptedRecord.report_id) == report.id))  # type: ignore[call-overload]
             for row in session.exec(select(OutboxRow).where(OutboxRow.report_id == report.id)):
@@ -127,40 +231,47 @@ def purge(engine: Engine, due: list[Due], actor: str) -> int:
     return count
 
 
-def purge_due(engine: Engine, policy: RetentionConfig, actor: str = "daemon") -> int:
-    """The scheduled job: purge whatever is due now (then reclaim the space); how many."""
-    return purge(engine, due_for_purge(engine, policy), actor)
+def purge_due(engine: Engine, config: Config, actor: str = "daemon") -> int:
+    """The scheduled job: tell the admins of undelivered reports about to go, purge whatever
+    is due now (then reclaim the space); how many were purged."""
+    announce_undelivered(engine, config)
+    return purge(engine, due_for_purge(engine, config.retention), actor)
 
 
 def archive_period(policy: RetentionConfig) -> timedelta | None:
-    """How long a form's export archive is kept: the longest period set; None when none is."""
-    days = [d for d in policy.model_dump().values() if d is not None]
-    return timedelta(days=max(days)) if days else None
+    """How long a form's export archive is kept: None (for ever) while the reports of a period
+    in `NEED_ARCHIVES` are; else the longest period set."""
+    periods = policy.model_dump()
+    if any(periods[period] is None for period in NEED_ARCHIVES):
+        return None
+    return timedelta(days=max(days for days in periods.values() if days is not None))
 
 
-def archived_at(path: Path) -> datetime | None:
-    """When an archive was written, from its name; None for a file that is no archive of ours."""
+def archived_at(path: Path, exports: str = "*") -> datetime | None:
+    """When an archive of an export whose name matches `exports` (a glob) was written, from its
+    name; None for a file that is no such archive."""
     match = ARCHIVE_NAME.search(path.name)
-    if match is None:
+    if match is None or not fnmatchcase(path.name[: match.start()], exports):
         return None
     return datetime.strptime(match.group(1), "%Y%m%dT%H%M%S%fZ").replace(tzinfo=UTC)
 
 
 def archives_due(
-    folders: Iterable[Path], policy: RetentionConfig, now: datetime | None = None
+    forms: Iterable[tuple[Path, str]], policy: RetentionConfig, now: datetime | None = None
 ) -> list[Path]:
-    """The form archives in these folders older than `archive_period`."""
+    """Each form's own archives older than `archive_period`; `forms`: (its archive folder, its
+    `path` glob, whose last part names its exports)."""
     period = archive_period(policy)
     if period is None:
         return []
     cutoff = as_utc(now or utcnow()) - period
-    found = [
+    found = {
         path
-        for folder in folders
+        for folder, exports in forms
         if folder.is_dir()
         for path in folder.iterdir()
-        if (written := archived_at(path)) is not None and written < cutoff
-    ]
+        if (written := archived_at(path, Path(exports).name)) is not None and written < cutoff
+    }
     return sorted(found)
 
 

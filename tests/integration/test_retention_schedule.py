@@ -1,5 +1,6 @@
 """The retention purge the daemon runs itself: every `[schedule] purge_hours`, over reports whose
-mail was given up or held as well as delivered ones, and over the forms' encrypted archives."""
+mail was given up or held (`undelivered`) as well as delivered ones, and over the forms'
+encrypted archives."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 from pipeline.app import App
 from pipeline.config import RetentionConfig
 from pipeline.daemon import purge_job
-from pipeline.retention import GIVEN_UP, archived_at, archives_due
+from pipeline.retention import GIVEN_UP, NOTICE_ACTION, archived_at, archives_due
 from tests.integration.conftest import REPO, Deployment, email
 from tests.integration.test_forms_privacy import FORMS, HEADER, row, write_csv
 
@@ -74,7 +75,7 @@ def test_the_daemon_purges_every_purge_hours(deployment: Deployment) -> None:
 def test_given_up_and_held_mail_go_with_their_report_waiting_mail_keeps_it(
     deployment: Deployment,
 ) -> None:
-    deployment.write(extra="[retention]\ndelivered = 30\n")
+    deployment.write(extra="[retention]\ndelivered = 30\nundelivered = 30\n")
     for n in range(3):
         deployment.imap.append(email(f"Report {n}.", message_id=f"<r{n}@example.ac.uk>"))
     assert deployment.run_once().returncode == 0
@@ -95,6 +96,13 @@ def test_given_up_and_held_mail_go_with_their_report_waiting_mail_keeps_it(
                 "UPDATE outbox SET state = ?, sealed = CASE WHEN ? = 'held' THEN x'00' END "
                 "WHERE report_id = ? AND kind = 'referral'",
                 (mail_state, mail_state, report),
+            )
+            # the admins were told of its purge long ago (a week's notice is the least)
+            database.execute(
+                "INSERT INTO audit (at, actor, action, reference, detail) "
+                "SELECT '2020-06-01 00:00:00.000000', 'daemon', ?, reference, '' FROM report "
+                "WHERE id = ?",
+                (NOTICE_ACTION, report),
             )
 
     with opened(deployment) as app:
@@ -134,17 +142,24 @@ def test_form_archives_older_than_the_longest_period_are_purged(deployment: Depl
     stranger = archive_dir / "notes.txt"  # not an archive of ours: never touched
     stranger.write_text("kept")
     os.utime(stranger, (0, 0))
+    namesake = archive_dir / "backup.20250101T000000000000Z.asc"  # another tool's: kept
+    namesake.write_text("kept")
 
     # no period set: archives are kept, like the records
-    assert archives_due([archive_dir], RetentionConfig()) == []
-    deployment.write(extra=FORMS + "[retention]\ndelivered = 30\nquarantined = 400\n")
+    forms = [(archive_dir, "exports/*.csv")]
+    assert archives_due(forms, RetentionConfig()) == []
+    # quarantined responses are kept, and released from the archive: it is kept too
+    deployment.write(extra=FORMS + "[retention]\ndelivered = 30\n")
+    assert archives_due(forms, deployment.config().retention) == []
+    every = "[retention]\ndelivered = 30\nrouted = 30\nundelivered = 30\n"
+    deployment.write(extra=FORMS + every + "quarantined = 400\n")
     cutoff = datetime.now(UTC) + timedelta(days=390)  # 390 days on: only the older one is due
-    assert archives_due([archive_dir], deployment.config().retention, cutoff) == [old]
+    assert archives_due(forms, deployment.config().retention, cutoff) == [old]
 
-    deployment.write(extra=FORMS + "[retention]\ndelivered = 30\nquarantined = 60\n")
+    deployment.write(extra=FORMS + every + "quarantined = 60\n")
     with opened(deployment) as app:
         assert purge_job(app)
-    assert sorted(archive_dir.iterdir()) == sorted([recent, stranger])
+    assert sorted(archive_dir.iterdir()) == sorted([recent, stranger, namesake])
     with sqlite3.connect(deployment.data_dir / "intake.db") as database:
         (detail,) = database.execute("SELECT detail FROM audit WHERE action = 'purge'").fetchone()
     assert detail == f"form archive purged: {old}"

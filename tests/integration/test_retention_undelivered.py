@@ -1,0 +1,178 @@
+"""Retention of reports that never reached a service (held, dead-lettered, bounced): never
+purged under `delivered`; under `[retention] undelivered` only after the admins were told a
+week ahead."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+from email import message_from_bytes
+from email.policy import default
+
+import pytest
+from sqlalchemy import Engine, text
+
+from pipeline.app import App
+from pipeline.daemon import purge_job
+from pipeline.models import utcnow
+from pipeline.retention import GIVEN_UP, NOTICE_ACTION, due_for_purge, purge
+from pipeline.store import make_engine
+from tests.integration.conftest import ADMIN, Deployment, Intake, email
+
+OLD = "2020-01-01 00:00:00.000000"
+
+
+@contextmanager
+def opened(deployment: Deployment) -> Iterator[App]:
+    os.environ["TEST_IMAP_PASSWORD"] = deployment.imap.password
+    app = App.open(deployment.config())
+    try:
+        yield app
+    finally:
+        app.close()
+        del os.environ["TEST_IMAP_PASSWORD"]
+
+
+def reports(deployment: Deployment, states: list[tuple[str, str, str, str]]) -> Engine:
+    """One report per (report state, referral state, acknowledgement state, updated_at), taken
+    in and sent for real, then put in that state; ids 1, 2, ... in order."""
+    for n in range(len(states)):
+        deployment.imap.append(email(f"CANARY-{n} text.", message_id=f"<r{n}@example.ac.uk>"))
+    assert deployment.run_in_process() == 0
+    engine = make_engine(deployment.config().database_url)
+    with engine.begin() as connection:
+        for number, (report, referral, ack, updated) in enumerate(states, start=1):
+            connection.execute(
+                text("UPDATE report SET state = :s, updated_at = :t WHERE id = :id"),
+                {"s": report, "t": updated, "id": number},
+            )
+            for kind, state in (("referral", referral), ("ack", ack)):
+                connection.execute(
+                    text("UPDATE outbox SET state = :s WHERE report_id = :id AND kind = :k"),
+                    {"s": state, "id": number, "k": kind},
+                )
+    return engine
+
+
+def column(engine: Engine, query: str) -> dict[object, object]:
+    with engine.connect() as connection:
+        return {row[0]: row[1] for row in connection.execute(text(query))}
+
+
+def days_ago(days: int) -> str:
+    return f"{utcnow() - timedelta(days=days):%Y-%m-%d %H:%M:%S.%f}"
+
+
+def test_reports_that_never_reached_a_service_are_not_purged_under_delivered(
+    deployment: Deployment, intake: Intake
+) -> None:
+    deployment.write(extra="[retention]\ndelivered = 30\n")
+    engine = reports(
+        deployment,
+        [
+            ("queued", "failed", "sent", OLD),  # 1: its referral was dead-lettered
+            ("held", "held", "sent", OLD),  # 2: held for a service key that never came
+            ("delivered", "bounced", "sent", OLD),  # 3: sent, then bounced
+            ("queued", "sent", "failed", OLD),  # 4: referred; only the acknowledgement failed
+            ("delivered", "sent", "sent", OLD),  # 5: delivered
+        ],
+    )
+    refs = column(engine, "SELECT id, reference FROM report")
+
+    dry = intake("purge", "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    listed = [line.split()[2] for line in dry.stdout.splitlines() if "would purge R-" in line]
+    assert listed == [refs[4], refs[5]]
+    assert "2 report(s) and 0 form archive(s) due" in dry.stdout
+
+    with opened(deployment) as app:
+        assert purge_job(app)
+    purged = column(engine, "SELECT id, purged_at IS NOT NULL FROM report")
+    assert purged == {1: False, 2: False, 3: False, 4: True, 5: True}
+    kept = column(engine, "SELECT DISTINCT report_id, 1 FROM encrypted_record")
+    assert set(kept) == {1, 2, 3}
+    errors = column(engine, "SELECT last_error, count(*) FROM outbox GROUP BY last_error")
+    assert GIVEN_UP not in errors  # the held referral is not given up
+    assert column(engine, "SELECT kind, count(*) FROM alert GROUP BY kind").get("retention") is None
+    engine.dispose()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_undelivered_reports_are_announced_a_week_ahead_then_purged(
+    deployment: Deployment, backend: str, request: pytest.FixtureRequest
+) -> None:
+    if backend == "postgres":
+        deployment.database_url = request.getfixturevalue("pg_url")
+    deployment.write(extra="[retention]\ndelivered = 30\nundelivered = 30\n")
+    engine = reports(
+        deployment,
+        [
+            ("queued", "failed", "sent", OLD),  # 1: past its period, never announced
+            ("held", "held", "sent", days_ago(25)),  # 2: due in 5 days
+            ("delivered", "bounced", "sent", days_ago(10)),  # 3: due in 20 days
+            ("delivered", "sent", "sent", OLD),  # 4: delivered, past its period
+        ],
+    )
+    refs = column(engine, "SELECT id, reference FROM report")
+
+    with opened(deployment) as app:
+        assert purge_job(app) and purge_job(app)  # the second tells nobody again
+    purged = column(engine, "SELECT id, purged_at IS NOT NULL FROM report")
+    assert purged == {1: False, 2: False, 3: False, 4: True}  # 1 waits a week from its notice
+    alerts = column(engine, "SELECT subject, kind FROM alert")
+    assert len(alerts) == 1 and set(alerts.values()) == {"retention"}
+    (subject,) = alerts
+    assert isinstance(subject, str)
+    assert refs[1] in subject and refs[2] in subject and refs[3] not in subject
+    notices = column(
+        engine,
+        f"SELECT reference, count(*) FROM audit WHERE action = '{NOTICE_ACTION}' GROUP BY reference",
+    )
+    assert notices == {refs[1]: 1, refs[2]: 1}
+    with engine.connect() as connection:
+        (recipient, payload) = connection.execute(
+            text("SELECT recipient, payload FROM outbox WHERE kind = 'alert'")
+        ).one()
+    mail = message_from_bytes(bytes(payload), policy=default).get_body().get_content()
+    assert recipient == ADMIN and f"{refs[2]}: held" in mail and "CANARY" not in mail
+
+    policy = deployment.config().retention
+    due = due_for_purge(engine, policy, utcnow() + timedelta(days=8))
+    assert [(item.reference, item.period) for item in due] == [
+        (refs[1], "undelivered"),
+        (refs[2], "undelivered"),
+    ]
+    assert purge(engine, due, "test") == 2
+    purged = column(engine, "SELECT id, purged_at IS NOT NULL FROM report")
+    assert purged == {1: True, 2: True, 3: False, 4: True}
+    given_up = column(
+        engine, "SELECT report_id, last_error FROM outbox WHERE kind = 'referral' AND report_id = 2"
+    )
+    assert given_up == {2: GIVEN_UP}
+    engine.dispose()
+
+
+def test_purge_dry_run_lists_undelivered_reports_announced_a_week_ago(
+    deployment: Deployment, intake: Intake
+) -> None:
+    deployment.write(extra="[retention]\nundelivered = 30\n")
+    engine = reports(
+        deployment,
+        [("held", "held", "sent", OLD), ("queued", "failed", "sent", OLD)],
+    )
+    refs = column(engine, "SELECT id, reference FROM report")
+    with engine.begin() as connection:  # 1 was announced long ago, 2 never
+        connection.execute(
+            text(
+                "INSERT INTO audit (at, actor, action, reference, detail) "
+                "VALUES ('2020-06-01 00:00:00.000000', 'daemon', :a, :r, '')"
+            ),
+            {"a": NOTICE_ACTION, "r": refs[1]},
+        )
+    dry = intake("purge", "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert f"would purge {refs[1]} (held since 2020-01-01)" in dry.stdout
+    assert refs[2] not in dry.stdout and "1 report(s) and 0 form archive(s) due" in dry.stdout
+    engine.dispose()

@@ -33,8 +33,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import pwd
+import shlex
 import sys
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import NoReturn
@@ -56,7 +59,7 @@ from pipeline.app import (
 from pipeline.audit import current_user
 from pipeline.config import Config, ConfigError, load_config
 from pipeline.crypto import CryptoError
-from pipeline.daemon import EXIT_HELP, run_once, serve
+from pipeline.daemon import EXIT_HELP, instance_lock, run_once, serve
 from pipeline.intake.exports import ExportError
 from pipeline.intake.forms import FormSource, RowError, known_categories, row_report
 from pipeline.logs import setup_logging
@@ -70,6 +73,7 @@ from pipeline.store import (
     cannot_open,
     database_url,
     make_engine,
+    open_current,
     open_engine,
     schema_revision,
     shown,
@@ -156,8 +160,8 @@ def cmd_route(config: Config, args: argparse.Namespace) -> int:
 
 def cmd_status(config: Config, args: argparse.Namespace) -> int:
     """Counts, what needs an admin, recent alerts, the inputs ledger and the sources' health
-    (`pipeline.status`); never content."""
-    engine = make_engine(config.database_url)
+    (`pipeline.status`); never content. Whoever runs it: it creates and upgrades nothing."""
+    engine = open_current(config.database_url)
     try:
         status = read_status(engine, source_names(config))
     finally:
@@ -167,27 +171,33 @@ def cmd_status(config: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_retry(config: Config, args: argparse.Namespace) -> int:
-    """Send held referrals whose key is fixed now, and put dead letters back in the queue."""
+    """Send held referrals whose key is fixed now, and put dead letters back in the queue. With
+    --send, then run every job once, under the instance lock: beside a daemon on the same SQLite
+    database it is refused before anything changes (the daemon sends them)."""
     setup_logging()
-    app = App.open(config)
-    try:
-        released = release_held(config, app.engine, app.crypto, app.rules.services)
-        requeued = requeue(app.engine, args.reference)
-        print(f"released {len(released)} held referral(s); requeued {requeued} failed mail")
-        return run_once(app) if args.send else 0
-    finally:
-        app.close()
+    advice = "it sends the mail: run intake retry without --send (nothing was changed)"
+    with instance_lock(config, advice) if args.send else nullcontext():
+        app = App.open(config)
+        try:
+            released = release_held(config, app.engine, app.crypto, app.rules.services)
+            requeued = requeue(app.engine, args.reference)
+            print(f"released {len(released)} held referral(s); requeued {requeued} failed mail")
+            return run_once(app) if args.send else 0
+        finally:
+            app.close()
 
 
 def cmd_purge(config: Config, args: argparse.Namespace) -> int:
     """Remove encrypted records past their retention period ([retention] in the config)."""
-    engine = make_engine(config.database_url)
+    engine = open_current(config.database_url)
     try:
         due = due_for_purge(engine, config.retention)
         for item in due:
             verb = "would purge" if args.dry_run else "purging"
             print(f"{verb} {item.reference} ({item.state} since {item.updated_at:%Y-%m-%d})")
-        folders = [FormSource(form, config.data_dir).archive_dir for form in config.forms]
+        folders = [
+            (FormSource(form, config.data_dir).archive_dir, form.path) for form in config.forms
+        ]
         archives = archives_due(folders, config.retention)
         for path in archives:
             print(f"{'would purge' if args.dry_run else 'purging'} form archive {path.name}")
@@ -360,10 +370,60 @@ def database_key(config: Config) -> str:
     return "database.url" if config.database.url else "data_dir"
 
 
+def changes_data(args: argparse.Namespace) -> bool:
+    """Whether the command writes to data_dir or the database (`show` and `doctor --send-test`:
+    audit lines), which only the daemon's user may do."""
+    action = getattr(args, "action", None)
+    return (
+        args.command in {"run", "retry", "show"}
+        or (args.command == "purge" and not args.dry_run)
+        or (args.command, action) in {("db", "upgrade"), ("quarantine", "release")}
+        or (args.command == "doctor" and args.send_test is not None)
+    )
+
+
+def other_user(config: Config, args: argparse.Namespace, argv: Sequence[str]) -> str | None:
+    """Why this command may not run as this user, in one line saying how to run it, or None:
+    a command that `changes_data` runs as data_dir's owner only (root too is another user: a
+    file root made there, or a database root created or upgraded, locks the daemon out)."""
+    folder = config.data_dir
+    if not changes_data(args) or not folder.is_dir() or folder.stat().st_uid == os.geteuid():
+        return None
+    owner = folder.stat().st_uid
+    try:
+        name = pwd.getpwuid(owner).pw_name
+    except KeyError:
+        name = f"#{owner}"  # as sudo -u takes a uid
+    given = [*argv, *([] if args.config else ["--config", str(config.source)])]
+    command = " ".join(filter(None, [args.command, getattr(args, "action", None)]))
+    return (
+        f"{config.source}: data_dir {folder} belongs to {name}, and intake {command} changes "
+        f"what it holds: run it as {name}, or what it makes as {current_user()} locks the daemon "
+        f"out: sudo -u {shlex.quote(name)} {shlex.join(['intake', *given])}"
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """The `intake` command; its exit status. Output cut short by a reader that went away
+    (`intake status | head`) ends it quietly, with status 141 as SIGPIPE would."""
+    try:
+        try:
+            return dispatch(list(sys.argv[1:] if argv is None else argv))
+        finally:
+            sys.stdout.flush()
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing more at exit
+        return 141
+
+
+def dispatch(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     try:
         config = read_config(args.config)
+        refusal = other_user(config, args, argv)
+        if refusal:
+            print(refusal, file=sys.stderr)
+            return 1
         audit_command(config, args)
         return COMMANDS[args.command](config, args)
     except (ConfigError, StartupError, CryptoError) as exc:

@@ -15,15 +15,20 @@ of the `Exit` bits for what needs an admin after this run (`intake run --once` a
 e.g. 6: a source failed and mail is waiting. `intake status` says what and why. On a terminal
 `run_once` shows the poll's progress (`pipeline.logs.Progress`).
 
-`run_forever` runs the jobs on their intervals until SIGTERM or SIGINT, then lets the job in
-flight finish, stops and exits 0. Under systemd (`Type=notify`, deploy/report-intake.service)
-it sends READY=1 once the scheduler runs, WATCHDOG=1 from a scheduler job (so it stops when the
-scheduler stops running jobs) and STOPPING=1 on the signal (`pipeline.notify`). After each poll,
-outbox and purge job the `[metrics] textfile` is rewritten (`pipeline.metrics`).
+`run_forever` runs the jobs on their intervals until SIGTERM or SIGINT: on the signal it logs
+"stopping" and sends STOPPING=1 at once, lets the jobs in flight finish (saying every
+`STOP_NOTICE` seconds which it waits for), then logs "daemon stopped" and exits 0. Under systemd
+(`Type=notify`, deploy/report-intake.service) it sends READY=1 once the scheduler runs and
+WATCHDOG=1 from a scheduler job (`pipeline.notify`), but only while the daemon is healthy
+(`Liveness`): the poll and outbox jobs show signs of life (a poll starting, each input a source
+hands over, each mail handed to the SMTP server or refused), and while one of them runs with no
+sign of life for `STALL_SECONDS` the pings are withheld, so systemd restarts the daemon. After
+each poll, outbox and purge job the `[metrics] textfile` is rewritten (`pipeline.metrics`).
 
 `serve` is `intake run` and `run_daemon.py`: it applies `[logging]`, takes the instance lock
 (SQLite is for one instance: a second daemon on the same database refuses to start; PostgreSQL
-takes several, which coordinate with advisory locks), opens the `App` and runs.
+takes several, which coordinate with advisory locks), opens the `App` and runs. Every other
+command that polls or sends (`intake retry --send`, the demo) takes the same lock.
 """
 
 from __future__ import annotations
@@ -34,9 +39,12 @@ import logging
 import os
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from types import FrameType
 from typing import TypeVar
 
@@ -47,6 +55,7 @@ from apscheduler.schedulers.blocking import BlockingScheduler
 from pipeline.app import App, StartupError, source_names
 from pipeline.config import Config
 from pipeline.crypto import ensure_private_dir
+from pipeline.deliver import Transport
 from pipeline.intake import PollResult, describe
 from pipeline.intake.forms import FormSource
 from pipeline.intake.idle import IdleWatcher
@@ -60,6 +69,16 @@ from pipeline.store import DatabaseError, database_url, sqlite_path
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+# How long the poll or outbox job may run with no sign of life before the daemon counts as hung.
+# Between two signs of life lies one input or one mail: a few network steps, each bounded by
+# `timeout_seconds` (30 s by default), and its encryption; a backlog of any size beats all along.
+STALL_SECONDS = 600.0
+STOP_NOTICE = 30.0  # while stopping, how often it says which jobs it waits for
+LOCK_ADVICE = (
+    "SQLite is for one instance: stop that one, or set database.url to a PostgreSQL database to "
+    "run several"
+)
 
 
 class Exit(enum.IntFlag):
@@ -142,10 +161,10 @@ def purge_job(app: App) -> bool:
     went without error."""
 
     def run() -> bool:
-        purged = purge_due(app.engine, app.config.retention)
+        purged = purge_due(app.engine, app.config)
         if purged:
             log.info("retention: %d report(s) purged", purged)
-        folders = [s.archive_dir for s in app.sources if isinstance(s, FormSource)]
+        folders = [(s.archive_dir, s.form.path) for s in app.sources if isinstance(s, FormSource)]
         archives = purge_archives(app.engine, archives_due(folders, app.config.retention))
         if archives:
             log.info("retention: %d form archive(s) purged", archives)
@@ -172,6 +191,107 @@ def run_once(app: App) -> int:
     return int(status)
 
 
+class Liveness:
+    """Which jobs run, and when each last showed a sign of life (its start, `beat`). A watched
+    job (poll, outbox) silent for longer than `STALL_SECONDS` is stalled: the daemon is not
+    healthy and WATCHDOG=1 is withheld. Jobs that are not watched (the purge, which may VACUUM a
+    large database, and the key check) count only for `wait_idle`, the end of the stop."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self.changed = threading.Condition()
+        self.running: dict[str, float] = {}  # job: its last sign of life
+        self.watched: set[str] = set()
+        self.reported: set[str] = set()  # stalled jobs already logged (until their next beat)
+
+    def tracked(self, name: str, job: Callable[[], object], *, watched: bool) -> Callable[[], None]:
+        """`job` as a scheduler job that is known to run while it runs."""
+        if watched:
+            self.watched.add(name)
+
+        def run() -> None:
+            with self.changed:
+                self.running[name] = self.clock()
+            try:
+                job()
+            finally:
+                with self.changed:
+                    del self.running[name]
+                    self.reported.discard(name)
+                    self.changed.notify_all()
+
+        return run
+
+    def beat(self, name: str) -> None:
+        """The job `name` made progress (when it runs)."""
+        with self.changed:
+            if name in self.running:
+                self.running[name] = self.clock()
+                self.reported.discard(name)
+
+    def stalled(self) -> dict[str, float]:
+        """The watched jobs silent for longer than `STALL_SECONDS`: for how many seconds."""
+        now = self.clock()
+        with self.changed:
+            silent = {name: now - last for name, last in self.running.items()}
+        return {
+            name: seconds
+            for name, seconds in silent.items()
+            if name in self.watched and seconds > STALL_SECONDS
+        }
+
+    def healthy(self) -> bool:
+        """True unless a watched job is stalled; a job newly stalled is logged (once)."""
+        stalled = self.stalled()
+        with self.changed:
+            new = {name: seconds for name, seconds in stalled.items() if name not in self.reported}
+            self.reported.update(new)
+        for name, seconds in new.items():
+            log.error(
+                "watchdog: the %s job has shown no sign of life for %.0f s: WATCHDOG=1 withheld, "
+                "so systemd restarts the daemon",
+                name,
+                seconds,
+            )
+        return not stalled
+
+    def wait_idle(self) -> None:
+        """Until no job runs, saying every `STOP_NOTICE` seconds which it waits for."""
+        with self.changed:
+            while self.running:
+                if not self.changed.wait(STOP_NOTICE) and self.running:
+                    log.info("stopping: waiting for the %s job(s)", ", ".join(self.running))
+
+
+class PollProgress:
+    """`Ingest.progress` in the daemon: every input a source announces or hands over is a sign
+    of life of the poll job."""
+
+    def __init__(self, liveness: Liveness) -> None:
+        self.liveness = liveness
+
+    def expect(self, count: int) -> None:
+        self.liveness.beat("poll")
+
+    def taken(self) -> None:
+        self.liveness.beat("poll")
+
+
+@dataclass
+class LiveTransport:
+    """The App's transport in the daemon: every mail handed over (or refused) is a sign of life
+    of the outbox job."""
+
+    inner: Transport
+    liveness: Liveness
+
+    def send(self, sender: str, recipient: str, message: bytes) -> None:
+        try:
+            self.inner.send(sender, recipient, message)
+        finally:
+            self.liveness.beat("outbox")
+
+
 class Wakeups:
     """IDLE's "new mail" while a poll runs is not lost: the poll runs again (at most
     `ROUNDS` times in one job run, then the job is scheduled again, so mail that never stops
@@ -180,9 +300,10 @@ class Wakeups:
 
     ROUNDS = 10
 
-    def __init__(self, scheduler: BlockingScheduler, app: App) -> None:
+    def __init__(self, scheduler: BlockingScheduler, app: App, liveness: Liveness) -> None:
         self.scheduler = scheduler
         self.app = app
+        self.liveness = liveness
         self.pending = threading.Event()
 
     def new_mail(self) -> None:
@@ -199,6 +320,7 @@ class Wakeups:
             if not self.pending.is_set():
                 return
             self.pending.clear()
+            self.liveness.beat("poll")
             results = self.app.poll()
             if any(r.counts.get("stored") or r.counts.get("unrouted") for r in results):
                 self._run_now("outbox")
@@ -213,7 +335,10 @@ class Wakeups:
 def run_forever(app: App) -> int:
     schedule = app.config.schedule
     scheduler = BlockingScheduler(timezone="UTC")
-    wakeups = Wakeups(scheduler, app)
+    liveness = Liveness()
+    app.ingest.progress = PollProgress(liveness)
+    app.transport = LiveTransport(app.transport, liveness)
+    wakeups = Wakeups(scheduler, app, liveness)
     notifier = Notifier()
     options = {
         "max_instances": 1,
@@ -221,26 +346,37 @@ def run_forever(app: App) -> int:
         "misfire_grace_time": None,
         "next_run_time": datetime.now(UTC),  # run the jobs at start, then on their interval
     }
-    scheduler.add_job(wakeups.poll, "interval", seconds=schedule.poll_seconds, id="poll", **options)
-    scheduler.add_job(
-        drain_job, "interval", [app], seconds=schedule.outbox_seconds, id="outbox", **options
-    )
-    scheduler.add_job(key_job, "interval", [app], hours=24, max_instances=1, coalesce=True)
-    scheduler.add_job(
-        purge_job, "interval", [app], hours=schedule.purge_hours, id="purge", **options
-    )
+    poll = liveness.tracked("poll", wakeups.poll, watched=True)
+    drain = liveness.tracked("outbox", partial(drain_job, app), watched=True)
+    keys = liveness.tracked("key check", partial(key_job, app), watched=False)
+    purge = liveness.tracked("purge", partial(purge_job, app), watched=False)
+    scheduler.add_job(poll, "interval", seconds=schedule.poll_seconds, id="poll", **options)
+    scheduler.add_job(drain, "interval", seconds=schedule.outbox_seconds, id="outbox", **options)
+    scheduler.add_job(keys, "interval", hours=24, max_instances=1, coalesce=True)
+    scheduler.add_job(purge, "interval", hours=schedule.purge_hours, id="purge", **options)
     if notifier.watchdog_seconds:
+
+        def watchdog() -> None:
+            if liveness.healthy():
+                notifier.watchdog()
+
         seconds = notifier.watchdog_seconds
-        scheduler.add_job(notifier.watchdog, "interval", seconds=seconds, id="watchdog", **options)
+        scheduler.add_job(watchdog, "interval", seconds=seconds, id="watchdog", **options)
     watcher = _idle_watcher(app, wakeups.new_mail)
     started = (
         f"daemon started: poll every {schedule.poll_seconds}s, "
         f"outbox every {schedule.outbox_seconds}s, purge every {schedule.purge_hours:g}h"
     )
+    stopping = threading.Event()
 
     def stop(signum: int, _frame: FrameType | None) -> None:
-        log.info("signal %s: stopping after the job in flight", signal.Signals(signum).name)
-        notifier.stopping("stopping after the job in flight")
+        name = signal.Signals(signum).name
+        if stopping.is_set():
+            log.info("signal %s: already stopping, after the job(s) in flight", name)
+            return
+        stopping.set()
+        log.info("signal %s: stopping after the job(s) in flight", name)
+        notifier.stopping("stopping after the job(s) in flight")
         # Not from inside the handler: it may have interrupted the scheduler's own loop.
         threading.Thread(target=scheduler.shutdown, kwargs={"wait": False}).start()
 
@@ -251,10 +387,11 @@ def run_forever(app: App) -> int:
     if watcher:
         watcher.start()
     try:
-        scheduler.start()
+        scheduler.start()  # returns once stopped: jobs may still run
     finally:
         if watcher:
             watcher.stop()
+    liveness.wait_idle()
     log.info("daemon stopped")
     return 0
 
@@ -265,10 +402,11 @@ def _idle_watcher(app: App, wake_poller: Callable[[], None]) -> IdleWatcher | No
 
 
 @contextmanager
-def instance_lock(config: Config) -> Iterator[None]:
-    """While it is held no other daemon runs on this SQLite database: an exclusive flock on
-    `<database>.lock` beside it (with the holder's pid in it), or StartupError saying which
-    process holds it. PostgreSQL takes several instances: nothing to lock."""
+def instance_lock(config: Config, advice: str = LOCK_ADVICE) -> Iterator[None]:
+    """While it is held no other daemon, and no other command that polls or sends, runs on this
+    SQLite database: an exclusive flock on `<database>.lock` beside it (with the holder's pid in
+    it), or StartupError saying which process holds it, then `advice` (what to do instead).
+    PostgreSQL takes several instances: nothing to lock."""
     try:
         database = sqlite_path(database_url(config.database_url))
     except DatabaseError as exc:
@@ -292,8 +430,7 @@ def instance_lock(config: Config) -> Iterator[None]:
             holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
             raise StartupError(
                 f"{config.source}: another daemon (pid {holder}) runs on the SQLite database "
-                f"{database} (it holds {lock}); SQLite is for one instance: stop that one, or "
-                "set database.url to a PostgreSQL database to run several"
+                f"{database} (it holds {lock}); {advice}"
             ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)

@@ -3,7 +3,8 @@
 In: a folder name. Out: that folder holding a config, demo keys, the outbox passphrase (a file
 beside the data folder, mode 0600, as in production), a Maildir of sample reports and the
 SQLite database after one run; on the terminal, what the daemon did with each sample and
-what an SMTP sink (started here, on loopback) received.
+what an SMTP sink (started here, on loopback) received. The run holds the instance lock, as
+`intake run` does; a folder a daemon still runs on is neither rebuilt nor run (one line says so).
 """
 
 from __future__ import annotations
@@ -22,12 +23,13 @@ import gnupg
 import yaml
 from sqlmodel import Session, select
 
-from pipeline.app import App
-from pipeline.config import load_config
-from pipeline.daemon import Exit, run_once
+from pipeline.app import App, StartupError
+from pipeline.config import ConfigError, load_config
+from pipeline.daemon import Exit, instance_lock, run_once
 from pipeline.models import OutboxRow, ReportRow
 
 MARKER = ".intake-demo"
+LOCK_ADVICE = "stop it first, or choose another --demo-dir"
 REPO = Path(__file__).resolve().parent.parent
 KEYS = {
     "records": "records@example.ac.uk",
@@ -75,11 +77,23 @@ def _prepare_folder(folder: Path) -> None:
     if folder.exists():
         if not (folder / MARKER).exists():
             raise SystemExit(f"{folder} exists and is not a demo folder; choose another --demo-dir")
+        _check_no_daemon(folder / "intake.toml")
         for home in (folder / "keyholders", folder / "var" / "gnupg"):
             _kill_agent(home)
         shutil.rmtree(folder)
     folder.mkdir(mode=0o700, parents=True)
     (folder / MARKER).touch()
+
+
+def _check_no_daemon(config_file: Path) -> None:
+    """StartupError when a daemon runs on the demo deployment at `config_file` (it holds the
+    instance lock); a config that does not load (a demo cut short) has no daemon."""
+    try:
+        config = load_config(config_file)
+    except ConfigError:
+        return
+    with instance_lock(config, LOCK_ADVICE):
+        pass
 
 
 def _kill_agent(home: Path) -> None:
@@ -193,12 +207,19 @@ def _print_results(app: App, sink: Sink, keyholders: gnupg.GPG) -> None:
 
 def run_demo(folder: Path) -> int:
     """Build the demo deployment in `folder`, run the daemon once, print what happened; the
-    run's exit status, less the quarantine bit the sample that is no email sets by design."""
+    run's exit status, less the quarantine bit the sample that is no email sets by design.
+    SystemExit with one line when it cannot (a daemon runs on the folder)."""
+    try:
+        return _run_demo(folder.resolve())
+    except StartupError as exc:
+        raise SystemExit(str(exc)) from None
+
+
+def _run_demo(folder: Path) -> int:
     try:  # a production install has no demo: its SMTP sink is the [demo] extra
         from aiosmtpd.controller import Controller
     except ImportError:
         raise SystemExit("the demo needs aiosmtpd: pip install 'report-intake[demo]'") from None
-    folder = folder.resolve()
     _prepare_folder(folder)
     keyholders, fingerprints = _make_keys(folder)
     write_rules(folder / "rules", KEYS, fingerprints)
@@ -210,12 +231,13 @@ def run_demo(folder: Path) -> int:
     try:
         config = load_config(_write_config(folder, fingerprints["records"], controller.port))
         print(f"Demo deployment in {folder}: {len(SAMPLES)} sample reports in its Maildir.")
-        app = App.open(config)
-        try:
-            status = run_once(app)
-            _print_results(app, sink, keyholders)
-        finally:
-            app.close()
+        with instance_lock(config, LOCK_ADVICE):
+            app = App.open(config)
+            try:
+                status = run_once(app)
+                _print_results(app, sink, keyholders)
+            finally:
+                app.close()
     finally:
         controller.stop()
         _kill_agent(folder / "keyholders")

@@ -1,9 +1,10 @@
 """systemd notifications (sd_notify(3)): the daemon's life in, datagrams to $NOTIFY_SOCKET out.
 
 `READY=1` once the daemon is up, `WATCHDOG=1` every half of $WATCHDOG_USEC (`WatchdogSec=`)
-while the scheduler runs its jobs, `STOPPING=1` when it begins to stop, each with a `STATUS=`
-line for `systemctl status`. Without $NOTIFY_SOCKET (not started by systemd as `Type=notify`)
-nothing is sent. An abstract socket is written `@name`. Only the standard library's socket.
+while the daemon is healthy (its scheduler runs jobs and no job hangs: `daemon.Liveness`),
+`STOPPING=1` when it begins to stop, each with a `STATUS=` line for `systemctl status`.
+Without $NOTIFY_SOCKET (not started by systemd as `Type=notify`) nothing is sent. An abstract
+socket is written `@name`. Only the standard library's socket.
 A notification that cannot be sent is logged once and never stops the daemon: without READY=1
 systemd times the start out, without WATCHDOG=1 it restarts the daemon, which is what it should.
 """

@@ -1,11 +1,14 @@
 """Outbox: queued mail rows in, mail handed to the transport out, and a `DrainResult`.
 
 Each row is claimed under a row lock (SKIP LOCKED on PostgreSQL, so several instances share the
-work), urgent mail first, sent, and its new state committed on its own. A temporary failure
-retries with exponential backoff and jitter (the first retry within `retry_seconds`) until the
-queue lifetime runs out; a permanent or expired one is a dead letter (`failed`). Dead letters
-are announced together: one alert per hour naming their references (`kind` "dead-letter"). An
-alert mail that fails is logged and listed, never alerted about.
+work), urgent mail first, sent, and its new state committed on its own. SQLite has no row locks:
+there drains take turns (`drain_turn`, a file lock held for the whole drain), so two processes
+on one SQLite database never both send a row (one is the rule: `daemon.instance_lock`). A
+temporary failure retries with exponential backoff and jitter (the first retry within
+`retry_seconds`) until the queue lifetime runs out; a permanent or expired one is a dead
+letter (`failed`). Dead letters are announced together: one alert per hour naming their
+references (`kind` "dead-letter"). An alert mail that fails is logged and listed, never alerted
+about.
 An unreachable server ends the drain (the rest waits). A configuration fault (SMTP 530, 535,
 5.7.x: credentials refused, authentication or TLS required) holds the whole queue: the row
 keeps its state and attempts, nothing is dead-lettered, one alert per hour (`kind` "smtp"),
@@ -22,8 +25,12 @@ without passphrase); `requeue` puts dead letters back, except acknowledgements a
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import os
 import random
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -40,7 +47,7 @@ from pipeline.logs import log_context
 from pipeline.models import OutboxRow, OutboxState, ReportRow, ReportState, utcnow
 from pipeline.rules import Service
 from pipeline.sources import OUTBOX, record_health
-from pipeline.store import claim_due, reclaim, settle_report
+from pipeline.store import claim_due, reclaim, settle_report, sqlite_path
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +112,24 @@ def _reference(session: Session, row: OutboxRow) -> str:
     return report.reference if report and report.reference else "alert"
 
 
+@contextmanager
+def drain_turn(engine: Engine) -> Iterator[None]:
+    """On SQLite, this process's turn to drain: an exclusive flock on `<database>.outbox.lock`,
+    waited for. Without it two processes would both select the same queued row (SQLite has no
+    row locks: FOR UPDATE does nothing) and both send it; after the wait the second finds it
+    sent. The kernel drops the lock of a process that dies. PostgreSQL: nothing to take."""
+    database = sqlite_path(engine.url)
+    if database is None:
+        yield
+        return
+    fd = os.open(database.with_name(database.name + ".outbox.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
 class Drain:
     """One pass over the due outbox rows, for one configured deployment."""
 
@@ -120,12 +145,13 @@ class Drain:
         self.fault: SendError | None = None  # the configuration fault that held the queue
 
     def run(self) -> DrainResult:
-        while len(self.tried) < MAX_ROWS and self.result.held is None:
-            # An empty queue ends the drain, unless announcing dead letters queued alert mail.
-            if not self._next() and not self._announce_dead_letters():
-                break
-        self._announce_dead_letters()
-        self._record_health()
+        with drain_turn(self.engine):
+            while len(self.tried) < MAX_ROWS and self.result.held is None:
+                # An empty queue ends the drain, unless announcing dead letters queued alert mail.
+                if not self._next() and not self._announce_dead_letters():
+                    break
+            self._announce_dead_letters()
+            self._record_health()
         if self.erased:
             reclaim(self.engine)  # SQLite: the erased rows' old pages leave the WAL
         return self.result

@@ -49,7 +49,7 @@ from pipeline.models import (
 )
 from pipeline.render import RenderError
 from pipeline.status import iso, origins
-from pipeline.store import RELEASABLE, make_engine
+from pipeline.store import RELEASABLE, open_current
 
 
 class QuarantineError(Exception):
@@ -151,7 +151,7 @@ def _form_id(engine: Engine, row: ReportRow) -> str | None:
 
 
 def list_command(config: Config, as_json: bool) -> int:
-    engine = make_engine(config.database_url)
+    engine = open_current(config.database_url)
     try:
         items = quarantined_items(engine)
     finally:
@@ -345,7 +345,7 @@ def show_report(engine: Engine, keyholder: Keyholder, reference: str) -> list[st
 
 
 def show_command(config: Config, reference: str, home: Path) -> int:
-    engine = make_engine(config.database_url)
+    engine = open_current(config.database_url)
     try:
         print("\n".join(show_report(engine, Keyholder(config, home), reference)))
     except QuarantineError as exc:

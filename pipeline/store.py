@@ -5,9 +5,11 @@ One transaction per report writes the report's metadata, its encrypted records, 
 it or none of it. Unique constraints (source key, content fingerprint, one mail per report and
 target) are the last line of defence against processing a report twice.
 
-Opening the database (`make_engine`) takes `database.url` (SQLite or PostgreSQL; anything else
-is a DatabaseError saying what to fix) and upgrades its schema with the Alembic migrations in
-`migrations/`, one process at a time; `schema_revision` tells whether it is current.
+Opening the database takes `database.url` (SQLite or PostgreSQL; anything else is a
+DatabaseError saying what to fix). `make_engine` (the daemon, and commands run as its user)
+upgrades its schema with the Alembic migrations in `migrations/`, one process at a time;
+`open_current` (commands that only read, whoever runs them) creates and changes nothing and
+refuses a schema that is not current; `schema_revision` tells whether it is.
 """
 
 from __future__ import annotations
@@ -134,19 +136,21 @@ def _transaction(engine: Engine) -> Iterator[Connection]:
 
 @contextmanager
 def migration_lock(engine: Engine) -> Iterator[None]:
-    """One process at a time upgrades a SQLite file: an exclusive `flock` on
-    `<database>.migrate-lock` beside it, kept for the next time (removing it would let a third
-    process lock a new file). Nothing to do elsewhere: PostgreSQL takes an advisory lock in the
-    upgrade's own transaction, and an in-memory database is one process's own."""
+    """One process at a time upgrades a SQLite file: an exclusive `flock` on the folder that
+    holds it, opened read-only. No lock file is made, so none is left that the daemon's user
+    cannot open after root ran an upgrade (a directory takes a flock like a file). Nothing to do
+    elsewhere: PostgreSQL takes an advisory lock in the upgrade's own transaction, and an
+    in-memory database is one process's own."""
     path = sqlite_path(engine.url)
     if path is None:
         yield
         return
-    lock = path.with_name(f"{path.name}.migrate-lock")
     try:
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
+        fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
     except OSError as exc:
-        raise DatabaseError(f"{shown(engine.url)}: cannot open {lock}: {exc.strerror}") from None
+        raise DatabaseError(
+            f"{shown(engine.url)}: cannot open {path.parent}: {exc.strerror}"
+        ) from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
@@ -158,6 +162,10 @@ def _scripts() -> ScriptDirectory:
     return ScriptDirectory(str(MIGRATIONS))
 
 
+def known_revisions() -> set[str]:
+    return {script.revision for script in _scripts().walk_revisions()}
+
+
 def migrate(connection: Connection) -> str | None:
     """Bring the schema to the newest migration, in the caller's transaction; the revision it
     was at (None: a new database). A database made before migrations (tables, no
@@ -167,16 +175,12 @@ def migrate(connection: Connection) -> str | None:
     settings.set_main_option("script_location", str(MIGRATIONS))
     settings.attributes["connection"] = connection
     before = MigrationContext.configure(connection).get_current_revision()
-    scripts = _scripts()
     if before is None and "report" in inspect(connection).get_table_names():
         command.stamp(settings, BASELINE)
         before = BASELINE
-    elif before is not None and before not in {s.revision for s in scripts.walk_revisions()}:
-        raise DatabaseError(
-            f"{shown(connection.engine.url)}: its schema is at revision {before}, which this "
-            f"version of report-intake does not know (its newest is {scripts.get_current_head()}):"
-            " a newer version upgraded it; run that version"
-        )
+    elif before is not None and before not in known_revisions():
+        head = str(_scripts().get_current_head())
+        raise DatabaseError(": ".join(schema_lag(connection.engine.url, before, head)))
     command.upgrade(settings, "head")
     return before
 
@@ -211,9 +215,45 @@ def schema_revision(engine: Engine) -> tuple[str | None, str]:
         return MigrationContext.configure(connection).get_current_revision(), head
 
 
+UPGRADE = "run intake db upgrade as the daemon's user, or start the daemon (it upgrades at start)"
+
+
+def schema_lag(url: URL, current: str | None, head: str) -> tuple[str, str]:
+    """What a schema that is not at `head` means (a database to be made, one behind, one a
+    newer version upgraded) and what to do: (found, fix), for a command that never upgrades."""
+    where = shown(url)
+    path = sqlite_path(url)
+    if current is None and path is not None and not path.exists():
+        fix = "start the daemon (it creates it), or run intake db upgrade as the daemon's user"
+        return f"{where}: no database yet", fix
+    if current is None:
+        return f"{where}: no schema, or one from before migrations (newest: {head})", UPGRADE
+    if current not in known_revisions():
+        found = f"{where}: schema at revision {current}, which this version does not know"
+        return found, f"a newer version (newest here: {head}) upgraded it: run that version"
+    return f"{where}: schema at revision {current}, this version's newest is {head}", UPGRADE
+
+
+def open_current(url: str) -> Engine:
+    """An engine for `url` whose schema is the newest, for a command that only reads: nothing
+    is created, migrated or locked (no file is left that the daemon's user could not open).
+    DatabaseError when it cannot be opened or its schema is not current (`schema_lag`)."""
+    engine = open_engine(url)
+    try:
+        current, head = schema_revision(engine)
+    except BaseException:
+        engine.dispose()
+        raise
+    if current != head:
+        engine.dispose()
+        raise DatabaseError(": ".join(schema_lag(engine.url, current, head)))
+    return engine
+
+
 def make_engine(url: str) -> Engine:
     """An engine for `url` (`open_engine`) with the schema upgraded to the newest version
-    (`upgrade`). DatabaseError when the database cannot be opened or upgraded."""
+    (`upgrade`): for the daemon and the commands that run as its user. DatabaseError when the
+    database cannot be opened or upgraded."""
     engine = open_engine(url)
     try:
         upgrade(engine)

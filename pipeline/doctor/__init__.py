@@ -4,9 +4,10 @@ exit 0 only when nothing failed. For before go-live and after every change.
 Checks, in order: the config; every secret it names (`local`); data_dir and its disk space;
 the database (reachable, schema current); every key (`routing`: records, outbox, services'
 pinned keys, expiring ones warned about); rules and templates as `check-rules` checks them;
-each form's export folder; IMAP (TLS, sign-in, folders, capabilities, clock) and SMTP (TLS,
-sign-in, EHLO; no mail is sent) (`mail`). Each runs with a time limit (the server timeouts
-of the config for the servers) and a failing or hanging check never stops the others.
+each form's export folder; the Maildir; the metrics textfile's folder; IMAP (TLS, sign-in,
+folders, capabilities, clock) and SMTP (TLS, sign-in, EHLO; no mail is sent) (`mail`). Each
+runs with a time limit (the server timeouts of the config for the servers) and a failing or
+hanging check never stops the others.
 
 A line is `STATUS  name: what was found -> what to do (naming the config key)`. PASS and SKIP
 (not checked, and why) are fine; WARN works but deserves a look (e.g. a key expiring within
@@ -61,6 +62,8 @@ PROBES = [
     Probe("keys", routing.check_keys, _local, "check gpg.keys_dir and gpg.homedir"),
     Probe("rules", routing.check_rules, _local, "check rules.dir and templates.dir"),
     Probe("forms", local.check_forms, _local, "check forms.path (a network mount?)"),
+    Probe("maildir", local.check_maildir, _local, "check maildir.path (a network mount?)"),
+    Probe("metrics", local.check_metrics, _local, "check metrics.textfile"),
     Probe(
         "imap",
         mail.check_imap,

@@ -2,17 +2,22 @@
 
 Secrets (every configured password, client secret, certificate, service-account file and the
 outbox passphrase: a file exists, only its owner can read it, it is not empty; an environment
-variable is set; an inline secret sits in a config file only its owner can read), data_dir
-(there, private) and its disk space, the form export folders, and the database (reachable, its
-schema at this version's newest migration). Secrets are read to check them, never shown.
+variable is set; an inline secret sits in a config file only its owner can read; one systemd
+passes the unit only is skipped outside it), data_dir (there, private, every file in it its
+owner's) and its disk space, the form export folders, the Maildir and the metrics textfile's
+folder (usable by the daemon's user: data_dir's owner), and the database (reachable, its schema
+at this version's newest migration). Secrets are read to check them, never shown.
 """
 
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
 import stat
 from pathlib import Path
+
+from sqlalchemy import URL
 
 from pipeline.app import StartupError, outbox_passphrase
 from pipeline.config import (
@@ -31,6 +36,7 @@ from pipeline.store import (
     DatabaseError,
     database_url,
     open_engine,
+    schema_lag,
     schema_revision,
     shown,
     sqlite_path,
@@ -40,6 +46,11 @@ GIB = 1024**3
 LOW_SPACE_BYTES = GIB  # data_dir's file system: warn below this much free space
 LOW_SPACE_SHARE = 0.10  # or below this share of it
 OAUTH2_FILES = ("certificate_file", "service_account_file")  # besides client_secret_file
+IN_THE_UNIT = (
+    "to check it, run doctor as the daemon runs, with the unit's credentials: systemd-run "
+    "--pipe --wait -p User=USER -p LoadCredential=NAME:FILE intake doctor (the README's intake "
+    "shell function)"
+)
 
 
 def check_config(config: Config) -> list[Check]:
@@ -55,13 +66,21 @@ def _private_mode(path: Path) -> int | None:
     return mode if mode & 0o077 else None
 
 
+def _credential(key: str, path: Path) -> Path | Check:
+    """The file a `*_file` key names, `${CREDENTIALS_DIRECTORY}` expanded; a SKIP when that is
+    not set: systemd sets it for the unit only, so a shell cannot see the secret."""
+    try:
+        return credential_path(path, key)
+    except ConfigError as exc:
+        return Check(f"secret {key}", SKIP, str(exc), IN_THE_UNIT)
+
+
 def file_secret(key: str, path: Path) -> Check:
     """A secret file: there, only its owner can read it, not empty."""
     name = f"secret {key}"
-    try:
-        real = credential_path(path, key)
-    except ConfigError as exc:  # ${CREDENTIALS_DIRECTORY}: set by systemd for the unit only
-        return Check(name, SKIP, f"{exc}; run doctor inside the unit to check it")
+    real = _credential(key, path)
+    if isinstance(real, Check):
+        return real
     try:
         loose = _private_mode(real)
         data = real.read_bytes()
@@ -149,6 +168,10 @@ def _outbox_passphrase(config: Config) -> Check:
         (k for k in ("outbox_passphrase_file", "outbox_passphrase_env") if getattr(gpg, k)),
         "outbox_passphrase",
     )
+    if key == "outbox_passphrase_file" and gpg.outbox_passphrase_file is not None:
+        real = _credential(f"gpg.{key}", gpg.outbox_passphrase_file)
+        if isinstance(real, Check):
+            return real
     try:
         outbox_passphrase(config)
     except StartupError as exc:
@@ -166,10 +189,49 @@ def check_secrets(config: Config) -> list[Check]:
     return [*checks, *_sign_in_secrets(config, config.smtp), _outbox_passphrase(config)]
 
 
+def daemon_uid(config: Config) -> int:
+    """The daemon's user as far as this machine tells: data_dir's owner, else doctor's own."""
+    folder = config.data_dir
+    return folder.stat().st_uid if folder.is_dir() else os.geteuid()
+
+
+def may(uid: int, path: Path, access: int) -> bool:
+    """Whether the user `uid` may `access` (os.R_OK | os.W_OK | os.X_OK) `path`: os.access for
+    doctor's own user, else by its mode bits (owner, group or others; ACLs are not read)."""
+    if uid == os.geteuid():
+        return os.access(path, access)
+    if uid == 0:
+        return True
+    found = path.stat()
+    try:
+        user = pwd.getpwuid(uid)
+        groups = set(os.getgrouplist(user.pw_name, user.pw_gid))
+    except KeyError:
+        groups = set()
+    shift = 6 if found.st_uid == uid else 3 if found.st_gid in groups else 0
+    return (found.st_mode >> shift) & access == access
+
+
+def _foreign(folder: Path, owner: int) -> Check | None:
+    """A FAIL when files in data_dir belong to another user than its owner (made by root
+    running a command the daemon's user should have run): the daemon cannot change them."""
+    found = [path for path in folder.rglob("*") if path.lstat().st_uid != owner]
+    if not found:
+        return None
+    name = user_name(owner)
+    some = ", ".join(str(path.relative_to(folder)) for path in found[:3])
+    detail = (
+        f"{len(found)} file(s) in {folder} belong to another user than its owner {name} "
+        f"({some}{', ...' if len(found) > 3 else ''}): the daemon may fail on them"
+    )
+    return Check("data_dir", FAIL, detail, f"chown -R {name}: {folder}")
+
+
 def check_data_dir(config: Config) -> list[Check]:
     folder = config.data_dir
     if not folder.exists():
-        fix = "start the daemon once (it makes data_dir, mode 700), or correct data_dir"
+        fix = f"create it for the daemon's user (install -d -m 700 -o USER {folder}; the daemon "
+        fix += "makes it at start when it may), or correct data_dir"
         return [Check("data_dir", WARN, f"{folder} does not exist yet", fix)]
     if not folder.is_dir():
         return [Check("data_dir", FAIL, f"{folder} is not a folder", "correct data_dir")]
@@ -178,6 +240,9 @@ def check_data_dir(config: Config) -> list[Check]:
         detail = f"{folder} is readable by group or others (mode {loose:o})"
         return [Check("data_dir", FAIL, detail, f"chmod 700 {folder}")]
     owner = folder.stat().st_uid
+    foreign = _foreign(folder, owner)
+    if foreign is not None:
+        return [foreign]
     if owner != os.geteuid():
         name, me = user_name(owner), user_name(os.geteuid())
         detail = f"{folder} belongs to {name}, doctor runs as {me}: the daemon may find otherwise"
@@ -229,14 +294,20 @@ def check_forms(config: Config) -> list[Check]:
     return checks
 
 
+def _no_folder(config: Config, url: URL, folder: Path) -> Check:
+    """The SQLite database's folder is not there: neither the daemon nor db upgrade makes it."""
+    key = "database.url" if config.database.url else "data_dir"
+    fix = f"create it for the daemon's user (install -d -m 700 -o USER {folder}), or correct {key}"
+    return Check("database", FAIL, f"{shown(url)}: the folder {folder} does not exist", fix)
+
+
 def check_database(config: Config) -> list[Check]:
     """Reachable, and its schema at the newest migration this version has. Writes nothing."""
     try:
         url = database_url(config.database_url)
         path = sqlite_path(url)
-        if path is not None and not path.is_file():
-            fix = "start the daemon once or run intake db upgrade (either makes it); check data_dir"
-            return [Check("database", FAIL, f"{shown(url)}: no database file", fix)]
+        if path is not None and not path.parent.is_dir():
+            return [_no_folder(config, url, path.parent)]
         engine = open_engine(config.database_url)
     except DatabaseError as exc:
         return [Check("database", FAIL, str(exc), "correct database.url")]
@@ -247,13 +318,46 @@ def check_database(config: Config) -> list[Check]:
         return [Check("database", FAIL, str(exc), fix)]
     finally:
         engine.dispose()
-    where = shown(engine.url)
     if current == head:
-        return [Check("database", PASS, f"{where}: schema current (revision {head})")]
-    upgrade = "run intake db upgrade (the daemon also upgrades at start)"
-    if current is None:
-        detail = f"{where}: no schema, or one from before migrations (newest: {head})"
-        return [Check("database", FAIL, detail, upgrade)]
-    detail = f"{where}: schema at revision {current}, this version's newest is {head}"
-    fix = f"{upgrade}; a revision this version does not know is a newer release's: run that"
-    return [Check("database", FAIL, detail, fix)]
+        return [Check("database", PASS, f"{shown(engine.url)}: schema current (revision {head})")]
+    return [Check("database", FAIL, *schema_lag(engine.url, current, head))]
+
+
+def check_metrics(config: Config) -> list[Check]:
+    """`[metrics] textfile`: its folder is there and the daemon's user may write in it (the file
+    is written beside it and renamed over it)."""
+    path = config.metrics.textfile
+    if path is None:
+        return []
+    folder, name = path.parent, user_name(daemon_uid(config))
+    if not folder.is_dir():
+        fix = "create it (node_exporter's --collector.textfile.directory), or correct "
+        return [Check("metrics", FAIL, f"{folder}: no such folder", fix + "metrics.textfile")]
+    if not may(daemon_uid(config), folder, os.W_OK | os.X_OK):
+        detail = f"{folder}: the daemon's user {name} cannot write in it"
+        fix = f"let {name} write in {folder} (and name it in the unit's ReadWritePaths=), or "
+        return [Check("metrics", FAIL, detail, fix + "correct metrics.textfile")]
+    if path.suffix != ".prom":
+        fix = "end metrics.textfile in .prom: node_exporter reads only *.prom files"
+        return [Check("metrics", WARN, f"{path}: not a .prom file", fix)]
+    return [Check("metrics", PASS, f"{path}: the daemon's user {name} may write it")]
+
+
+def check_maildir(config: Config) -> list[Check]:
+    """`[maildir] path`: a Maildir whose messages the daemon's user may read and remove."""
+    if config.maildir is None:
+        return []
+    path, uid = config.maildir.path, daemon_uid(config)
+    missing = [sub for sub in ("cur", "new", "tmp") if not (path / sub).is_dir()]
+    if not path.is_dir() or missing:
+        found = "no such folder" if not path.is_dir() else f"not a Maildir (no {missing[0]}/)"
+        fix = "point maildir.path at the Maildir the MTA delivers to (cur, new and tmp in it)"
+        return [Check("maildir", FAIL, f"{path}: {found}", fix)]
+    folders = [path, path / "new", path / "cur"]
+    if not all(may(uid, folder, os.R_OK | os.W_OK | os.X_OK) for folder in folders):
+        name = user_name(uid)
+        detail = f"{path}: the daemon's user {name} cannot read and remove messages in it"
+        fix = f"let {name} read and change {path}, its new/ and cur/ (and name it in the unit's "
+        return [Check("maildir", FAIL, detail, fix + "ReadWritePaths=), or correct maildir.path")]
+    waiting = sum(1 for folder in folders[1:] for entry in folder.iterdir() if entry.is_file())
+    return [Check("maildir", PASS, f"{path}: a Maildir, {waiting} message(s) waiting")]

@@ -23,7 +23,7 @@ from alembic.config import Config as AlembicConfig
 from sqlalchemy import create_engine
 
 from pipeline.cli import DEFAULT_CONFIG
-from pipeline.store import BASELINE, MIGRATIONS, open_engine, schema_revision
+from pipeline.store import BASELINE, MIGRATIONS, make_engine, open_engine, schema_revision
 
 REPO = Path(__file__).resolve().parents[2]
 RECORDS_KEY = "A" * 40  # loading the config checks its form only
@@ -213,3 +213,24 @@ def test_a_postgresql_database_that_does_not_exist_is_one_line(tmp_path: Path, p
     assert line.endswith(
         "(is the server up, does the database exist (createdb), may this user connect?)"
     )
+
+
+def test_output_to_a_reader_that_went_away_ends_quietly(tmp_path: Path) -> None:
+    """`intake status | head`: a pipe whose reader is gone ends the command as SIGPIPE would
+    (status 141), without a traceback."""
+    config = write_config(tmp_path)
+    make_engine(f"sqlite:///{tmp_path / 'var' / 'intake.db'}").dispose()
+    reader, writer = os.pipe()
+    os.close(reader)  # the reader went away before the first line
+    try:
+        run = subprocess.run(
+            [sys.executable, "-m", "pipeline", "status", "--config", str(config)],
+            cwd=REPO,
+            stdout=writer,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        os.close(writer)
+    assert (run.returncode, run.stderr) == (141, "")

@@ -50,6 +50,12 @@ def lines(run: Run) -> dict[str, str]:
     return found
 
 
+def give_to_nobody(folder: Path) -> None:
+    """Make `folder` and all in it nobody's, as the daemon's user's own."""
+    for path in (folder, *folder.rglob("*")):
+        os.chown(path, NOBODY, NOBODY, follow_symlinks=False)
+
+
 def statuses(run: Run) -> dict[str, str]:
     return {name: line.split()[0] for name, line in lines(run).items()}
 
@@ -143,17 +149,142 @@ def test_json_is_one_object_for_monitoring(healthy: Deployment, intake: Intake) 
 
 def test_a_deployment_never_started_has_no_database(deployment: Deployment, intake: Intake) -> None:
     passphrase_file(deployment)
+    data_dir = deployment.data_dir
 
     run = intake("doctor")
+    data_dir.mkdir(mode=0o700)
+    made = intake("doctor")
 
     found = lines(run)
     assert run.returncode == 1
-    assert found["database"].startswith("FAIL  database: sqlite:///")
-    assert "no database file -> start the daemon once or run intake db upgrade" in found["database"]
+    assert found["database"] == (  # neither the daemon nor db upgrade makes another's folder
+        f"FAIL  database: sqlite:///{data_dir}/intake.db: the folder {data_dir} does not exist "
+        f"-> create it for the daemon's user (install -d -m 700 -o USER {data_dir}), or correct "
+        "data_dir"
+    )
     assert found["outbox key"].startswith("WARN  outbox key: NOT USABLE: none yet")
     assert found["data_dir"].startswith("WARN  data_dir:")
     assert statuses(run)["imap"] == "PASS"  # the other checks still ran
-    assert not (deployment.data_dir / "intake.db").exists()  # doctor made nothing
+    assert lines(made)["database"] == (
+        f"FAIL  database: sqlite:///{data_dir}/intake.db: no database yet -> start the daemon "
+        "(it creates it), or run intake db upgrade as the daemon's user"
+    )
+    assert list(data_dir.iterdir()) == []  # doctor made nothing
+
+
+def test_a_database_url_in_a_missing_folder_says_to_create_it(
+    deployment: Deployment, intake: Intake
+) -> None:
+    passphrase_file(deployment)
+    folder = deployment.root / "db"
+    deployment.database_url = f"sqlite:///{folder}/intake.db"
+    deployment.write()
+
+    run = intake("doctor")
+
+    assert lines(run)["database"] == (
+        f"FAIL  database: sqlite:///{folder}/intake.db: the folder {folder} does not exist -> "
+        f"create it for the daemon's user (install -d -m 700 -o USER {folder}), or correct "
+        "database.url"
+    )
+    assert not folder.exists()
+
+
+def test_an_outbox_passphrase_systemd_passes_is_checked_inside_the_unit_only(
+    healthy: Deployment, intake: Intake, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    credentials = healthy.root / "credentials"
+    credentials.mkdir(mode=0o700)
+    (healthy.root / "outbox-passphrase").rename(credentials / "outbox-passphrase")
+    healthy.passphrase_line = (
+        'outbox_passphrase_file = "${CREDENTIALS_DIRECTORY}/outbox-passphrase"'
+    )
+    healthy.write()
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+
+    shell = lines(intake("doctor"))["secret gpg.outbox_passphrase_file"]
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(credentials))
+    unit = intake("doctor")
+
+    assert shell.startswith(
+        "SKIP  secret gpg.outbox_passphrase_file: gpg.outbox_passphrase_file: "
+        "$CREDENTIALS_DIRECTORY is not set; systemd sets it for a unit with "
+        "LoadCredential=outbox-passphrase:/path/to/file -> to check it, run doctor as the daemon "
+        "runs, with the unit's credentials: systemd-run --pipe --wait -p User=USER -p "
+        "LoadCredential=NAME:FILE intake doctor"
+    ), shell
+    assert lines(unit)["secret gpg.outbox_passphrase_file"] == (
+        "PASS  secret gpg.outbox_passphrase_file: "
+        f"{credentials}/outbox-passphrase: readable by its owner only"
+    )
+    assert unit.returncode == 0, unit.stdout
+
+
+def test_the_maildir_and_the_metrics_folder_are_checked(
+    healthy: Deployment, intake: Intake
+) -> None:
+    maildir, metrics = healthy.root / "maildir", healthy.root / "metrics"
+    healthy.write(f'[maildir]\npath = "{maildir}"\n[metrics]\ntextfile = "{metrics}/intake.prom"\n')
+
+    missing = lines(intake("doctor"))
+    for sub in ("cur", "new", "tmp"):
+        (maildir / sub).mkdir(parents=True)
+    (maildir / "new" / "1.host").write_bytes(email("Something happened."))
+    metrics.mkdir()
+    there = intake("doctor")
+
+    assert missing["maildir"] == (
+        f"FAIL  maildir: {maildir}: no such folder -> point maildir.path at the Maildir the MTA "
+        "delivers to (cur, new and tmp in it)"
+    )
+    assert missing["metrics"] == (
+        f"FAIL  metrics: {metrics}: no such folder -> create it (node_exporter's "
+        "--collector.textfile.directory), or correct metrics.textfile"
+    )
+    assert lines(there)["maildir"] == f"PASS  maildir: {maildir}: a Maildir, 1 message(s) waiting"
+    assert lines(there)["metrics"].startswith(f"PASS  metrics: {metrics}/intake.prom: the daemon's")
+    assert there.returncode == 0, there.stdout
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root: data_dir is given to another user")
+def test_folders_the_daemons_user_cannot_write_fail_when_doctor_runs_as_root(
+    healthy: Deployment, intake: Intake
+) -> None:
+    maildir, metrics = healthy.root / "maildir", healthy.root / "metrics"
+    for sub in ("cur", "new", "tmp"):
+        (maildir / sub).mkdir(parents=True)
+    metrics.mkdir(mode=0o755)  # root's: the daemon's user may not write in it
+    healthy.write(f'[maildir]\npath = "{maildir}"\n[metrics]\ntextfile = "{metrics}/intake.prom"\n')
+    give_to_nobody(healthy.data_dir)
+
+    run = lines(intake("doctor"))
+
+    assert run["metrics"] == (
+        f"FAIL  metrics: {metrics}: the daemon's user nobody cannot write in it -> let nobody "
+        f"write in {metrics} (and name it in the unit's ReadWritePaths=), or correct "
+        "metrics.textfile"
+    )
+    assert run["maildir"].startswith(
+        f"FAIL  maildir: {maildir}: the daemon's user nobody cannot read and remove messages"
+    )
+    os.chown(metrics, NOBODY, -1)
+    assert lines(intake("doctor"))["metrics"].startswith("PASS  metrics: ")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root: data_dir is given to another user")
+def test_a_file_root_left_in_the_daemons_data_dir_fails(
+    healthy: Deployment, intake: Intake
+) -> None:
+    give_to_nobody(healthy.data_dir)
+    (healthy.data_dir / "intake.db.migrate-lock").touch()  # as root's `intake status` once did
+
+    run = intake("doctor")
+
+    assert lines(run)["data_dir"] == (
+        f"FAIL  data_dir: 1 file(s) in {healthy.data_dir} belong to another user than its owner "
+        "nobody (intake.db.migrate-lock): the daemon may fail on them -> chown -R nobody: "
+        f"{healthy.data_dir}"
+    )
 
 
 def test_a_database_behind_the_code_is_named_with_its_revision(
@@ -487,9 +618,8 @@ def test_run_as_another_user_than_the_daemon_it_leaves_the_gpg_homedir_alone(
 ) -> None:
     home = healthy.data_dir / "gnupg"
     subprocess.run(["gpgconf", "--homedir", str(home), "--kill", "gpg-agent"], check=False)
+    give_to_nobody(healthy.data_dir)
     before = sorted((path.name, path.stat().st_mtime_ns) for path in home.iterdir())
-    os.chown(healthy.data_dir, NOBODY, -1)
-    os.chown(home, NOBODY, -1)
 
     run = intake("doctor")
 

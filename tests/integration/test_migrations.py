@@ -179,6 +179,12 @@ def test_processes_upgrading_one_sqlite_file_take_turns(tmp_path: Path) -> None:
     engine.dispose()
 
 
+def test_an_upgrade_leaves_no_lock_file_beside_the_database(tmp_path: Path) -> None:
+    """The lock is the folder's own: root upgrading leaves no file the daemon cannot open."""
+    make_engine(f"sqlite:///{tmp_path / 'intake.db'}").dispose()
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["intake.db"]
+
+
 def test_looking_at_the_revision_of_a_missing_sqlite_file_makes_no_file(tmp_path: Path) -> None:
     engine = open_engine(f"sqlite:///{tmp_path / 'intake.db'}")
     current, head = schema_revision(engine)

@@ -1,7 +1,8 @@
 """The operations pack as an operator meets it, each daemon a separate process: systemd hears
-READY=1, WATCHDOG=1 and STOPPING=1 on a real NOTIFY_SOCKET; JSON log lines parse and carry no
-report content; `--once` shows its progress on a terminal only; a second daemon on one SQLite
-database refuses to start."""
+READY=1, WATCHDOG=1 and STOPPING=1 on a real NOTIFY_SOCKET, and no WATCHDOG=1 while a poll
+hangs; JSON log lines parse and carry no report content; `--once` shows its progress on a
+terminal only; a second daemon on one SQLite database refuses to start, and so do
+`intake retry --send` and the demo beside it."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,6 +26,7 @@ from pipeline.daemon import instance_lock
 from tests.integration.conftest import ANONYMOUS, REPO, Deployment, email
 
 DAEMON = [sys.executable, str(REPO / "run_daemon.py")]
+DEMO = [*DAEMON, "--demo", "--demo-dir"]
 
 
 @pytest.fixture
@@ -204,3 +207,128 @@ def test_postgresql_takes_no_instance_lock(deployment: Deployment) -> None:
     with instance_lock(config), instance_lock(config):  # several instances: no refusal
         pass
     assert not list(deployment.root.rglob("*.lock"))
+
+
+def test_retry_send_refuses_while_a_daemon_runs_and_the_daemon_sends_what_retry_requeues(
+    deployment: Deployment, notify_socket: tuple[socket.socket, str]
+) -> None:
+    deployment.write(extra="[schedule]\noutbox_seconds = 1\n")
+    deployment.smtp.refuse("550 5.1.1 mailbox unavailable")
+    deployment.imap.append(email("Shouted at in the library.", message_id="<r1@x>"))
+    assert deployment.run_once().returncode == 4  # both mails dead letters
+    deployment.smtp.accept()
+    deployment.smtp.clear()
+    dead = json.loads(deployment.intake("status", "--json").stdout)["outbox"]["failed"]
+    assert dead >= 2
+    sock, path = notify_socket
+    daemon = start_daemon(deployment, {"NOTIFY_SOCKET": path})
+    try:
+        receive_until(sock, "READY=1")
+        refused = deployment.intake("retry", "--send")
+        assert refused.returncode == 1, refused.stderr
+        message = refused.stderr.strip()
+        assert "\n" not in message, message  # one line
+        assert f"another daemon (pid {daemon.pid}) runs on the SQLite database" in message
+        assert "run intake retry without --send" in message and "PostgreSQL" not in message
+        counts = json.loads(deployment.intake("status", "--json").stdout)["outbox"]
+        assert counts["failed"] == dead  # nothing was changed
+        retry = deployment.intake("retry")
+        assert retry.returncode == 0, retry.stderr
+        requeued = int(retry.stdout.split("requeued ")[1].split()[0])
+        assert requeued >= 1  # the referral (the acknowledgement's address is erased)
+        deployment.smtp.wait_for(requeued, timeout=30)  # the daemon sends them
+        time.sleep(1)  # anything sent twice would arrive now
+    finally:
+        stderr = stop(daemon)
+    assert daemon.returncode == 0, stderr
+    ids = Counter(str(m.message["Message-ID"]) for m in deployment.smtp.messages)
+    assert len(ids) == requeued and max(ids.values()) == 1, ids
+
+
+HUNG = (  # the daemon, with a stall bound of a second instead of STALL_SECONDS
+    "import sys\n"
+    "from pipeline import daemon\n"
+    "from pipeline.cli import main\n"
+    "daemon.STALL_SECONDS = 1.0\n"
+    "sys.exit(main(['run', '--config', sys.argv[1]]))\n"
+)
+
+
+def test_the_watchdog_goes_quiet_while_a_poll_hangs_and_stopped_means_stopped(
+    deployment: Deployment, notify_socket: tuple[socket.socket, str]
+) -> None:
+    """A Maildir file that never finishes reading (a hung network share: here a FIFO nobody
+    writes) hangs the poll: WATCHDOG=1 stops, so systemd restarts the daemon. SIGTERM says
+    STOPPING=1 at once, and "daemon stopped" comes only once the poll has ended."""
+    maildir = deployment.root / "maildir"
+    for sub in ("new", "cur", "tmp"):
+        (maildir / sub).mkdir(parents=True)
+    hung = maildir / "new" / "1.hung"
+    os.mkfifo(hung)
+    deployment.write(extra='[maildir]\npath = "maildir"\n')
+    sock, path = notify_socket
+    log_path = deployment.root / "daemon.log"
+    env = deployment.env({"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "400000"})
+    with log_path.open("w") as log_file:
+        daemon = subprocess.Popen(
+            [sys.executable, "-c", HUNG, str(deployment.config_path)],
+            env=env,
+            cwd=deployment.root,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=log_file,
+        )
+    try:
+        receive_until(sock, "READY=1")
+        sock.settimeout(2.5)  # the stall (1 s) and more than ten watchdog periods (0.2 s)
+        deadline = time.monotonic() + 15
+        with pytest.raises(TimeoutError):  # quiet at last
+            while time.monotonic() < deadline:
+                sock.recv(4096)
+        log = log_path.read_text()
+        assert "watchdog: the poll job has shown no sign of life for " in log, log
+        daemon.send_signal(signal.SIGTERM)
+        assert receive_until(sock, "STOPPING=1")[-1].startswith("STOPPING=1\nSTATUS=stopping")
+        time.sleep(1)
+        assert daemon.poll() is None  # the poll still hangs
+        log = log_path.read_text()
+        assert "signal SIGTERM: stopping" in log and "daemon stopped" not in log, log
+        with hung.open("wb"):  # the share answers at last: an empty file
+            pass
+        assert daemon.wait(timeout=30) == 0
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+            daemon.wait()
+    log = log_path.read_text()
+    assert log.index("signal SIGTERM: stopping") < log.index("daemon stopped"), log
+
+
+def test_a_demo_folder_a_daemon_runs_on_is_neither_rebuilt_nor_run(
+    tmp_path: Path, notify_socket: tuple[socket.socket, str]
+) -> None:
+    """The demo holds the instance lock like `intake run`; one line says why it does not run."""
+    folder = tmp_path / "demo-var"
+    first = subprocess.run([*DEMO, str(folder)], capture_output=True, text=True, timeout=240)
+    assert first.returncode == 0, first.stdout + first.stderr
+    sock, path = notify_socket
+    daemon = subprocess.Popen(
+        [*DAEMON, "--config", str(folder / "intake.toml")],
+        env={**os.environ, "NOTIFY_SOCKET": path},
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        receive_until(sock, "READY=1")
+        again = subprocess.run([*DEMO, str(folder)], capture_output=True, text=True, timeout=240)
+        assert again.returncode == 1, again.stdout + again.stderr
+        message = again.stderr.strip()
+        assert "\n" not in message, message  # one line
+        assert f"another daemon (pid {daemon.pid}) runs on the SQLite database" in message
+        assert "choose another --demo-dir" in message
+        assert (folder / "var" / "intake.db").exists()  # not rebuilt under the daemon
+        assert daemon.poll() is None
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(timeout=30) == 0

@@ -1,4 +1,5 @@
-"""sd_notify over a real datagram socket: a path and an abstract name; the watchdog interval."""
+"""sd_notify over a real datagram socket: a path and an abstract name; the watchdog interval;
+when the daemon counts as healthy enough for WATCHDOG=1 (`Liveness`)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.daemon import STALL_SECONDS, Liveness
 from pipeline.notify import Notifier, watchdog_seconds
 
 
@@ -68,3 +70,36 @@ def test_the_watchdog_runs_at_half_its_period_for_this_process_only() -> None:
     assert watchdog_seconds({"WATCHDOG_USEC": "0"}, pid) is None
     assert watchdog_seconds({"WATCHDOG_USEC": "soon"}, pid) is None
     assert watchdog_seconds({}, pid) is None
+
+
+def test_a_watched_job_is_stalled_only_after_stall_seconds_without_a_sign_of_life(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    now = [0.0]
+    liveness = Liveness(clock=lambda: now[0])
+    seen: list[tuple[bool, dict[str, float]]] = []
+
+    def poll() -> None:  # a long backlog poll that beats, then hangs
+        for _ in range(3):
+            now[0] += STALL_SECONDS - 1
+            seen.append((liveness.healthy(), liveness.stalled()))
+            liveness.beat("poll")
+        now[0] += STALL_SECONDS + 1
+        seen.append((liveness.healthy(), liveness.stalled()))
+        seen.append((liveness.healthy(), liveness.stalled()))
+
+    def purge() -> None:  # not watched: silent as long as it likes
+        now[0] += 10 * STALL_SECONDS
+        seen.append((liveness.healthy(), liveness.stalled()))
+
+    liveness.tracked("poll", poll, watched=True)()
+    liveness.tracked("purge", purge, watched=False)()
+    assert seen[:3] == [(True, {})] * 3
+    assert seen[3] == seen[4] == (False, {"poll": STALL_SECONDS + 1})
+    assert seen[5] == (True, {})
+    assert liveness.healthy() and not liveness.running
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert errors == [
+        "watchdog: the poll job has shown no sign of life for 601 s: WATCHDOG=1 withheld, so "
+        "systemd restarts the daemon"
+    ]

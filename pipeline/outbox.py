@@ -16,7 +16,7 @@ and the next drain simply tries again. `DrainResult.held` says why mail could no
 over. A drain tries each row at most once and at most `MAX_ROWS` rows: it always ends.
 An acknowledgement's address and mail are decrypted only to send them, and erased (set NULL)
 once sent, dead-lettered or expired; a drain that erased something checkpoints SQLite's WAL
-(`store.reclaim`). Every resend of a mail carries the same Message-ID.
+(`database.reclaim`). Every resend of a mail carries the same Message-ID.
 
 `release_held` re-encrypts held referrals once their service's pinned key is usable;
 `reseal_outbox` moves every sealed row to the protected outbox key (upgrade from an outbox key

@@ -15,7 +15,7 @@ waits to be sent, a report follows one period:
   referrals are given up with it (`failed`, "purged under retention");
 - `routed`, `quarantined`: the reports in that state. Unrouted reports are kept.
 Each purge leaves one audit line with the reference and the dates, and no content. After a
-purge the database gives the space back (`store.reclaim`: SQLite WAL checkpoint, PostgreSQL
+purge the database gives the space back (`database.reclaim`: SQLite WAL checkpoint, PostgreSQL
 VACUUM). Purging a report twice is harmless: the row lock, `purged_at` and a period it must
 still be in make the second a no-op, so several instances on one PostgreSQL database may run
 the job.

@@ -1,1 +1,1 @@
-"""Alembic migrations: the database schema, version by version (`store.make_engine` upgrades)."""
+"""Alembic migrations: the database schema, version by version (`database.make_engine` upgrades)."""

@@ -1,4 +1,4 @@
-"""Alembic environment: runs on the connection `store.migrate` hands over (no alembic.ini, no
+"""Alembic environment: runs on the connection `database.migrate` hands over (no alembic.ini, no
 URL of its own), so the schema changes inside the caller's transaction and advisory lock."""
 
 from __future__ import annotations

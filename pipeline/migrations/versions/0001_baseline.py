@@ -1,7 +1,7 @@
 """Baseline: the schema as `create_all` made it up to issue 8.
 
 A database made before migrations existed has these tables and no `alembic_version`;
-`store.migrate` stamps it at this revision instead of running it.
+`database.migrate` stamps it at this revision instead of running it.
 
 Revision ID: 0001
 Revises:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -161,6 +162,9 @@ def test_a_renewed_key_imported_replaces_its_file_and_its_new_subkey_is_used_at_
         deployment.imap.append(email("A hate crime happened. Before.", message_id="<n1@x>"))
         run_once(app)
         renewed = deployment.root / "renewed.asc"
+        # gpg encrypts to the newest subkey, and of two made in the same second to the first:
+        # a real renewal comes days later, this one at least a second later.
+        time.sleep(1.1)
         renewed.write_text(deployment.keys.add_encryption_subkey(fpr, "2y"))
         new = deployment.keys.encryption_subkeys(fpr)[1]
         files = sorted(keys_dir.iterdir())

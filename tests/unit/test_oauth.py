@@ -540,8 +540,16 @@ def test_an_answer_that_trickles_in_is_given_up_at_the_deadline(
 
 
 def test_an_endpoint_that_echoes_the_secret_gets_it_into_no_log(
-    tokens: TokenServer, apps: Apps, caplog: pytest.LogCaptureFixture
+    tokens: TokenServer,
+    apps: Apps,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ):
+    # urllib3's DEBUG lines prove the capture works; whatever earlier tests did to its logger
+    # (a logging.config call disables existing loggers) is undone for this test.
+    for name in ("urllib3", "urllib3.connectionpool"):
+        monkeypatch.setattr(logging.getLogger(name), "disabled", False)
+        caplog.set_level(logging.DEBUG, logger=name)
     caplog.set_level(logging.DEBUG)
     tokens.canned = Canned(400, "<html>Bad request: {form}</html>", "text/html")
     with pytest.raises(TokenError) as raised:

@@ -88,6 +88,18 @@ class Config(Section):
         forms = [f if f.timezone else f.model_copy(update={"timezone": zone}) for f in self.forms]
         return self.model_copy(update={"forms": forms})
 
+    @model_validator(mode="after")
+    def _undelivered_needs_admins(self) -> Config:
+        """`[retention] undelivered` purges a report only a week after an alert mail naming it
+        was sent to the admins: without any, none would ever be purged."""
+        if self.retention.undelivered is not None and not self.alerts.admin:
+            raise ValueError(
+                "retention.undelivered: the admins are told by mail a week before such a report "
+                "is purged, and [alerts] admin names none: add their addresses to [alerts] "
+                "admin, or remove retention.undelivered"
+            )
+        return self
+
     @property
     def database_url(self) -> str:
         return self.database.url or f"sqlite:///{self.data_dir / 'intake.db'}"

@@ -117,9 +117,10 @@ class LimitsConfig(Section):
 class RetentionConfig(Section):
     """Days after which a report's encrypted records are purged, by state (absent: kept for
     ever). `delivered`: every referral reached its service. `undelivered`: one did not (held
-    for a key that never came, dead-lettered, or bounced); the admins are alerted a week
-    before such a report goes, and unset it is never purged. Form archives are kept for ever
-    while `routed`, `quarantined` or `undelivered` is unset; else as long as the longest."""
+    for a key that never came, dead-lettered, or bounced); unset, such a report is never
+    purged; set (it needs `[alerts] admin`), it goes no sooner than a week after an alert mail
+    naming it was sent. Form archives are kept for ever while `routed`, `quarantined` or
+    `undelivered` is unset; else as long as the longest."""
 
     delivered: int | None = Field(default=None, ge=1)
     routed: int | None = Field(default=None, ge=1)

@@ -18,9 +18,11 @@ from datetime import UTC, datetime, timedelta
 from pipeline.app import App
 from pipeline.config import RetentionConfig
 from pipeline.daemon import purge_job
-from pipeline.retention import GIVEN_UP, NOTICE_ACTION, archived_at, archives_due
+from pipeline.retention import GIVEN_UP, archived_at, archives_due
+from pipeline.store import make_engine
 from tests.integration.conftest import REPO, Deployment, email
 from tests.integration.test_forms_privacy import FORMS, HEADER, row, write_csv
+from tests.integration.test_retention_undelivered import told_long_ago
 
 OLD = "2020-01-01 00:00:00.000000"
 
@@ -97,13 +99,12 @@ def test_given_up_and_held_mail_go_with_their_report_waiting_mail_keeps_it(
                 "WHERE report_id = ? AND kind = 'referral'",
                 (mail_state, mail_state, report),
             )
-            # the admins were told of its purge long ago (a week's notice is the least)
-            database.execute(
-                "INSERT INTO audit (at, actor, action, reference, detail) "
-                "SELECT '2020-06-01 00:00:00.000000', 'daemon', ?, reference, '' FROM report "
-                "WHERE id = ?",
-                (NOTICE_ACTION, report),
-            )
+    # the admins were told of their purge long ago (a week's notice is the least)
+    engine = make_engine(deployment.config().database_url)
+    with engine.begin() as connection:
+        for (reference,) in database.execute("SELECT reference FROM report"):
+            told_long_ago(connection, reference)
+    engine.dispose()
 
     with opened(deployment) as app:
         assert purge_job(app)

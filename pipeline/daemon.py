@@ -72,7 +72,8 @@ T = TypeVar("T")
 
 # How long the poll or outbox job may run with no sign of life before the daemon counts as hung.
 # Between two signs of life lies one input or one mail: a few network steps, each bounded by
-# `timeout_seconds` (30 s by default), and its encryption; a backlog of any size beats all along.
+# `timeout_seconds` (30 s by default), and its encryption, or one IMAP fetch of at most
+# `imap.GROUP_BYTES` (or one larger message); a backlog of any size beats all along.
 STALL_SECONDS = 600.0
 STOP_NOTICE = 30.0  # while stopping, how often it says which jobs it waits for
 LOCK_ADVICE = (
@@ -264,8 +265,8 @@ class Liveness:
 
 
 class PollProgress:
-    """`Ingest.progress` in the daemon: every input a source announces or hands over is a sign
-    of life of the poll job."""
+    """`Ingest.progress` in the daemon: every input a source announces or hands over, and every
+    `Ingest.alive` (an `expect` of none), is a sign of life of the poll job."""
 
     def __init__(self, liveness: Liveness) -> None:
         self.liveness = liveness

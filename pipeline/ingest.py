@@ -97,7 +97,8 @@ class Outcome:
 
 class Progress(Protocol):
     """Told how many inputs the sources have and of each one taken (`pipeline.logs.Progress`:
-    the progress line of `run --once` on a terminal)."""
+    the progress line of `run --once` on a terminal; `pipeline.daemon.PollProgress`: the poll
+    job's signs of life). `expect(0)` only says that a source is still at work."""
 
     def expect(self, count: int) -> None: ...
 
@@ -148,6 +149,11 @@ class Ingest:
         many remain)."""
         if self.progress is not None:
             self.progress.expect(count)
+
+    def alive(self) -> None:
+        """A source still at work between two inputs (fetching a group of large messages, say)
+        shows a sign of life: the daemon's watchdog counts it as progress."""
+        self.expect(0)
 
     def fingerprint(self, digest: str) -> str:
         """An input's fingerprint as the database keeps it: keyed, so that someone holding the

@@ -3,7 +3,12 @@
 One connection per poll selects the intake folder (`imap.folder`), then each anonymous folder
 (`imap.anonymous_folders`) in turn. Every message in an anonymous folder is taken as anonymous,
 whatever its headers say. Messages are found by UID (`SEARCH NOT DELETED`, never by \\Seen),
-fetched with `BODY.PEEK[]` in batches and keyed `imap:<user>@<host>/<folder>:<UIDVALIDITY>:<UID>`.
+taken in UID order in batches of `imap.batch_size` and keyed
+`imap:<user>@<host>/<folder>:<UIDVALIDITY>:<UID>`. A batch's sizes (`RFC822.SIZE`) come first;
+its messages are then fetched with `BODY.PEEK[]` in groups of at most `GROUP_BYTES` (a larger
+message alone), with a sign of life (`Ingest.alive`) before each group: a backlog of large
+messages never keeps the poll silent for longer than one group takes to arrive (the daemon's
+watchdog), and only one group is held in memory at a time.
 
 A message leaves its folder only after its report is committed, and by default nothing is kept:
 it is flagged \\Deleted and removed with UID EXPUNGE (only our own UIDs). Keeping originals is
@@ -47,6 +52,8 @@ from pipeline.oauth import TokenError, mailbox_access, token_source
 log = logging.getLogger(__name__)
 
 DELETED = b"\\Deleted"
+# At most this much mail (by RFC822.SIZE) in one FETCH; a larger message is fetched alone.
+GROUP_BYTES = 10 * 1024 * 1024
 
 
 def _password_login(client: IMAPClient, config: ImapConfig) -> None:
@@ -264,14 +271,10 @@ class ImapSource:
         batch_size = self.config.batch_size
         for start in range(0, len(uids), batch_size):
             batch = uids[start : start + batch_size]
-            fetched = client.fetch(batch, ["BODY.PEEK[]"])
             outcomes: dict[int, Outcome] = {}
-            for uid in batch:
-                if uid in fetched:
-                    key = f"{prefix}:{uid}"
-                    outcome = _take(ingest, key, fetched[uid][b"BODY[]"], folder.anonymous, result)
-                    if outcome is not None:
-                        outcomes[uid] = outcome
+            for group in fetch_groups(_sizes(client, batch), GROUP_BYTES):
+                ingest.alive()
+                outcomes |= _take_group(client, ingest, prefix, group, folder.anonymous, result)
             if not outcomes:
                 continue
             keep = [uid for uid, o in outcomes.items() if self._keeps(folder, o)]
@@ -301,6 +304,46 @@ class ImapSource:
         if gone:
             complete = _expunge(client, gone)
         return complete
+
+
+def _sizes(client: IMAPClient, batch: list[int]) -> dict[int, int]:
+    """RFC822.SIZE of each message of `batch` still in the folder, in UID order."""
+    fetched = client.fetch(batch, ["RFC822.SIZE"])
+    return {uid: int(fetched[uid][b"RFC822.SIZE"]) for uid in batch if uid in fetched}
+
+
+def fetch_groups(sizes: dict[int, int], bound: int) -> list[list[int]]:
+    """The UIDs of `sizes` in its order, cut into runs whose sizes add up to at most `bound`;
+    a message larger than `bound` is a run of its own."""
+    groups: list[list[int]] = []
+    total = 0
+    for uid, size in sizes.items():
+        if not groups or total + size > bound:
+            groups.append([])
+            total = 0
+        groups[-1].append(uid)
+        total += size
+    return groups
+
+
+def _take_group(
+    client: IMAPClient,
+    ingest: Ingest,
+    prefix: str,
+    group: list[int],
+    anonymous: bool,
+    result: PollResult,
+) -> dict[int, Outcome]:
+    """Fetch one group whole and take its messages in UID order: the outcome of each taken.
+    The group's bytes are let go on return, before the next group is fetched."""
+    fetched = client.fetch(group, ["BODY.PEEK[]"])
+    outcomes: dict[int, Outcome] = {}
+    for uid in group:
+        if uid in fetched:
+            outcome = _take(ingest, f"{prefix}:{uid}", fetched[uid][b"BODY[]"], anonymous, result)
+            if outcome is not None:
+                outcomes[uid] = outcome
+    return outcomes
 
 
 def _take(

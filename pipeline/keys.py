@@ -11,7 +11,8 @@ folder is read in a throwaway homedir, as the daemon will read it; nothing is wr
 fingerprint last, asks on a terminal (`--yes` skips the question; without a terminal it refuses)
 and writes the key, armoured and public only, into keys_dir, where the daemon takes it in at its
 next poll: over the file that holds that key alone already (a renewed key replaces
-`student-services.asc`), else as `<FINGERPRINT>.asc`. A file holding a secret key, several
+`student-services.asc`, keeping its mode, owner and group), else as `<FINGERPRINT>.asc` (mode
+0644, keys_dir's group), whatever the umask. A file holding a secret key, several
 keys, or a key that cannot encrypt is refused. User ids are shown through `printable` (they can
 hold terminal escapes); `--json` gives them as they are, JSON-escaped.
 """
@@ -22,6 +23,7 @@ import argparse
 import json
 import os
 import pwd
+import stat
 import sys
 import time
 from collections.abc import Callable
@@ -239,11 +241,33 @@ def describe_key(config: Config, key: PublicKey, target: Path, others: list[Path
     ]
 
 
+def _file_access(target: Path) -> tuple[int, int, int]:
+    """The mode, owner and group `target` is written with: those of the file it replaces (the
+    daemon, another user, may read it through its group); for a new file, a public key's 0644
+    with keys_dir's group and this user as owner (-1: left as made). Never the umask: root's
+    0077 would lock the daemon out of the key, and so of the whole folder."""
+    try:
+        old = target.stat()
+    except FileNotFoundError:
+        return 0o644, -1, target.parent.stat().st_gid
+    return stat.S_IMODE(old.st_mode), old.st_uid, old.st_gid
+
+
 def _write_key(target: Path, key: PublicKey) -> Path:
-    """Write the armoured public key as `target`, atomically."""
+    """Write the armoured public key as `target`, atomically, with `_file_access`; OSError
+    when it cannot be (PermissionError: another owner, a folder this user cannot write)."""
+    mode, owner, group = _file_access(target)
     partial = target.with_name(f".{target.name}.partial")
-    partial.write_text(key.armored, encoding="ascii")
-    os.replace(partial, target)
+    partial.unlink(missing_ok=True)
+    try:
+        with partial.open("x", encoding="ascii") as out:
+            os.fchown(out.fileno(), owner, group)
+            os.fchmod(out.fileno(), mode)
+            out.write(key.armored)
+        os.replace(partial, target)
+    except OSError:
+        partial.unlink(missing_ok=True)
+        raise
     return target
 
 
@@ -272,7 +296,16 @@ def import_command(config: Config, keyfile: Path, yes: bool) -> int:
         if input(f"{verb} {target}? [y/N] ").strip().lower() not in ("y", "yes"):
             print("not imported")
             return 1
-    print(f"wrote {_write_key(target, key)}; the daemon takes it in at its next poll")
+    try:
+        _write_key(target, key)
+    except OSError as exc:
+        print(
+            f"{target}: not written ({exc.strerror}): run intake keys import as the owner of "
+            "gpg.keys_dir and its files (root)",
+            file=sys.stderr,
+        )
+        return 1
+    print(f"wrote {target}; the daemon takes it in at its next poll")
     return 0
 
 

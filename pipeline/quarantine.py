@@ -24,6 +24,8 @@ what to fix. Decrypted records live in memory only: never in a file, a log or th
 from __future__ import annotations
 
 import json
+import os
+import pwd
 import sys
 from dataclasses import dataclass
 from datetime import datetime
@@ -61,10 +63,12 @@ class KeyholderError(QuarantineError):
 
 
 class Keyholder:
-    """A records keyholder's GnuPG home, checked to hold a secret key of `gpg.records_keys`."""
+    """A records keyholder's GnuPG home, checked to be readable by this user and to hold a
+    secret key of `gpg.records_keys`."""
 
     def __init__(self, config: Config, home: Path) -> None:
         self.path = home
+        _check_readable(home)
         try:
             self.home = KeyholderHome(home, config.gpg.binary)
             held = self.home.secret_keys()
@@ -82,6 +86,30 @@ class Keyholder:
             return self.home.decrypt(data)
         except CryptoError as exc:
             raise KeyholderError(f"--gnupghome {self.path}: cannot decrypt {what}: {exc}") from None
+
+
+def _check_readable(home: Path) -> None:
+    """KeyholderError unless this user can read `home` and its secret keys: a keyholder's own
+    home is not readable by the daemon's user, whom SQLite deployments run these commands as."""
+    try:
+        user = pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        user = f"uid {os.geteuid()}"
+    secret = home / "private-keys-v1.d"
+    try:
+        next(home.iterdir(), None)
+        if secret.exists():
+            next(secret.iterdir(), None)
+    except PermissionError as exc:
+        raise KeyholderError(
+            f"--gnupghome {home}: {user} cannot open it ({exc.strerror}): give a GnuPG home "
+            f"that {user} made, holding a records secret key, e.g. a temporary one in /dev/shm "
+            '(README, "Quarantine: releasing an input, reading a report")'
+        ) from None
+    except OSError as exc:  # not there, not a folder
+        raise KeyholderError(
+            f"--gnupghome {home}: {exc.strerror}; give a GnuPG home holding a records secret key"
+        ) from None
 
 
 # -- List -----------------------------------------------------------------------------------

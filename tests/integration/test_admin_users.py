@@ -1,11 +1,15 @@
 """Admin commands run by another user than the daemon's (root above all, by `sudo`) against a
 data_dir the daemon's user owns: the commands that only read (status, quarantine list, purge
 --dry-run, doctor) work and leave no file behind, so the daemon still starts; the commands that
-change something refuse in one line, saying how to run them as that user. Run as separate
+change something refuse in one line, saying how to run them as that user. A records keyholder's
+`show` as that user works with a temporary GnuPG home of that user's (README, "Quarantine"); a
+home it cannot open is a one-line error; on PostgreSQL anyone may run `show`. Run as separate
 processes (`python -m pipeline`), as root; the daemon's user here is `nobody`."""
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import os
 import shutil
 import subprocess
@@ -19,9 +23,12 @@ import pytest
 from alembic import command
 from alembic.config import Config as AlembicConfig
 from sqlalchemy import create_engine
+from sqlmodel import Session, select
 
+from pipeline.models import AuditRow, EncryptedRecord, ReportRow, ReportState
 from pipeline.store import BASELINE, MIGRATIONS, make_engine
-from tests.integration.test_cli import REPO, intake, one_line_error, together, write_config
+from tests.integration.test_cli import REPO, Run, intake, one_line_error, together, write_config
+from tests.servers.gpg import KeySet
 
 NOBODY = 65534  # Debian's nobody
 
@@ -39,6 +46,13 @@ with tempfile.TemporaryDirectory() as warm:
 os.setgroups([]); os.setgid(65534); os.setuid(65534)
 make_engine(sys.argv[1]).dispose()
 """
+
+# A command as `sudo -u nobody intake ...` runs it, Python's own files imported first as root.
+AS_NOBODY = AS_THE_DAEMON.replace(
+    "os.setgroups", "import encodings.idna, encodings.latin_1, pipeline.cli\nos.setgroups"
+).replace("make_engine(sys.argv[1]).dispose()", "sys.exit(pipeline.cli.main(sys.argv[1:]))")
+REFERENCE = "R-2026-000123"  # as in README's commands
+MARK = "Someone followed me home from the library. SHOW-MARK"
 
 
 @pytest.fixture
@@ -165,3 +179,118 @@ def test_commands_that_change_data_refuse_another_user_and_say_how(folder: Path)
     assert files(data_dir) == before
     run = intake("db", "upgrade", env={"INTAKE_CONFIG": str(config)})  # the hint keeps --config
     assert one_line_error(run, 1).endswith(f"sudo -u nobody intake db upgrade --config {config}")
+
+
+def as_nobody(*args: str) -> Run:
+    """`intake ARGS` as `sudo -u nobody` runs it (which sets USER and LOGNAME)."""
+    env = os.environ | {"USER": "nobody", "LOGNAME": "nobody"}
+    done = subprocess.run(
+        [sys.executable, "-c", AS_NOBODY, *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    return Run(done.returncode, done.stdout, done.stderr)
+
+
+def stored_report(folder: Path, keys: KeySet, database_url: str | None = None) -> Path:
+    """A deployment whose records key is the session's, holding one delivered report (its
+    `report` record encrypted to that key); its config."""
+    config = write_config(folder, database_url)
+    config.write_text(config.read_text().replace("A" * 40, keys.records_fpr))
+    engine = make_engine(database_url or f"sqlite:///{folder / 'var' / 'intake.db'}")
+    record = json.dumps({"subject": "followed", "body": MARK})
+    with Session(engine) as session:
+        row = ReportRow(
+            reference=REFERENCE,
+            source="email",
+            fingerprint="f" * 64,
+            received_at=dt.datetime.now(dt.UTC),
+            month="2026-12",
+            state=ReportState.DELIVERED,
+        )
+        session.add(row)
+        session.flush()
+        sealed = keys.encrypt(record, keys.records_fpr).encode()
+        session.add(EncryptedRecord(report_id=row.id, kind="report", data=sealed))
+        session.commit()
+    engine.dispose()
+    return config
+
+
+def keyholder_script(config: Path, keyfile: Path, fingerprint: str) -> str:
+    """README's commands for a keyholder ("Quarantine"), as root types them, for the user nobody
+    and this key, with `intake` as the `intake` function of Deploy step 3 runs it."""
+    text = (REPO / "README.md").read_text()
+    block = text.split("**Who runs them, with which `DIR`.**")[1].split("```sh\n")[1]
+    commands = block.split("```")[0].replace("report-intake", "nobody")
+    commands = commands.replace("/media/usb/records-key.asc", str(keyfile))
+    intake = f'intake() {{ "{sys.executable}" -c "$AS_NOBODY" "$@" --config "{config}"; }}'
+    return "\n".join([intake, commands.replace("FINGERPRINT", fingerprint), 'echo "home=$home"'])
+
+
+def test_a_keyholder_shows_a_report_as_the_daemons_user_with_a_temporary_home(
+    folder: Path, gpg_keys: KeySet
+) -> None:
+    """The keyholder's own home (here the session's, root's, mode 700) is refused in one line
+    saying what to do, not a traceback; README's commands (their secret key in a temporary home
+    the daemon's user makes in /dev/shm, for as long as the command runs) show the report."""
+    config = stored_report(folder, gpg_keys)
+    give_to_nobody(folder / "var")
+    keyfile = folder / "records-key.asc"
+    secret = gpg_keys.gpg.export_keys(gpg_keys.records_fpr, secret=True, expect_passphrase=False)
+    keyfile.write_text(secret)
+    script = keyholder_script(config, keyfile, gpg_keys.records_fpr)
+
+    own = as_nobody("show", REFERENCE, "--config", str(config), "--gnupghome", str(gpg_keys.home))
+    done = subprocess.run(
+        ["bash", "-c", script],
+        cwd=REPO,
+        env=os.environ | {"AS_NOBODY": AS_NOBODY, "USER": "nobody", "LOGNAME": "nobody"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert one_line_error(own, 1) == (
+        f"--gnupghome {gpg_keys.home}: nobody cannot open it (Permission denied): give a GnuPG "
+        "home that nobody made, holding a records secret key, e.g. a temporary one in /dev/shm "
+        '(README, "Quarantine: releasing an input, reading a report")'
+    )
+    assert done.stdout.startswith("unlocked\n"), (done.stdout, done.stderr)
+    assert f"reference: {REFERENCE}\n" in done.stdout and MARK in done.stdout, done.stderr
+    home = done.stdout.splitlines()[-1].removeprefix("home=")
+    assert home.startswith("/dev/shm/keyholder.") and not Path(home).exists()
+    owners = {path.stat().st_uid for path in (folder / "var").rglob("*")}
+    assert owners == {NOBODY}
+    engine = make_engine(f"sqlite:///{folder / 'var' / 'intake.db'}")
+    with Session(engine) as session:
+        actors = [(a.actor, a.detail) for a in session.exec(select(AuditRow))]
+    engine.dispose()
+    assert actors.count(("nobody", "intake show")) == 2  # each attempt is on record
+
+
+def test_on_postgresql_anyone_the_database_lets_in_shows_a_report(
+    folder: Path, gpg_keys: KeySet, pg_url: str
+) -> None:
+    """No database file is in data_dir: root shows a report with its own GnuPG home and leaves
+    data_dir as it was; a release still runs as data_dir's owner (the daemon's gpg homedir)."""
+    config = stored_report(folder, gpg_keys, pg_url)
+    data_dir = folder / "var"
+    give_to_nobody(data_dir)
+    before = files(data_dir)
+    home = str(gpg_keys.home)
+
+    shown, release = together(
+        partial(intake, "show", REFERENCE, "--config", str(config), "--gnupghome", home),
+        partial(
+            intake, "quarantine", "release", REFERENCE, "--config", str(config), "--gnupghome", home
+        ),
+    )
+
+    assert shown.returncode == 0, shown.stderr
+    assert "state: delivered\n" in shown.stdout and MARK in shown.stdout
+    assert one_line_error(release, 1).startswith(f"{config}: data_dir {data_dir} belongs to nobody")
+    assert files(data_dir) == before

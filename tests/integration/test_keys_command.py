@@ -10,8 +10,10 @@ Real gpg keys; the commands run in the test process, the terminal test in a pseu
 from __future__ import annotations
 
 import datetime as dt
+import grp
 import json
 import os
+import stat
 import subprocess
 import sys
 from collections.abc import Callable
@@ -24,6 +26,7 @@ from tests.integration.conftest import Deployment, Run
 from tests.servers.gpg import KeySet
 
 Intake = Callable[..., Run]
+NOBODY = 65534  # Debian's nobody, standing for the daemon's user
 
 
 @pytest.fixture
@@ -119,6 +122,49 @@ def test_import_writes_the_public_key_named_by_its_fingerprint(
     assert [entry.name for entry in keys_dir.iterdir() if entry.name.startswith(".")] == []
     listed = by_fingerprint(intake("keys"))
     assert listed[fingerprint].startswith(f"unused   {fingerprint}  new <new@example.ac.uk>")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root: gives files to another user")
+def test_import_keeps_the_owner_group_and_mode_the_daemon_reads_keys_through(
+    deployment: Deployment, keys_dir: Path, intake: Intake
+) -> None:
+    """keys_dir is root's and the daemon's group's (0750, 0640), imports run as root under
+    umask 077: a replaced file keeps its mode, owner and group; a new one gets 0644 and the
+    folder's group (before: 0600 root:root, and the daemon refused the whole folder)."""
+    daemon_group = grp.getgrnam("nogroup").gr_gid
+    _, armor = deployment.keys.make_key("renewed", "renewed@example.ac.uk")
+    held = keys_dir / "partner.asc"
+    held.write_text(armor)
+    (deployment.root / "renewed.asc").write_text(armor)
+    os.chown(keys_dir, 0, daemon_group)
+    keys_dir.chmod(0o750)
+    os.chown(held, NOBODY, daemon_group)
+    held.chmod(0o640)
+    new, armor = deployment.keys.make_key("new", "new@example.ac.uk")
+    (deployment.root / "new.asc").write_text(armor)
+
+    umask = os.umask(0o077)
+    try:
+        runs = [
+            intake("keys", "import", str(deployment.root / n), "--yes")
+            for n in ("renewed.asc", "new.asc")
+        ]
+    finally:
+        os.umask(umask)
+
+    assert [run.returncode for run in runs] == [0, 0], [run.stderr for run in runs]
+    assert "replaces partner.asc" in runs[0].stdout
+    replaced, written = held.stat(), (keys_dir / f"{new}.asc").stat()
+    assert (replaced.st_uid, replaced.st_gid, stat.S_IMODE(replaced.st_mode)) == (
+        NOBODY,
+        daemon_group,
+        0o640,
+    )
+    assert (written.st_uid, written.st_gid, stat.S_IMODE(written.st_mode)) == (
+        0,
+        daemon_group,
+        0o644,
+    )
 
 
 def test_import_refuses_a_secret_key_several_keys_and_a_key_that_cannot_encrypt(

@@ -190,6 +190,10 @@ def test_release_and_show_without_the_records_key_fail_clearly(
         assert run.returncode == 1
         assert run.stderr.startswith("--gnupghome ") and run.stdout == ""
     assert "gpg.records_keys" in wrong.stderr and deployment.keys.records_fpr in wrong.stderr
+    assert missing.stderr == (
+        f"--gnupghome {nowhere}: No such file or directory; give a GnuPG home holding a records "
+        "secret key\n"
+    )
     assert unknown.returncode == 1
     assert unknown.stderr.strip() == "R-2026-999999: no report with this reference"
     assert [i["reference"] for i in quarantined(intake)] == [reference]

@@ -370,12 +370,15 @@ def database_key(config: Config) -> str:
     return "database.url" if config.database.url else "data_dir"
 
 
-def changes_data(args: argparse.Namespace) -> bool:
+def changes_data(args: argparse.Namespace, config: Config) -> bool:
     """Whether the command writes to data_dir or the database (`show` and `doctor --send-test`:
-    audit lines), which only the daemon's user may do."""
+    audit lines), which only the daemon's user may do. `show` writes its audit line only, so on
+    PostgreSQL it is the database's permissions that decide; a SQLite database is in data_dir.
+    A release takes the input in again through the daemon's gpg homedir, in data_dir."""
     action = getattr(args, "action", None)
     return (
-        args.command in {"run", "retry", "show"}
+        args.command in {"run", "retry"}
+        or (args.command == "show" and config.database_url.startswith("sqlite"))
         or (args.command == "purge" and not args.dry_run)
         or (args.command, action) in {("db", "upgrade"), ("quarantine", "release")}
         or (args.command == "doctor" and args.send_test is not None)
@@ -385,19 +388,28 @@ def changes_data(args: argparse.Namespace) -> bool:
 def other_user(config: Config, args: argparse.Namespace, argv: Sequence[str]) -> str | None:
     """Why this command may not run as this user, in one line saying how to run it, or None:
     a command that `changes_data` runs as data_dir's owner only (root too is another user: a
-    file root made there, or a database root created or upgraded, locks the daemon out)."""
-    folder = config.data_dir
-    if not changes_data(args) or not folder.is_dir() or folder.stat().st_uid == os.geteuid():
+    file root made there, or a database root created or upgraded, locks the daemon out). A
+    data_dir not made yet would be made by this command: the owner of the nearest folder that
+    is there counts, unless root owns it (/var/lib or /tmp say nothing of the daemon's user)."""
+    folder = config.data_dir.absolute()
+    existing = next(path for path in (folder, *folder.parents) if path.exists())
+    owner = existing.stat().st_uid
+    if (
+        not changes_data(args, config)
+        or not existing.is_dir()
+        or owner == os.geteuid()
+        or (owner == 0 and existing != folder)
+    ):
         return None
-    owner = folder.stat().st_uid
     try:
         name = pwd.getpwuid(owner).pw_name
     except KeyError:
         name = f"#{owner}"  # as sudo -u takes a uid
     given = [*argv, *([] if args.config else ["--config", str(config.source)])]
     command = " ".join(filter(None, [args.command, getattr(args, "action", None)]))
+    where = f"data_dir {folder}" if existing == folder else f"{existing}, where data_dir goes,"
     return (
-        f"{config.source}: data_dir {folder} belongs to {name}, and intake {command} changes "
+        f"{config.source}: {where} belongs to {name}, and intake {command} changes "
         f"what it holds: run it as {name}, or what it makes as {current_user()} locks the daemon "
         f"out: sudo -u {shlex.quote(name)} {shlex.join(['intake', *given])}"
     )

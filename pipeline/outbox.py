@@ -18,6 +18,16 @@ An acknowledgement's address and mail are decrypted only to send them, and erase
 once sent, dead-lettered or expired; a drain that erased something checkpoints SQLite's WAL
 (`database.reclaim`). Every resend of a mail carries the same Message-ID.
 
+Mail the SMTP server took is recorded as sent, whatever it takes: between the server's 250 and
+the commit a `Handover` file names the mail (its Message-ID), so a drain after a crash records
+it as sent instead of sending it again; a commit the database refuses (SQLite locked beyond its
+busy timeout, a PostgreSQL connection lost) is retried with backoff for `RECORD_PATIENCE`
+seconds, and should the database still refuse, the drain stops (`SentNotRecorded`: no more mail
+is sent while it refuses writes) and the next drain records the file's mail before sending
+anything. A lock file or handover folder this user cannot use stops the outbox with
+`OutboxBlocked`, naming the file and the fix; it is recorded as the outbox's health (kind
+"outbox", listed by `intake status`) and alerted once an hour.
+
 `release_held` re-encrypts held referrals once their service's pinned key is usable;
 `reseal_outbox` moves every sealed row to the protected outbox key (upgrade from an outbox key
 without passphrase); `requeue` puts dead letters back, except acknowledgements already erased.
@@ -26,27 +36,32 @@ without passphrase); `requeue` puts dead letters back, except acknowledgements a
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import logging
 import os
+import pwd
 import random
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from pathlib import Path
 
 from sqlalchemy import Engine, update
+from sqlalchemy.exc import DBAPIError
 from sqlmodel import Session, col, select
 
 from pipeline import audit
 from pipeline.alerts import daily_key, hourly_key, raise_alert
 from pipeline.config import Config
-from pipeline.crypto import Crypto, CryptoError
+from pipeline.crypto import Crypto, CryptoError, ensure_private_dir
 from pipeline.deliver import SendError, Transport, add_recipient, referral_subject, wrap_pgp_mime
 from pipeline.faults import crash_point
 from pipeline.logs import log_context
 from pipeline.models import OutboxRow, OutboxState, ReportRow, ReportState, utcnow
 from pipeline.rules import Service
-from pipeline.sources import OUTBOX, record_health
+from pipeline.sources import OUTBOX, health_cause, record_health
 from pipeline.store import claim_due, reclaim, settle_report, sqlite_path
 
 log = logging.getLogger(__name__)
@@ -55,6 +70,9 @@ MAX_BACKOFF = timedelta(hours=1)
 UNREACHABLE_ALERT = timedelta(minutes=15)  # a server down this long is alerted (restarts are not)
 MAX_ROWS = 2000  # rows one drain tries at most; the rest waits for the next drain
 ERASED = "address erased"
+RECORD_PATIENCE = 300.0  # seconds a mail the SMTP server took waits to be recorded as sent
+RECORD_BACKOFF = (0.5, 30.0)  # the first and the longest wait between two tries to record it
+BLOCKED = "outbox"  # the outbox's health kind when a file it needs cannot be used
 
 
 @dataclass
@@ -79,6 +97,32 @@ class QueueHeld(Exception):
 
 class Erased(Exception):
     """An acknowledgement whose address was erased: it can never be sent."""
+
+
+class OutboxBlocked(Exception):
+    """A file the outbox needs (its lock, its handover folder) cannot be used by this user: the
+    message names it and says how to fix it."""
+
+
+class SentNotRecorded(Exception):
+    """The SMTP server took a mail, but the database refused to record it as sent for
+    `RECORD_PATIENCE` seconds: the drain stops; its handover file keeps it from being sent
+    again."""
+
+
+def _user() -> str:
+    """This process's user, for a `chown` hint."""
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return str(os.geteuid())
+
+
+def _blocked(what: str, path: Path, error: OSError, chown: str) -> OutboxBlocked:
+    return OutboxBlocked(
+        f"cannot use the outbox's {what} {path}: {error.strerror}; the user the daemon runs as "
+        f"must own it: {chown} {_user()} {path} (or remove it: the daemon makes it again)"
+    )
 
 
 def erase(row: OutboxRow) -> bool:
@@ -117,17 +161,110 @@ def drain_turn(engine: Engine) -> Iterator[None]:
     """On SQLite, this process's turn to drain: an exclusive flock on `<database>.outbox.lock`,
     waited for. Without it two processes would both select the same queued row (SQLite has no
     row locks: FOR UPDATE does nothing) and both send it; after the wait the second finds it
-    sent. The kernel drops the lock of a process that dies. PostgreSQL: nothing to take."""
+    sent. The kernel drops the lock of a process that dies. PostgreSQL: nothing to take.
+    OutboxBlocked when this user cannot open the lock file."""
     database = sqlite_path(engine.url)
     if database is None:
         yield
         return
-    fd = os.open(database.with_name(database.name + ".outbox.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    lock = database.with_name(database.name + ".outbox.lock")
+    try:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as error:  # e.g. root made it: say so, or no mail goes out, quietly
+        raise _blocked("lock file", lock, error, "chown") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
     finally:
         os.close(fd)
+
+
+class Handover:
+    """Mail the SMTP server took that is not yet recorded as sent: one file per mail in
+    `folder`, holding its Message-ID (our own, random: nothing of the report), written and
+    synced before the commit and removed after it."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    @classmethod
+    def of(cls, config: Config, engine: Engine) -> Handover:
+        """Beside a SQLite database (`<database>.handover`), else in data_dir."""
+        database = sqlite_path(engine.url)
+        if database is None:
+            return cls(config.data_dir / "outbox.handover")
+        return cls(database.with_name(database.name + ".handover"))
+
+    def pending(self) -> list[tuple[Path, str]]:
+        """The files left by an earlier drain and their Message-IDs (making the folder);
+        OutboxBlocked when this user cannot use it."""
+        try:
+            ensure_private_dir(self.folder)
+            found = sorted(self.folder.iterdir())
+            return [(path, path.read_text()) for path in found]
+        except OSError as error:
+            raise _blocked("handover folder", self.folder, error, "chown -R") from None
+        except CryptoError as error:  # readable by others
+            raise OutboxBlocked(f"the outbox's handover folder: {error}") from None
+
+    def note(self, message_id: str) -> Path | None:
+        """Write the file for a mail the server took; None (logged) when it cannot be written:
+        the commit that follows is the record that counts."""
+        path = self.folder / hashlib.sha256(message_id.encode()).hexdigest()[:32]
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                os.write(fd, message_id.encode())
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as error:
+            log.error("outbox: cannot write %s: %s", path, error.strerror)
+            return None
+        return path
+
+    @staticmethod
+    def done(path: Path | None) -> None:
+        """The mail is recorded as sent: its file goes."""
+        if path is not None:
+            path.unlink(missing_ok=True)
+
+
+def _mark_sent(row: OutboxRow) -> None:
+    row.state = OutboxState.SENT  # an acknowledgement's address is erased by the caller
+    row.sent_at = utcnow()
+    row.attempts += 1
+
+
+def _save(session: Session, row: OutboxRow) -> None:
+    """Commit a row's new state, and its report's when none of its mail waits any more."""
+    session.add(row)
+    if row.report_id:
+        settle_report(session, row.report_id)
+    session.commit()
+
+
+def record_sent(engine: Engine, message_id: str) -> bool:
+    """Record the mail `message_id` as sent (erasing an acknowledgement's address), unless it
+    is already or no longer there; whether it erased something. DBAPIError when the database
+    refuses."""
+    with Session(engine) as session:
+        query = select(OutboxRow).where(OutboxRow.message_id == message_id).with_for_update()
+        row = session.exec(query).first()
+        if row is None or row.state == OutboxState.SENT:
+            return False
+        _mark_sent(row)
+        erased = erase(row)
+        with log_context(reference=_reference(session, row)):
+            log.info("%s to %s recorded as sent (the SMTP server took it)", row.kind, row.target)
+        _save(session, row)
+        return erased
+
+
+def _cause(error: DBAPIError) -> str:
+    """The database's own first line (no statement, no parameters), or the error's class."""
+    text = str(error.orig).strip() if error.orig is not None else ""
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 class Drain:
@@ -143,18 +280,41 @@ class Drain:
         self.tried: set[int] = set()  # each row at most once per drain
         self.dead: list[tuple[str, str]] = []  # (reference, what failed) not yet announced
         self.fault: SendError | None = None  # the configuration fault that held the queue
+        self.handover = Handover.of(config, engine)
 
     def run(self) -> DrainResult:
-        with drain_turn(self.engine):
-            while len(self.tried) < MAX_ROWS and self.result.held is None:
-                # An empty queue ends the drain, unless announcing dead letters queued alert mail.
-                if not self._next() and not self._announce_dead_letters():
-                    break
-            self._announce_dead_letters()
-            self._record_health()
+        try:
+            with drain_turn(self.engine):
+                self._record_handed_over()
+                self._drain()
+        except OutboxBlocked as blocked:
+            self._record_blocked(blocked)
+            raise
         if self.erased:
             reclaim(self.engine)  # SQLite: the erased rows' old pages leave the WAL
         return self.result
+
+    def _record_handed_over(self) -> None:
+        """Mail an earlier drain handed over but could not record (a crash, a database that
+        refused) is recorded as sent before anything is sent; SentNotRecorded while the
+        database refuses."""
+        for path, message_id in self.handover.pending():
+            try:
+                self.erased += record_sent(self.engine, message_id)
+            except DBAPIError as error:
+                raise SentNotRecorded(
+                    f"mail the SMTP server took ({path}) cannot be recorded as sent: the "
+                    f"database refuses ({_cause(error)}); nothing is sent until it accepts writes"
+                ) from None
+            self.handover.done(path)
+
+    def _drain(self) -> None:
+        while len(self.tried) < MAX_ROWS and self.result.held is None:
+            # An empty queue ends the drain, unless announcing dead letters queued alert mail.
+            if not self._next() and not self._announce_dead_letters():
+                break
+        self._announce_dead_letters()
+        self._record_health()
 
     def _next(self) -> bool:
         """Send one due row not tried yet; False when there is none or the queue is held."""
@@ -165,31 +325,68 @@ class Drain:
             row = rows[0]
             assert row.id is not None
             self.tried.add(row.id)
-            try:
-                outcome = self._send(session, row)
-            except QueueHeld as held:
-                session.commit()
-                self._hold(held.error)
-                return False
-            setattr(self.result, outcome, getattr(self.result, outcome) + 1)
-            if outcome in ("sent", "failed"):
-                self.erased += erase(row)
-            session.add(row)
-            if row.report_id:
-                settle_report(session, row.report_id)
-            session.commit()
+            reference = _reference(session, row)
+            with log_context(reference=reference):
+                try:
+                    outcome = self._send_row(session, row, reference)
+                except QueueHeld as held:
+                    session.commit()
+                    self._hold(held.error)
+                    return False
+                setattr(self.result, outcome, getattr(self.result, outcome) + 1)
+                if outcome in ("sent", "failed"):
+                    self.erased += erase(row)
+                if outcome == "sent":
+                    self._save_sent(session, row, reference)
+                else:
+                    _save(session, row)
             return True
 
-    def _send(self, session: Session, row: OutboxRow) -> str:
-        reference = _reference(session, row)
-        with log_context(reference=reference):
-            return self._send_row(session, row, reference)
+    def _save_sent(self, session: Session, row: OutboxRow, reference: str) -> None:
+        """Commit a mail the SMTP server took as sent: its handover file first, then the
+        commit, retried while the database refuses it (`_record_late`)."""
+        handed_at = time.monotonic()
+        message_id, what = row.message_id, f"{reference} {row.kind} to {row.target}"
+        path = self.handover.note(message_id)
+        crash_point("after-smtp")
+        try:
+            _save(session, row)
+        except DBAPIError as error:
+            session.rollback()
+            self._record_late(message_id, what, error, handed_at + RECORD_PATIENCE)
+        self.handover.done(path)
+
+    def _record_late(self, message_id: str, what: str, error: DBAPIError, deadline: float) -> None:
+        """Record as sent a mail whose commit the database refused, trying again with backoff
+        until `deadline` (monotonic); SentNotRecorded then, which ends the drain."""
+        log.warning(
+            "%s: the SMTP server took it, but the database refused to record it as sent (%s); "
+            "trying again for up to %.0f s",
+            what,
+            _cause(error),
+            RECORD_PATIENCE,
+        )
+        wait, longest = RECORD_BACKOFF
+        while time.monotonic() + wait < deadline:
+            time.sleep(wait)
+            wait = min(wait * 2, longest)
+            try:
+                self.erased += record_sent(self.engine, message_id)
+            except DBAPIError as again:
+                error = again
+                continue
+            log.info("%s recorded as sent after all", what)
+            return
+        raise SentNotRecorded(
+            f"{what}: the SMTP server took it, but the database refused to record it as sent "
+            f"for {RECORD_PATIENCE:.0f} s ({_cause(error)}); the outbox stops until it accepts "
+            f"writes (its handover file in {self.handover.folder} keeps it from being sent again)"
+        )
 
     def _send_row(self, session: Session, row: OutboxRow, reference: str) -> str:
         try:
             recipient, message = _message(self.crypto, row)
             self.transport.send(self.config.smtp.from_, recipient, message)
-            crash_point("after-smtp")
         except SendError as error:
             return self._failed(session, row, reference, error)
         except Erased:
@@ -208,9 +405,7 @@ class Drain:
             log.error("%s %s to %s: %s", reference, row.kind, row.target, type(error).__name__)
             self._dead_letter(session, row, reference, f"could not send: {type(error).__name__}")
             return "failed"
-        row.state = OutboxState.SENT  # an acknowledgement's address is erased by _next
-        row.sent_at = utcnow()
-        row.attempts += 1
+        _mark_sent(row)  # an acknowledgement's address is erased by _next
         if row.kind == "alert":
             log.info("alert mail %s sent", row.target)
         else:
@@ -289,11 +484,12 @@ class Drain:
     def _record_health(self) -> None:
         """The SMTP server's health for `intake status` (kind `smtp`) and its alert: a refused
         configuration at once, a server not taking mail once it lasts `UNREACHABLE_ALERT`;
-        each at most once an hour. A drain that sent something clears it."""
+        each at most once an hour. A drain that sent something clears it; one that ran at all
+        clears a blocked outbox (kind "outbox")."""
         held = self.result.held
         if held is None:
-            if self.result.sent:
-                record_health(self.engine, OUTBOX, None)
+            if self.result.sent or health_cause(self.engine, OUTBOX) == BLOCKED:
+                record_health(self.engine, OUTBOX, None)  # a blocked outbox drained again
             return
         since = record_health(self.engine, OUTBOX, "smtp", held)
         if self.fault is None and since and utcnow() - since < UNREACHABLE_ALERT:
@@ -308,6 +504,18 @@ class Drain:
             "`intake status` lists it (kind smtp) until then."
         )
         raise_alert(self.engine, self.config, hourly_key("smtp"), subject, text, kind="smtp")
+
+    def _record_blocked(self, blocked: OutboxBlocked) -> None:
+        """A file the outbox needs cannot be used: `intake status` lists it (kind "outbox")
+        and the admins hear of it once an hour."""
+        since = record_health(self.engine, OUTBOX, BLOCKED, str(blocked))
+        subject = f"outbox stopped since {since:%H:%M} UTC: a file it needs cannot be used"
+        text = (
+            f"{blocked}.\n\nNo mail is sent until it is fixed, and none is lost: every mail "
+            "keeps its place in the queue (this alert's mail too), and sending resumes at the "
+            "next outbox run. `intake status` lists it (kind outbox) until then."
+        )
+        raise_alert(self.engine, self.config, hourly_key(BLOCKED), subject, text, kind=BLOCKED)
 
 
 def drain(config: Config, engine: Engine, crypto: Crypto, transport: Transport) -> DrainResult:

@@ -124,11 +124,18 @@ def record_health(
     engine: Engine, name: str, kind: str | None, error: str | None = None
 ) -> datetime | None:
     """Record whether a part that is not a source works (`kind` None) or not (`kind` e.g.
-    "rules", "template", "smtp"; `error` what is wrong, its first line kept): `intake status`
-    lists a failing part until it works again. Returns since when it fails (None: it works).
-    Alerts are raised by whoever found the failure."""
+    "rules", "template", "smtp", "outbox"; `error` what is wrong, its first line kept):
+    `intake status` lists a failing part until it works again. Returns since when it fails
+    (None: it works). Alerts are raised by whoever found the failure."""
     first_line = (error or "").splitlines()[0] if error else kind
     return _set(engine, name, kind, first_line).status.error_since
+
+
+def health_cause(engine: Engine, name: str) -> str | None:
+    """The kind of failure a part that is not a source has now (None: it works)."""
+    with Session(engine) as session:
+        status = session.get(SourceStatus, name)
+        return status.error_cause if status else None
 
 
 def record_routing(engine: Engine, kind: str | None, error: str | None = None) -> None:

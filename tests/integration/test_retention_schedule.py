@@ -11,31 +11,15 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
-from pipeline.app import App
 from pipeline.config import RetentionConfig
 from pipeline.daemon import purge_job
 from pipeline.retention import GIVEN_UP, archived_at, archives_due
 from pipeline.store import make_engine
 from tests.integration.conftest import REPO, Deployment, email
 from tests.integration.test_forms_privacy import FORMS, HEADER, row, write_csv
-from tests.integration.test_retention_undelivered import told_long_ago
-
-OLD = "2020-01-01 00:00:00.000000"
-
-
-@contextmanager
-def opened(deployment: Deployment) -> Iterator[App]:
-    os.environ["TEST_IMAP_PASSWORD"] = deployment.imap.password
-    app = App.open(deployment.config())
-    try:
-        yield app
-    finally:
-        app.close()
-        del os.environ["TEST_IMAP_PASSWORD"]
+from tests.integration.test_retention_undelivered import OLD, opened, told_long_ago
 
 
 def wait_until(check: str, database: sqlite3.Connection, timeout: float = 20) -> None:

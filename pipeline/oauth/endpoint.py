@@ -48,7 +48,7 @@ class Session(requests.Session):
         self.status: int | None = None  # of the last answer
 
     def request(
-        self, method: str, url: str | bytes, *args: Any, **kwargs: Any
+        self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any
     ) -> requests.Response:
         sent = time.monotonic()
         kwargs.update(timeout=TIMEOUT, verify=self.verify, allow_redirects=False, stream=True)

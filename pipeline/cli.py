@@ -357,8 +357,6 @@ def read_config(given: str | None) -> Config:
     origin = ""
     if not given:
         origin = " (from INTAKE_CONFIG)" if from_env else " (give --config FILE or INTAKE_CONFIG)"
-    if not path.exists():
-        raise ConfigError(f"{path}: no such config file{origin}")
     try:
         return load_config(path)
     except ConfigError as exc:

@@ -12,7 +12,13 @@ Modules, in the order they build on each other: `base` (ConfigError, Section), `
 
 from pipeline.config.base import ConfigError, Section
 from pipeline.config.load import Config, load_config
-from pipeline.config.secrets import SecretSection, credential_path, from_systemd, read_secret
+from pipeline.config.secrets import (
+    SecretSection,
+    credential_path,
+    from_systemd,
+    loose_mode,
+    read_secret,
+)
 from pipeline.config.sections import (
     PASSPHRASE_KEYS,
     WITHHOLD_KINDS,
@@ -94,5 +100,6 @@ __all__ = [
     "is_loopback",
     "known_zone",
     "load_config",
+    "loose_mode",
     "read_secret",
 ]

@@ -99,6 +99,13 @@ def from_systemd(path: Path) -> bool:
     return bool(folder) and path.resolve().is_relative_to(Path(str(folder)).resolve())
 
 
+def loose_mode(path: Path) -> int | None:
+    """The file's mode when group or others may use it (and systemd did not pass it), else
+    None; OSError when it cannot be looked at."""
+    mode = stat.S_IMODE(path.stat().st_mode)
+    return mode if mode & 0o077 and not from_systemd(path) else None
+
+
 def _read_private_file(path: Path, data_dir: Path, homedir: Path) -> str:
     """A secret file that only its owner can read and that is not in the data folder."""
     key = "gpg.outbox_passphrase_file"
@@ -110,8 +117,8 @@ def _read_private_file(path: Path, data_dir: Path, homedir: Path) -> str:
                 "or a copy of the data folder opens the outbox"
             )
     try:
-        mode = stat.S_IMODE(real.stat().st_mode)
-        if mode & 0o077 and not from_systemd(real):
+        mode = loose_mode(real)
+        if mode is not None:
             raise ConfigError(
                 f"{key}: {path} is readable by group or others (mode {mode:o}); "
                 f"run: chmod 600 {path}"

@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
-import stat
 from pathlib import Path
 
 from sqlalchemy import URL
@@ -26,7 +25,7 @@ from pipeline.config import (
     OAuth2Config,
     SignIn,
     credential_path,
-    from_systemd,
+    loose_mode,
 )
 from pipeline.doctor.result import FAIL, PASS, SKIP, WARN, Check
 from pipeline.intake import SourceError
@@ -60,12 +59,6 @@ def check_config(config: Config) -> list[Check]:
     return [Check("config", PASS, f"{config.source} is valid (sources: {found})")]
 
 
-def _private_mode(path: Path) -> int | None:
-    """The file's mode when group or others may use it, else None."""
-    mode = stat.S_IMODE(path.stat().st_mode)
-    return mode if mode & 0o077 else None
-
-
 def _credential(key: str, path: Path) -> Path | Check:
     """The file a `*_file` key names, `${CREDENTIALS_DIRECTORY}` expanded; a SKIP when that is
     not set: systemd sets it for the unit only, so a shell cannot see the secret."""
@@ -82,14 +75,14 @@ def file_secret(key: str, path: Path) -> Check:
     if isinstance(real, Check):
         return real
     try:
-        loose = _private_mode(real)
+        loose = loose_mode(real)
         data = real.read_bytes()
     except FileNotFoundError:
         return Check(name, FAIL, f"{real}: no such file", f"create it (mode 600) or correct {key}")
     except OSError as exc:
         fix = f"run doctor as the daemon's user, or correct {key}"
         return Check(name, FAIL, f"{real}: cannot be read ({exc.strerror})", fix)
-    if loose is not None and not from_systemd(real):
+    if loose is not None:
         detail = f"{real}: readable by group or others (mode {loose:o})"
         return Check(name, FAIL, detail, f"chmod 600 {real}")
     if not data.strip():
@@ -110,7 +103,7 @@ def env_secret(key: str, variable: str) -> Check:
 
 def inline_secret(config: Config, key: str) -> Check:
     """A secret written in the config file itself: only its owner should read that file."""
-    loose = _private_mode(config.source)
+    loose = loose_mode(config.source)
     if loose is None:
         return Check(f"secret {key}", PASS, f"inline in {config.source} (readable by its owner)")
     detail = f"inline in {config.source}, which group or others can read (mode {loose:o})"
@@ -235,7 +228,7 @@ def check_data_dir(config: Config) -> list[Check]:
         return [Check("data_dir", WARN, f"{folder} does not exist yet", fix)]
     if not folder.is_dir():
         return [Check("data_dir", FAIL, f"{folder} is not a folder", "correct data_dir")]
-    loose = _private_mode(folder)
+    loose = loose_mode(folder)
     if loose is not None:
         detail = f"{folder} is readable by group or others (mode {loose:o})"
         return [Check("data_dir", FAIL, detail, f"chmod 700 {folder}")]

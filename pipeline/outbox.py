@@ -200,7 +200,7 @@ class Handover:
         OutboxBlocked when this user cannot use it."""
         try:
             ensure_private_dir(self.folder)
-            found = sorted(self.folder.iterdir())
+            found = sorted(path for path in self.folder.iterdir() if path.is_file())
             return [(path, path.read_text()) for path in found]
         except OSError as error:
             raise _blocked("handover folder", self.folder, error, "chown -R") from None
@@ -211,13 +211,15 @@ class Handover:
         """Write the file for a mail the server took; None (logged) when it cannot be written:
         the commit that follows is the record that counts."""
         path = self.folder / hashlib.sha256(message_id.encode()).hexdigest()[:32]
+        partial = path.with_suffix(".partial")  # renamed whole: no empty file after a crash
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             try:
                 os.write(fd, message_id.encode())
                 os.fsync(fd)
             finally:
                 os.close(fd)
+            os.replace(partial, path)
         except OSError as error:
             log.error("outbox: cannot write %s: %s", path, error.strerror)
             return None

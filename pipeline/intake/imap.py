@@ -307,9 +307,18 @@ class ImapSource:
 
 
 def _sizes(client: IMAPClient, batch: list[int]) -> dict[int, int]:
-    """RFC822.SIZE of each message of `batch` still in the folder, in UID order."""
+    """RFC822.SIZE of each message of `batch` still in the folder, in UID order. A size the
+    server does not give (or gives as NIL or garbage) counts as GROUP_BYTES: that message is
+    fetched alone, never left behind."""
     fetched = client.fetch(batch, ["RFC822.SIZE"])
-    return {uid: int(fetched[uid][b"RFC822.SIZE"]) for uid in batch if uid in fetched}
+    return {uid: _size(fetched[uid].get(b"RFC822.SIZE")) for uid in batch if uid in fetched}
+
+
+def _size(value: object) -> int:
+    try:
+        return int(value)  # type: ignore[call-overload]
+    except (TypeError, ValueError):
+        return GROUP_BYTES
 
 
 def fetch_groups(sizes: dict[int, int], bound: int) -> list[list[int]]:

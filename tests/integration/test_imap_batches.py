@@ -155,3 +155,29 @@ def test_groups_keep_uid_order_and_put_a_large_message_alone() -> None:
     assert fetch_groups(sizes, 10) == [[3, 5], [8], [9], [12], [13], [20, 21]]
     assert fetch_groups({}, 10) == []
     assert fetch_groups({7: 50}, 10) == [[7]]
+
+
+class SizeAnswers:
+    """The FETCH RFC822.SIZE answer of a server that leaves sizes out or gives NIL (pure data:
+    what imapclient hands back)."""
+
+    def __init__(self, answers: dict[int, dict[bytes, object]]) -> None:
+        self.answers = answers
+
+    def fetch(self, uids: list[int], items: list[str]) -> dict[int, dict[bytes, object]]:
+        return {uid: self.answers[uid] for uid in uids if uid in self.answers}
+
+
+def test_a_size_the_server_leaves_out_fetches_that_message_alone_not_never() -> None:
+    answers = SizeAnswers(
+        {
+            1: {b"RFC822.SIZE": 100},
+            2: {b"FLAGS": ()},  # no size at all
+            3: {b"RFC822.SIZE": None},  # NIL
+            4: {b"RFC822.SIZE": b"junk"},
+            5: {b"RFC822.SIZE": 200},
+        }
+    )
+    sizes = imap._sizes(answers, [1, 2, 3, 4, 5, 6])  # type: ignore[arg-type]  # 6: gone
+    assert sizes == {1: 100, 2: imap.GROUP_BYTES, 3: imap.GROUP_BYTES, 4: imap.GROUP_BYTES, 5: 200}
+    assert fetch_groups(sizes, imap.GROUP_BYTES) == [[1], [2], [3], [4], [5]]

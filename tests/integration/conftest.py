@@ -27,6 +27,15 @@ from tests.servers.gpg import KeySet
 from tests.servers.smtp import Received, SmtpSink
 
 REPO = Path(__file__).resolve().parents[2]
+
+
+def others_may_read_the_checkout() -> bool:
+    """Whether another user (the tests' `nobody`) can import this checkout's package: every
+    folder above it passable by others. A clone in a private folder (`mktemp -d` makes one
+    mode 0700) is not."""
+    return all(folder.stat().st_mode & 0o001 for folder in (REPO / "pipeline", *REPO.parents))
+
+
 INTAKE = "report@example.ac.uk"
 ANONYMOUS = "anonymous@example.ac.uk"
 ADMIN = "security-admin@example.ac.uk"

@@ -27,14 +27,22 @@ from sqlmodel import Session, select
 
 from pipeline.models import AuditRow, EncryptedRecord, ReportRow, ReportState
 from pipeline.store import BASELINE, MIGRATIONS, make_engine
+from tests.integration.conftest import others_may_read_the_checkout
 from tests.integration.test_cli import REPO, Run, intake, one_line_error, together, write_config
 from tests.servers.gpg import KeySet
 
 NOBODY = 65534  # Debian's nobody
 
-pytestmark = pytest.mark.skipif(
-    os.geteuid() != 0, reason="needs root: the test gives data_dir to another user"
-)
+pytestmark = [
+    pytest.mark.skipif(
+        os.geteuid() != 0, reason="needs root: the test gives data_dir to another user"
+    ),
+    pytest.mark.skipif(
+        not others_may_read_the_checkout(),
+        reason="runs intake as nobody, who cannot read this checkout (a folder above it is "
+        "private, e.g. made by mktemp -d): clone it where others may pass, e.g. under /tmp",
+    ),
+]
 
 # The daemon starting as `nobody`: Python's own files are root's here, so what an upgrade
 # imports is imported first, as root (on a throwaway database), then the process becomes nobody.

@@ -21,7 +21,15 @@ import pytest
 
 from pipeline.app import App
 from pipeline.demo import write_rules
-from tests.integration.conftest import ADMIN, OUTBOX_PASSPHRASE, REPO, Deployment, Run, email
+from tests.integration.conftest import (
+    ADMIN,
+    OUTBOX_PASSPHRASE,
+    REPO,
+    Deployment,
+    Run,
+    email,
+    others_may_read_the_checkout,
+)
 from tests.integration.test_cli import intake, one_line_error, write_config
 from tests.servers.dovecot import Dovecot
 from tests.servers.gpg import KeySet
@@ -29,9 +37,16 @@ from tests.servers.smtp import SmtpSink
 
 NOBODY = 65534  # Debian's nobody
 
-pytestmark = pytest.mark.skipif(
-    os.geteuid() != 0, reason="needs root: the test gives the deployment to another user"
-)
+pytestmark = [
+    pytest.mark.skipif(
+        os.geteuid() != 0, reason="needs root: the test gives the deployment to another user"
+    ),
+    pytest.mark.skipif(
+        not others_may_read_the_checkout(),
+        reason="runs intake as nobody, who cannot read this checkout (a folder above it is "
+        "private, e.g. made by mktemp -d): clone it where others may pass, e.g. under /tmp",
+    ),
+]
 
 
 @pytest.fixture

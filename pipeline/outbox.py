@@ -201,7 +201,7 @@ class Handover:
         try:
             ensure_private_dir(self.folder)
             found = sorted(path for path in self.folder.iterdir() if path.is_file())
-            return [(path, path.read_text()) for path in found]
+            return [(path, text) for path in found if (text := _read_if_there(path)) is not None]
         except OSError as error:
             raise _blocked("handover folder", self.folder, error, "chown -R") from None
         except CryptoError as error:  # readable by others
@@ -230,6 +230,15 @@ class Handover:
         """The mail is recorded as sent: its file goes."""
         if path is not None:
             path.unlink(missing_ok=True)
+
+
+def _read_if_there(path: Path) -> str | None:
+    """A handover file's text; None when it went meanwhile (instances sharing data_dir on
+    PostgreSQL: another one recorded its mail)."""
+    try:
+        return path.read_text()
+    except FileNotFoundError:
+        return None
 
 
 def _mark_sent(row: OutboxRow) -> None:

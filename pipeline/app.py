@@ -176,17 +176,17 @@ def outbox_passphrase(config: Config) -> str:
 
 
 def upgrade_outbox_key(crypto: Crypto, engine: Engine) -> None:
-    """Data sealed to an outbox key without passphrase (before issue 8) is re-sealed to the
-    protected one, then the old key is deleted; the homedir then holds no other secret key.
-    Run under the homedir lock; a restart finishes an interrupted upgrade (both keys open the
-    rows until the old one is gone)."""
+    """Data sealed to an outbox key without passphrase (before issue 8) is re-sealed (in
+    process, with the outbox passphrase), then the old key is deleted; the homedir then holds no
+    other secret key. Run under the homedir lock; a restart finishes an interrupted upgrade
+    (both keys open the rows until the old one is gone)."""
     legacy = crypto.legacy_outbox_keys()
     if legacy:
         count = reseal_outbox(engine, crypto)
         for fpr in legacy:
             crypto.delete_secret_key(fpr)
         log.warning(
-            "outbox key upgraded: %d outbox row(s) re-sealed to the passphrase-protected key; "
+            "outbox key upgraded: %d outbox row(s) re-sealed with the outbox passphrase; "
             "the old key without passphrase (%s) is deleted",
             count,
             ", ".join(legacy),
@@ -337,6 +337,7 @@ class App:
         After a change of keys_dir the records keys and expiry are checked (alerts) and the
         rules re-checked against the keys; a keys folder that cannot be read leaves the keyring
         as it was and alerts."""
+        self.crypto.forget_keys()  # listed once per poll: another instance may import too
         keys_dir = self.config.gpg.keys_dir
         stamp = _keys_stamp(keys_dir)
         if stamp == self.keys_stamp:

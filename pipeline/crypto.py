@@ -8,10 +8,19 @@ the pin is the trust decision, there is no keyserver or WKD lookup. A key is jud
 encryption subkeys (`KeyInfo`): an expired one makes the key unusable unless another can
 encrypt, and the key expires when its primary or its last usable encryption subkey does.
 
+What the keyring holds is listed once and kept (`keys`): a change made through this object
+(import, delete, key generation) or `forget_keys` (each poll, so that a change made by another
+process is seen) lists it again. Expiry is judged against the clock at every use.
+
 The daemon's homedir holds public keys (records keys and services' keys: exactly those in
 `keys_dir`, kept so by `sync_keys_dir`) and exactly one secret key: the outbox key, which seals
 queued acknowledgements (address and mail) and held referrals. It holds nothing that opens a
-stored report. The outbox key is protected by a passphrase kept outside the data folder. It is
+stored report. Queued acknowledgements (address and mail) and held referrals are sealed in
+process (`encrypt_for_outbox`: AES-256-GCM, `cryptography`), with a key derived from the outbox
+passphrase; no gpg process is started for this bookkeeping. The outbox key is the passphrase's
+check at start (`check_outbox_passphrase`: a wrong passphrase is refused before anything is
+sealed with it) and opens what was sealed to it before (gpg-sealed data is still read). The
+outbox key is protected by a passphrase kept outside the data folder. It is
 stretched once per start with scrypt (`derive_secret`): gpg gets the derived value through a
 pipe (`--pinentry-mode loopback --passphrase-fd 0`), so a guess at the passphrase costs a
 memory-hard scrypt while each use of the key stays cheap (the agent's own S2K count is set low);
@@ -44,6 +53,8 @@ from pathlib import Path
 from typing import Any
 
 import gnupg
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 OUTBOX_UID = "report-intake outbox (passphrase) <outbox@report-intake.invalid>"
 LEGACY_OUTBOX_UID = "report-intake outbox <outbox@report-intake.invalid>"  # no passphrase
@@ -58,6 +69,10 @@ AGENT_CONF = (
 # ("key not created", about 1 in 50). The agent is stopped right after, so nothing stays cached.
 GENERATION_AGENT_CONF = AGENT_CONF.replace("cache-ttl 0", "cache-ttl 60")
 _PROBE = b"report-intake outbox probe"
+# Outbox data sealed in process: this prefix (also the AEAD's associated data), a 12-byte nonce,
+# then the AES-256-GCM ciphertext and tag. Data without it is an OpenPGP message (gpg-sealed).
+SEAL_PREFIX = b"report-intake sealed v1\n"
+_NONCE_BYTES = 12
 
 
 class CryptoError(Exception):
@@ -183,8 +198,8 @@ def _stretch(passphrase: str) -> bytes:
 
 def derive_secret(passphrase: str, purpose: str) -> bytes:
     """A 32-byte key for `purpose` ("outbox-key": gpg's passphrase for the outbox key, as hex;
-    "ack-limit": the rate limiter's HMAC key; "fingerprint": the inputs' fingerprints) derived
-    from the outbox passphrase."""
+    "outbox-seal": the AES key of sealed outbox data; "ack-limit": the rate limiter's HMAC key;
+    "fingerprint": the inputs' fingerprints) derived from the outbox passphrase."""
     return hmac.new(_stretch(passphrase), f"report-intake {purpose}".encode(), "sha256").digest()
 
 
@@ -261,7 +276,9 @@ class Crypto:
         self.gpg = gnupg.GPG(gnupghome=str(homedir), gpgbinary=binary, options=_GPG_OPTIONS)
         self.gpg.encoding = "utf-8"
         self._passphrase = derive_secret(passphrase, "outbox-key").hex() if passphrase else None
+        self._sealer = AESGCM(derive_secret(passphrase, "outbox-seal")) if passphrase else None
         self._outbox_fpr: str | None = None
+        self._listed: list[dict[str, Any]] | None = None  # gpg --list-keys, until a change
 
     def _agent_conf(self, text: str = AGENT_CONF) -> None:
         """Tell this homedir's gpg-agent to cache no passphrase (a running one rereads it and
@@ -353,6 +370,7 @@ class Crypto:
 
     def _import(self, text: str) -> list[str]:
         """Import (merge) the keys in `text`; the fingerprints of those that changed."""
+        self.forget_keys()
         result = self.gpg.import_keys(text)
         if not result.fingerprints:
             raise CryptoError(f"gpg could not import a key from the keys folder: {result.status}")
@@ -364,15 +382,23 @@ class Crypto:
 
     def _delete(self, fingerprint: str, what: str, *, subkey: bool = False) -> None:
         """Delete a public key, or one subkey; gpg itself refuses a key with a secret part."""
+        self.forget_keys()
         result = self.gpg.delete_keys(fingerprint, exclamation_mode=subkey)
         if str(result.status) != "ok":
             raise CryptoError(f"could not delete the public key {what}: {result.status}")
 
     def keys(self) -> dict[str, KeyInfo]:
-        """Every public key in the homedir by primary fingerprint."""
+        """Every public key in the homedir by primary fingerprint, as of now (the listing is
+        kept until `forget_keys`; expiry is judged against the clock at each call)."""
+        if self._listed is None:
+            self._listed = list(self.gpg.list_keys())
         now = time.time()
-        listed = (_key_info(key, now) for key in self.gpg.list_keys())
+        listed = (_key_info(key, now) for key in self._listed)
         return {info.fingerprint: info for info in listed}
+
+    def forget_keys(self) -> None:
+        """List the keyring again at the next use (another process may have changed it)."""
+        self._listed = None
 
     def check_key(self, fingerprint: str) -> KeyInfo:
         """The pinned key, usable for encryption now, or KeyUnusableError saying why not."""
@@ -442,6 +468,7 @@ class Crypto:
         try:
             result = self.gpg.gen_key(spec)
         finally:
+            self.forget_keys()
             self.close()  # the agent that cached the new key's passphrase goes
             self._agent_conf()
         if not result.fingerprint:
@@ -465,7 +492,7 @@ class Crypto:
 
     def _opens_probe(self) -> bool:
         try:
-            return self.decrypt_outbox(self.encrypt_for_outbox(_PROBE)) == _PROBE
+            return self._gpg_open(self._gpg_seal(_PROBE)) == _PROBE
         except CryptoError:
             return False
 
@@ -481,22 +508,49 @@ class Crypto:
                 )
 
     def encrypt_for_outbox(self, data: bytes) -> bytes:
-        """Seal `data` to our own outbox key (no pin to check: the key is ours)."""
+        """Seal `data` for the outbox, in process (`SEAL_PREFIX`, nonce, AES-256-GCM)."""
+        nonce = os.urandom(_NONCE_BYTES)
+        return SEAL_PREFIX + nonce + self._outbox_sealer().encrypt(nonce, data, SEAL_PREFIX)
+
+    def decrypt_outbox(self, data: bytes) -> bytes:
+        """Open outbox data sealed in process, or (from before) to the outbox key with gpg."""
+        if not data.startswith(SEAL_PREFIX):
+            return self._gpg_open(data)
+        nonce = data[len(SEAL_PREFIX) : len(SEAL_PREFIX) + _NONCE_BYTES]
+        sealed = data[len(SEAL_PREFIX) + _NONCE_BYTES :]
+        try:
+            return self._outbox_sealer().decrypt(nonce, sealed, SEAL_PREFIX)
+        except InvalidTag:
+            raise DecryptError(
+                "could not decrypt outbox data: it was sealed with another outbox passphrase, "
+                "or it was changed"
+            ) from None
+
+    def _outbox_sealer(self) -> AESGCM:
+        if self._sealer is None:
+            self._require_passphrase()  # raises, naming the config keys
+        assert self._sealer is not None
+        return self._sealer
+
+    def _gpg_seal(self, data: bytes) -> bytes:
+        """Encrypt `data` to our own outbox key (no pin to check: the key is ours)."""
         fpr = self.outbox_fingerprint()
         result = self.gpg.encrypt(data, [fpr], armor=True, always_trust=True)
         if not result.ok or not result.data:
             raise EncryptError(f"gpg could not encrypt to the outbox key {fpr}: {result.status}")
         return bytes(result.data)
 
-    def decrypt_outbox(self, data: bytes) -> bytes:
+    def _gpg_open(self, data: bytes) -> bytes:
         result = self.gpg.decrypt(data, passphrase=self._require_passphrase())
         if not result.ok:
             raise DecryptError(f"could not decrypt outbox data: {result.status}")
         return bytes(result.data)
 
     def reseal(self, data: bytes) -> bytes | None:
-        """Outbox data sealed to any of our outbox keys, sealed to the protected one now; None
-        when no key of ours opens it (e.g. another instance's)."""
+        """Outbox data sealed to any of our gpg outbox keys, sealed in process now; None when no
+        key of ours opens it (e.g. another instance's) or it is sealed in process already."""
+        if data.startswith(SEAL_PREFIX):
+            return None
         result = self.gpg.decrypt(data, passphrase=self._require_passphrase())
         if not result.ok:
             if "no secret key" in str(result.status) or "NO_SECKEY" in str(result.stderr):
@@ -507,6 +561,7 @@ class Crypto:
     def delete_secret_key(self, fingerprint: str) -> None:
         """Delete a secret key and its public key from the homedir."""
         fpr = normalise_fingerprint(fingerprint)
+        self.forget_keys()
         secret = self.gpg.delete_keys(fpr, secret=True, expect_passphrase=False)
         public = self.gpg.delete_keys(fpr)
         if str(secret.status) != "ok" or str(public.status) != "ok":
@@ -568,6 +623,7 @@ def read_public_key(data: bytes, where: str, binary: str = "gpg") -> PublicKey:
             )
         fpr = fingerprints[0]
         crypto.gpg.import_keys(data)
+        crypto.forget_keys()
         info = crypto.keys().get(fpr)
         if info is None:
             raise CryptoError(f"{where}: gpg could not import the key {fpr}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import shutil
 from pathlib import Path
 
 import pytest
@@ -60,3 +61,46 @@ def test_readable_homedir_is_refused(tmp_path: Path) -> None:
     home.chmod(0o755)
     with pytest.raises(CryptoError, match="chmod 700"):
         ensure_private_dir(home)
+
+
+def _counting_gpg(tmp_path: Path) -> tuple[str, Path]:
+    """A gpg binary that logs its arguments, one line per process, then runs the real gpg."""
+    log = tmp_path / "gpg-calls.log"
+    wrapper = tmp_path / "gpg-counting"
+    real = shutil.which("gpg")
+    wrapper.write_text(f'#!/bin/sh\necho "$*" >> {log}\nexec {real} "$@"\n')
+    wrapper.chmod(0o755)
+    return str(wrapper), log
+
+
+def _runs(log: Path, option: str) -> int:
+    return sum(option in line.split() for line in log.read_text().splitlines())
+
+
+def test_keys_are_listed_once_until_forgotten_not_at_every_encryption(
+    tmp_path: Path, gpg_keys: KeySet
+) -> None:
+    binary, log = _counting_gpg(tmp_path)
+    with Crypto(tmp_path / "g", binary, passphrase="unit test passphrase") as crypto:
+        crypto.sync_keys_dir(gpg_keys.keys_dir)
+        log.write_text("")
+        for _ in range(4):
+            crypto.encrypt(b"a report", [gpg_keys.records_fpr])
+            crypto.encrypt_for_outbox(b"reporter@example.org")  # in process: no gpg at all
+        assert (_runs(log, "--list-keys"), _runs(log, "--encrypt")) == (1, 4)
+        crypto.forget_keys()  # each poll: another process may have changed the keyring
+        crypto.encrypt(b"a report", [gpg_keys.records_fpr])
+        assert _runs(log, "--list-keys") == 2
+
+
+def test_a_key_deleted_through_sync_is_refused_at_once(
+    tmp_path: Path, crypto: Crypto, gpg_keys: KeySet
+) -> None:
+    crypto.encrypt(b"x", [gpg_keys.records_fpr])  # the listing is kept from here on
+    fpr, public = gpg_keys.make_key("Leaving", "leaving@example.ac.uk")
+    (tmp_path / "k").mkdir()
+    (tmp_path / "k" / "leaving.asc").write_text(public)
+    crypto.sync_keys_dir(tmp_path / "k")  # the records key's file is gone: it is deleted
+    crypto.encrypt(b"x", [fpr])
+    with pytest.raises(KeyUnusableError, match="no public key"):
+        crypto.encrypt(b"x", [gpg_keys.records_fpr])

@@ -13,6 +13,7 @@ import pytest
 from pipeline.crypto import (
     AGENT_CONF,
     LEGACY_OUTBOX_UID,
+    SEAL_PREFIX,
     Crypto,
     CryptoError,
     derive_secret,
@@ -81,3 +82,19 @@ def test_the_limiter_secret_depends_on_passphrase_and_purpose() -> None:
     assert len(one) == 32 and one == derive_secret(PASSPHRASE, "ack-limit")
     assert one != derive_secret(PASSPHRASE + "x", "ack-limit")
     assert one != derive_secret(PASSPHRASE, "other")
+
+
+def test_outbox_data_is_sealed_in_process_and_old_gpg_sealed_data_still_opens(home: Path) -> None:
+    crypto = Crypto(home, passphrase=PASSPHRASE)
+    old = crypto._gpg_seal(b"queued before the upgrade")  # how it was sealed until now
+    sealed = crypto.encrypt_for_outbox(b"reporter@example.org")
+    assert sealed.startswith(SEAL_PREFIX) and b"reporter" not in sealed
+    assert crypto.encrypt_for_outbox(b"reporter@example.org") != sealed  # a fresh nonce each
+    assert crypto.decrypt_outbox(sealed) == b"reporter@example.org"
+    assert crypto.decrypt_outbox(old) == b"queued before the upgrade"
+    assert crypto.reseal(sealed) is None  # nothing to move: sealed in process already
+    tampered = sealed[:-1] + bytes([sealed[-1] ^ 1])
+    with pytest.raises(CryptoError, match="another outbox passphrase, or it was changed"):
+        crypto.decrypt_outbox(tampered)
+    with pytest.raises(CryptoError, match="another outbox passphrase"):
+        Crypto(home, passphrase="not the passphrase").decrypt_outbox(sealed)

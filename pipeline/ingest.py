@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -52,9 +51,11 @@ from pipeline.report import Report
 from pipeline.rules import Decision, RuleSet, evaluate
 from pipeline.sources import record_routing
 from pipeline.store import (
+    BUNDLE,
     AckLimiter,
     Build,
     anonymous_thread,
+    bundle_record,
     decision_json,
     has_acknowledgement,
     keep_quarantined,
@@ -348,8 +349,7 @@ class Ingest:
         row.anonymous = report.anonymous
         row.urgent = decision.urgent
         row.decision = decision_json(decision.refer, decision.acknowledge, decision.rules)
-        original_record = self._encrypt_record(original)
-        report_record = self._encrypt_record(json.dumps(report.to_record()).encode())
+        record = self._encrypt_record(bundle_record(report.to_record(), original))
         clean_attachments(report, self.config.limits.archive_bytes)  # for the referral only
         screen_attachments(report, self.config.attachments.withhold)  # named: no programs
         acknowledge = report.ack_address and self.limiter.allow(report.ack_address)
@@ -359,7 +359,7 @@ class Ingest:
             outbox = self._outbox(reference, report, decision, bool(acknowledge))
             queued.extend((r.kind, r.target, _held_reason(r)) for r in outbox)
             row.state = _report_state(decision.refer, outbox)
-            return {"original": original_record, "report": report_record}, outbox
+            return {BUNDLE: record}, outbox
 
         try:
             reference = self._commit(row, source_key, build, release)

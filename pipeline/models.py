@@ -79,7 +79,7 @@ class EncryptedRecord(SQLModel, table=True):
     __tablename__ = "encrypted_record"
 
     report_id: int = Field(foreign_key="report.id", primary_key=True)
-    kind: str = Field(primary_key=True)  # "original" | "report"
+    kind: str = Field(primary_key=True)  # "bundle" (both in one); before: "original", "report"
     data: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
 
 

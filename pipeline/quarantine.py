@@ -51,7 +51,7 @@ from pipeline.models import (
 )
 from pipeline.render import RenderError
 from pipeline.status import iso, origins
-from pipeline.store import RELEASABLE, open_current
+from pipeline.store import BUNDLE, RELEASABLE, open_current, unbundle_record
 
 
 class QuarantineError(Exception):
@@ -208,6 +208,26 @@ def _record(engine: Engine, row: ReportRow, kind: str) -> bytes | None:
         return record.data if record else None
 
 
+def _stored(
+    engine: Engine, keyholder: Keyholder, row: ReportRow, kind: str, what: str
+) -> tuple[dict[str, object] | None, bytes] | None:
+    """A report's parsed record (None when only its original is stored) and its original,
+    decrypted: from its one record (`store.BUNDLE`) or, stored before, its `kind` record
+    ("original" or "report"); None when there is none (purged, or a quarantined input's
+    parsed report)."""
+    bundle = _record(engine, row, BUNDLE)
+    if bundle is not None:
+        try:
+            return unbundle_record(keyholder.decrypt(bundle, what))
+        except ValueError as exc:
+            raise QuarantineError(f"{what}: the decrypted record cannot be read: {exc}") from None
+    sealed = _record(engine, row, kind)
+    if sealed is None:
+        return None
+    plain = keyholder.decrypt(sealed, what)
+    return (json.loads(plain), b"") if kind == "report" else (None, plain)
+
+
 def release(app: App, keyholder: Keyholder, reference: str, actor: str) -> ReportRow:
     """Take one quarantined input in again (see the module docstring); its row afterwards."""
     row = stored_report(app.engine, reference)
@@ -215,12 +235,12 @@ def release(app: App, keyholder: Keyholder, reference: str, actor: str) -> Repor
         raise QuarantineError(
             f"{reference}: it is {row.state}, not quarantined or unrouted: nothing to release"
         )
-    sealed = _record(app.engine, row, "original")
-    if sealed is None:
+    stored = _stored(app.engine, keyholder, row, "original", f"the original of {reference}")
+    if stored is None:
         raise QuarantineError(
             f"{reference}: its original was purged (retention): nothing to release"
         )
-    original = keyholder.decrypt(sealed, f"the original of {reference}")
+    original = stored[1]
     if row.source == "form":
         outcome = _release_response(app, keyholder, row, original, actor)
     else:
@@ -360,16 +380,15 @@ def show_report(engine: Engine, keyholder: Keyholder, reference: str) -> list[st
     """One stored report for a keyholder: metadata, then the decrypted report."""
     row = stored_report(engine, reference)
     lines = metadata_lines(engine, row)
-    sealed = _record(engine, row, "report")
-    if sealed is None:
+    stored = _stored(engine, keyholder, row, "report", f"the report {reference}")
+    if stored is None or stored[0] is None:
         why = (
             "it is quarantined: release it to read it"
             if row.state == ReportState.QUARANTINED
             else "its records were purged"
         )
         return [*lines, "", f"report: none stored ({why})"]
-    record = json.loads(keyholder.decrypt(sealed, f"the report {reference}"))
-    return [*lines, "", "-- report (decrypted) --", *report_lines(record)]
+    return [*lines, "", "-- report (decrypted) --", *report_lines(stored[0])]
 
 
 def show_command(config: Config, reference: str, home: Path) -> int:

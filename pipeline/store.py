@@ -59,6 +59,7 @@ from pipeline.models import (
 
 __all__ = [
     "BASELINE",
+    "BUNDLE",
     "MIGRATIONS",
     "RELEASABLE",
     "UPGRADE",
@@ -67,6 +68,7 @@ __all__ = [
     "Build",
     "DatabaseError",
     "anonymous_thread",
+    "bundle_record",
     "cannot_open",
     "claim_due",
     "database_url",
@@ -96,6 +98,7 @@ __all__ = [
     "source_name",
     "source_seen",
     "sqlite_path",
+    "unbundle_record",
     "upgrade",
 ]
 
@@ -204,6 +207,32 @@ def reference_for(report_id: int, received_at: datetime) -> str:
 
 
 Build = Callable[[str], tuple[dict[str, bytes], list[OutboxRow]]]
+
+# A stored report's one encrypted record (`bundle_record`); reports stored before it have two,
+# "original" and "report" (the parsed report's JSON). A quarantined input has "original" only.
+BUNDLE = "bundle"
+_BUNDLE_FORMAT = "report-intake record v2"
+
+
+def bundle_record(report: dict[str, object], original: bytes) -> bytes:
+    """The plaintext of a report's one encrypted record (one gpg run per report): a first line
+    of JSON (`format`, the parsed `report`, `original_bytes`), then the original input byte for
+    byte. A keyholder reads it with gpg alone: the first line is the report, the rest the
+    original."""
+    head = {"format": _BUNDLE_FORMAT, "report": report, "original_bytes": len(original)}
+    return json.dumps(head).encode() + b"\n" + original
+
+
+def unbundle_record(data: bytes) -> tuple[dict[str, object], bytes]:
+    """The parsed report and the original input of a decrypted `bundle_record`; ValueError
+    when `data` is not one (or was cut short)."""
+    first, _, original = data.partition(b"\n")
+    head = json.loads(first)
+    if not isinstance(head, dict) or head.get("format") != _BUNDLE_FORMAT:
+        raise ValueError("not a report-intake record")
+    if head.get("original_bytes") != len(original):
+        raise ValueError("the record's original is not whole")
+    return head["report"], original
 
 
 def save_report(engine: Engine, report: ReportRow, source_key: str, build: Build) -> str | None:
@@ -358,8 +387,9 @@ def release_report(
             setattr(stored, name, getattr(taken, name))
         stored.updated_at = utcnow()
         session.add(stored)
+        session.exec(delete(EncryptedRecord).where(col(EncryptedRecord.report_id) == report_id))  # type: ignore[call-overload]
         for kind, data in records.items():
-            session.merge(EncryptedRecord(report_id=report_id, kind=kind, data=data))
+            session.add(EncryptedRecord(report_id=report_id, kind=kind, data=data))
         for row in outbox:
             row.report_id = report_id
             session.add(row)

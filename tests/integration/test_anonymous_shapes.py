@@ -9,6 +9,7 @@ import sqlite3
 from email import message_from_bytes, policy
 
 from pipeline.scrub import ATTRIBUTION_NOTE, SIGNATURE_NOTE
+from pipeline.store import unbundle_record
 from tests.integration.conftest import ANONYMOUS, INTAKE, Deployment, email
 from tests.servers.smtp import Received
 
@@ -113,9 +114,9 @@ def test_an_anonymous_signature_and_attribution_never_reach_a_service(
     assert SIGNATURE_NOTE in referral and ATTRIBUTION_NOTE in referral
     database = sqlite3.connect(deployment.data_dir / "intake.db")
     (original,) = database.execute(
-        "SELECT data FROM encrypted_record WHERE kind='original'"
+        "SELECT data FROM encrypted_record WHERE kind='bundle'"
     ).fetchone()
-    stored = deployment.keys.decrypt(original).decode()
+    stored = unbundle_record(deployment.keys.decrypt(original))[1].decode()
     head, _, body = stored.replace("\r\n", "\n").partition("\n\n")
     assert "07700 900123" in body  # the encrypted original keeps the text as written
     assert "sam.student" not in head and "Message-ID" not in head

@@ -9,6 +9,7 @@ import sqlite3
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 
+from pipeline.store import unbundle_record
 from tests.integration.conftest import ADMIN, ANONYMOUS, Deployment, email
 from tests.servers.smtp import Received
 
@@ -93,9 +94,9 @@ def test_anonymous_report_forwards_no_identity(deployment: Deployment) -> None:
     # the stored original is the redacted one: decrypt it with the records key
     database = sqlite3.connect(deployment.data_dir / "intake.db")
     (original,) = database.execute(
-        "SELECT data FROM encrypted_record WHERE kind='original'"
+        "SELECT data FROM encrypted_record WHERE kind='bundle'"
     ).fetchone()
-    stored = deployment.keys.decrypt(original).decode()
+    stored = unbundle_record(deployment.keys.decrypt(original))[1].decode()
     assert "BODY-anon-55" in stored and "secret.person" not in stored and "192.0.2.77" not in stored
     # the acknowledgement went once, and its address is gone from the outbox
     assert "secret.person@example.org" in mail

@@ -10,6 +10,7 @@ from email.message import EmailMessage
 
 from PIL import Image
 
+from pipeline.store import unbundle_record
 from tests.integration.conftest import ANONYMOUS, Deployment, email
 from tests.integration.forms_data import PLATFORMS, Response, form_config
 
@@ -103,6 +104,7 @@ def test_anonymous_attachments_are_renamed_cleaned_or_withheld(deployment: Deplo
     assert "Jane_Smithson" not in str(inner) and "Jane Smithson" not in str(inner)
     database = sqlite3.connect(deployment.data_dir / "intake.db")
     (original,) = database.execute(
-        "SELECT data FROM encrypted_record WHERE kind='original'"
+        "SELECT data FROM encrypted_record WHERE kind='bundle'"
     ).fetchone()
-    assert b"Jane_Smithson.jpg" in deployment.keys.decrypt(original)  # evidence kept, encrypted
+    _, kept = unbundle_record(deployment.keys.decrypt(original))
+    assert b"Jane_Smithson.jpg" in kept  # evidence kept, encrypted

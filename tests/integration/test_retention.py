@@ -27,7 +27,7 @@ def test_purge_dry_run_then_purge_leaves_an_audit_trail(deployment: Deployment) 
     dry = deployment.intake("purge", "--dry-run")
     assert dry.returncode == 0, dry.stderr
     assert "would purge R-" in dry.stdout and "1 report(s) and 0 form archive(s) due" in dry.stdout
-    assert database.execute("SELECT count(*) FROM encrypted_record").fetchone() == (2,)
+    assert database.execute("SELECT count(*) FROM encrypted_record").fetchone() == (1,)
 
     run = deployment.intake("purge")
     assert run.returncode == 0, run.stderr

@@ -41,7 +41,15 @@ from pipeline.deliver import (
     referral_subject,
 )
 from pipeline.faults import crash_point
-from pipeline.models import OutboxRow, OutboxState, ReportRow, ReportState, as_utc, to_the_hour
+from pipeline.models import (
+    AckSent,
+    OutboxRow,
+    OutboxState,
+    ReportRow,
+    ReportState,
+    as_utc,
+    to_the_hour,
+)
 from pipeline.parse import (
     ParseError,
     content_fingerprint,
@@ -360,17 +368,20 @@ class Ingest:
         )
         clean_attachments(report, self.config.limits.archive_bytes)  # for the referral only
         screen_attachments(report, self.config.attachments.withhold)  # named: no programs
-        acknowledge = report.ack_address and self.limiter.allow(report.ack_address)
+        acknowledge = bool(
+            decision.acknowledge and report.ack_address and self.limiter.allow(report.ack_address)
+        )
+        counted = [self.limiter.entry(report.ack_address or "")] if acknowledge else []
         queued: list[tuple[str, str, str | None]] = []  # kind, target, why held (read pre-commit)
 
         def build(reference: str) -> tuple[dict[str, bytes], list[OutboxRow]]:
-            outbox = self._outbox(reference, report, decision, bool(acknowledge))
+            outbox = self._outbox(reference, report, decision, acknowledge)
             queued.extend((r.kind, r.target, _held_reason(r)) for r in outbox)
             row.state = _report_state(decision.refer, outbox)
             return {BUNDLE: record.result()}, outbox
 
         try:
-            reference = self._commit(row, source_key, build, release)
+            reference = self._commit(row, source_key, build, release, counted)
         except RenderError as exc:
             self._template_failed(exc)
             raise
@@ -378,8 +389,6 @@ class Ingest:
             if release is not None:
                 return Outcome("seen")  # not quarantined any more: another release came first
             return self.take_duplicate(source_key, report_by_fingerprint(self.engine, fingerprint))
-        if any(kind == "ack" for kind, _, _ in queued):
-            self.limiter.record(report.ack_address or "")
         self._alert_unreached(reference, decision, queued)
         status = "stored" if decision.refer else "unrouted"
         log.info(
@@ -431,7 +440,7 @@ class Ingest:
             for service in decision.refer
         ]
         rows = [referral.result() for referral in referrals]
-        if decision.acknowledge and report.ack_address and acknowledge:
+        if acknowledge:
             rows.append(self._acknowledgement(reference, report, decision))
         return rows
 
@@ -498,12 +507,18 @@ class Ingest:
     # -- Release from quarantine: a quarantined input taken in again, as the report it was ----
 
     def _commit(
-        self, row: ReportRow, source_key: str, build: Build, release: Release | None
+        self,
+        row: ReportRow,
+        source_key: str,
+        build: Build,
+        release: Release | None,
+        counted: list[AckSent],
     ) -> str | None:
-        """Insert a new report, or (`release`) update the quarantined report in place."""
+        """Insert a new report, or (`release`) update the quarantined report in place; with it,
+        in the same transaction, the acknowledgement it `counted` against the rate limit."""
         if release is None:
-            return save_report(self.engine, row, source_key, build)
-        return release_report(self.engine, release.report_id, release.actor, row, build)
+            return save_report(self.engine, row, source_key, build, counted)
+        return release_report(self.engine, release.report_id, release.actor, row, build, counted)
 
     def quarantined_input(self, source_keys: list[str]) -> ReportRow | None:
         """The quarantined report an input (by any of its source keys) was taken in as."""

@@ -14,13 +14,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy import Engine, delete, func
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, col, select
+from sqlmodel import Session, SQLModel, col, select
 
 from pipeline import audit
 from pipeline.bounces import Bounce
@@ -142,11 +142,11 @@ class AckLimiter:
             ).one()
         return sent < self.per_hour
 
-    def record(self, address: str) -> None:
-        with Session(self.engine) as session:
-            session.add(AckSent(sender_hash=self._hash(address)))
-            session.commit()
-        self.prune()
+    def entry(self, address: str) -> AckSent:
+        """The row that counts one acknowledgement to `address`, for the caller to commit with
+        the report that queues it (`save_report`'s `also`); `prune` forgets it after the
+        window."""
+        return AckSent(sender_hash=self._hash(address))
 
     def prune(self, now: datetime | None = None) -> int:
         """Forget sends older than the window; how many rows went."""
@@ -235,9 +235,11 @@ def unbundle_record(data: bytes) -> tuple[dict[str, object], bytes]:
     return head["report"], original
 
 
-def save_report(engine: Engine, report: ReportRow, source_key: str, build: Build) -> str | None:
-    """Commit a report, its encrypted records, its outbox mail and its source identity (with
-    its `inputs` outcome, `input_outcome`) at once.
+def save_report(
+    engine: Engine, report: ReportRow, source_key: str, build: Build, also: Sequence[SQLModel] = ()
+) -> str | None:
+    """Commit a report, its encrypted records, its outbox mail, its source identity (with its
+    `inputs` outcome, `input_outcome`) and the rows `also` (an `AckLimiter.entry`) at once.
 
     `build(reference)` encrypts the records and renders the outbox mail; it runs inside the
     transaction, after the reference is allocated and before anything is committed. Returns the
@@ -259,6 +261,7 @@ def save_report(engine: Engine, report: ReportRow, source_key: str, build: Build
             row.report_id = report.id
             session.add(row)
         session.add(_source_item(source_key, report.id, input_outcome(report.state)))
+        session.add_all(also)
         audit.record(session, "state", report.reference, f"{report.source}: {report.state}")
         try:
             session.commit()
@@ -368,15 +371,21 @@ _RELEASED_FIELDS = (
 
 
 def release_report(
-    engine: Engine, report_id: int, actor: str, taken: ReportRow, build: Build
+    engine: Engine,
+    report_id: int,
+    actor: str,
+    taken: ReportRow,
+    build: Build,
+    also: Sequence[SQLModel] = (),
 ) -> str | None:
     """Commit a quarantined (or unrouted) report taken in again, in place, in one transaction:
     the row keeps its id, reference and fingerprint and takes the new take's fields (`taken`,
     its state set by `build`; its received time too, which the take rounds to the hour when it
     is anonymous); its encrypted records are replaced, its outbox mail added (one per target:
     a service or reporter already written to is not written to again), its inputs counted by
-    the new outcome, and one audit line names `actor`. Returns the reference, or None when the
-    report is not releasable (any more: another release came first)."""
+    the new outcome, the rows `also` added, and one audit line names `actor`. Returns the
+    reference, or None when the report is not releasable (any more: another release came
+    first)."""
     with Session(engine) as session:
         stored = session.get(ReportRow, report_id, with_for_update=True)
         if stored is None or stored.state not in RELEASABLE or not stored.reference:
@@ -394,6 +403,7 @@ def release_report(
             row.report_id = report_id
             session.add(row)
         _count_inputs_as(session, report_id, input_outcome(stored.state))
+        session.add_all(also)
         detail = f"{stored.source}: released from {before}: {stored.state}"
         if before == ReportState.QUARANTINED:
             detail = f"{stored.source}: released from quarantine: {stored.state}"

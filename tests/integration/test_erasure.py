@@ -21,7 +21,14 @@ import gnupg
 import pytest
 from sqlalchemy import Engine, text
 
-from pipeline.crypto import LEGACY_OUTBOX_UID, OUTBOX_UID, derive_secret
+from pipeline.crypto import (
+    LEGACY_OUTBOX_UID,
+    OUTBOX_UID,
+    SEAL_PREFIX,
+    Crypto,
+    CryptoError,
+    derive_secret,
+)
 from pipeline.models import utcnow
 from pipeline.store import make_engine
 from tests.integration.conftest import OUTBOX_PASSPHRASE, Deployment, email
@@ -97,11 +104,15 @@ def test_a_copy_of_the_data_folder_opens_nothing_without_the_passphrase(
     ]
     try:
         for data, inside in expected:
-            for wrong in ("", "guess", OUTBOX_PASSPHRASE):
-                refused = gpg_decrypt(copy / "gnupg", data, wrong)
-                assert refused.returncode != 0 and inside not in refused.stdout
-            opened = gpg_decrypt(copy / "gnupg", data, GPG_PASSPHRASE)
-            assert opened.returncode == 0 and inside in opened.stdout
+            assert data.startswith(SEAL_PREFIX) and inside not in data  # sealed in process
+            refused = gpg_decrypt(copy / "gnupg", data, GPG_PASSPHRASE)  # no OpenPGP to open
+            assert refused.returncode != 0 and inside not in refused.stdout
+            for wrong in ("", "guess", GPG_PASSPHRASE):
+                with pytest.raises(CryptoError):
+                    Crypto(copy / "gnupg", passphrase=wrong).decrypt_outbox(data)
+            assert inside in Crypto(copy / "gnupg", passphrase=OUTBOX_PASSPHRASE).decrypt_outbox(
+                data
+            )
     finally:
         kill_agent(copy / "gnupg")
 
@@ -151,14 +162,12 @@ def legacy_outbox(home: Path, engine: Engine) -> str:
     kill_agent(home)
     gpg = gnupg.GPG(gnupghome=str(home))
     old = make_legacy_outbox_key(gpg)
+    crypto = Crypto(home, passphrase=OUTBOX_PASSPHRASE)
     for row_id, sealed, payload in query(
         engine, "SELECT id, sealed, payload FROM outbox WHERE kind='ack'"
     ):
-        opened = [gpg.decrypt(data, passphrase=GPG_PASSPHRASE) for data in (sealed, payload)]
-        assert all(result.ok for result in opened)
-        again = [
-            bytes(gpg.encrypt(r.data, [old], armor=True, always_trust=True).data) for r in opened
-        ]
+        opened = [crypto.decrypt_outbox(data) for data in (sealed, payload)]
+        again = [bytes(gpg.encrypt(r, [old], armor=True, always_trust=True).data) for r in opened]
         query(
             engine,
             "UPDATE outbox SET sealed=:s, payload=:p WHERE id=:i",
@@ -199,9 +208,10 @@ def test_an_outbox_key_without_passphrase_is_replaced_and_queued_acks_still_go(
     engine.dispose()
 
 
-def sealed_lines(data: bytes) -> list[bytes]:
-    """Full-width base64 lines of an armoured message: bytes found nowhere else."""
-    return [line for line in data.splitlines() if len(line) == 64]
+def sealed_pieces(data: bytes) -> list[bytes]:
+    """32-byte pieces of sealed outbox data's ciphertext: bytes found nowhere else."""
+    body = data[len(SEAL_PREFIX) :]
+    return [body[i : i + 32] for i in range(0, len(body) - 32, 32)]
 
 
 @pytest.mark.parametrize("ending", ["refused", "expired"])
@@ -214,7 +224,7 @@ def test_a_dead_or_expired_ack_is_erased_from_the_database_files(
     engine = make_engine(deployment.config().database_url)
     state, sealed, payload, _ = ack_row(engine)
     assert state == "queued" and sealed and payload
-    lines = sealed_lines(sealed) + sealed_lines(payload)
+    lines = sealed_pieces(sealed) + sealed_pieces(payload)
     assert len(lines) >= 8
     if ending == "refused":
         deployment.smtp.script("550 5.1.1 no such mailbox", times=2, at="RCPT")

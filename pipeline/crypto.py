@@ -13,21 +13,20 @@ What the keyring holds is listed once and kept (`keys`): a change made through t
 process is seen) lists it again. Expiry is judged against the clock at every use.
 
 The daemon's homedir holds public keys (records keys and services' keys: exactly those in
-`keys_dir`, kept so by `sync_keys_dir`) and exactly one secret key: the outbox key, which seals
-queued acknowledgements (address and mail) and held referrals. It holds nothing that opens a
-stored report. Queued acknowledgements (address and mail) and held referrals are sealed in
-process (`encrypt_for_outbox`: AES-256-GCM, `cryptography`), with a key derived from the outbox
-passphrase; no gpg process is started for this bookkeeping. The outbox key is the passphrase's
-check at start (`check_outbox_passphrase`: a wrong passphrase is refused before anything is
-sealed with it) and opens what was sealed to it before (gpg-sealed data is still read). The
-outbox key is protected by a passphrase kept outside the data folder. It is
-stretched once per start with scrypt (`derive_secret`): gpg gets the derived value through a
-pipe (`--pinentry-mode loopback --passphrase-fd 0`), so a guess at the passphrase costs a
-memory-hard scrypt while each use of the key stays cheap (the agent's own S2K count is set low);
-the homedir's gpg-agent is told never to cache it, so each decryption needs it and a wrong one
-fails at once. An outbox key from before passphrases (no protection, `LEGACY_OUTBOX_UID`) is
-replaced: `legacy_outbox_keys` names it, `reseal` moves data to the protected key,
-`delete_secret_key` removes it.
+`keys_dir`, kept so by `sync_keys_dir`) and exactly one secret key, the outbox key. It holds
+nothing that opens a stored report. Queued acknowledgements (address and mail) and held
+referrals are sealed in process (`encrypt_for_outbox`: AES-256-GCM from `cryptography`) with a
+key derived from the outbox passphrase: no gpg process runs for this bookkeeping. The outbox key
+is the passphrase's check at start (`check_outbox_passphrase`: a wrong passphrase is refused
+before anything is sealed with it), and it opens what earlier versions sealed to it.
+
+The passphrase is kept outside the data folder and stretched once per start with scrypt
+(`derive_secret`): gpg gets a derived value through a pipe (`--pinentry-mode loopback
+--passphrase-fd 0`), so a guess at the passphrase costs a memory-hard scrypt while each use of
+the key stays cheap (the agent's own S2K count is set low); the homedir's gpg-agent is told
+never to cache it, so each decryption needs it and a wrong one fails at once. An outbox key from
+before passphrases (no protection, `LEGACY_OUTBOX_UID`) is replaced: `legacy_outbox_keys` names
+it, `reseal` seals its data in process, `delete_secret_key` removes it.
 
 Checks that must write nothing use a `scratch_keyring` (a throwaway homedir, deleted after);
 `read_public_key` takes one public key from a key file (`intake keys import`). What a key says of

@@ -48,7 +48,12 @@ from functools import partial
 from types import FrameType
 from typing import TypeVar
 
-from apscheduler.events import EVENT_SCHEDULER_START
+from apscheduler.events import (
+    EVENT_JOB_ERROR,
+    EVENT_JOB_EXECUTED,
+    EVENT_SCHEDULER_START,
+    JobExecutionEvent,
+)
 from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.blocking import BlockingScheduler
 
@@ -57,7 +62,7 @@ from pipeline.config import Config
 from pipeline.crypto import ensure_private_dir
 from pipeline.deliver import Transport
 from pipeline.intake import PollResult, describe
-from pipeline.intake.forms import FormSource
+from pipeline.intake.forms import REMAINING, FormSource
 from pipeline.intake.idle import IdleWatcher
 from pipeline.logs import Progress, setup_logging, terminal
 from pipeline.metrics import write_metrics
@@ -176,14 +181,30 @@ def purge_job(app: App) -> bool:
     return done
 
 
+def more_waiting(results: list[PollResult]) -> bool:
+    """Whether a source left work for the next poll at once (a form export goes in slices)."""
+    return any(result.counts.get(REMAINING) for result in results)
+
+
+def poll_all(app: App) -> list[PollResult] | None:
+    """Poll every source, again while one has more waiting: every round's results, or None
+    when a poll failed."""
+    results: list[PollResult] = []
+    while (found := poll_job(app)) is not None:
+        results += found
+        if not more_waiting(found):
+            return results
+    return None
+
+
 def run_once(app: App) -> int:
-    """Poll every source, then send what is due; the `Exit` bits of what needs an admin. On a
-    terminal the poll shows its progress."""
+    """Poll every source until none has more waiting, then send what is due; the `Exit` bits
+    of what needs an admin. On a terminal the poll shows its progress."""
     console = terminal()
     progress = Progress(console) if console else None
     app.ingest.progress = progress
     try:
-        status = poll_exit(poll_job(app))
+        status = poll_exit(poll_all(app))
     finally:
         app.ingest.progress = None
         if progress:
@@ -294,10 +315,11 @@ class LiveTransport:
 
 
 class Wakeups:
-    """IDLE's "new mail" while a poll runs is not lost: the poll runs again (at most
-    `ROUNDS` times in one job run, then the job is scheduled again, so mail that never stops
-    coming cannot hold the job forever). A poll that took something in wakes the outbox at
-    once, so a report does not wait for `outbox_seconds`."""
+    """IDLE's "new mail", or a source with more waiting (`more_waiting`: the next slice of a
+    form export), while a poll runs is not lost: the poll runs again (at most `ROUNDS` times in
+    one job run, then the job is scheduled again, so mail that never stops coming cannot hold
+    the job forever). A poll that took something in wakes the outbox at once, so a report does
+    not wait for `outbox_seconds`."""
 
     ROUNDS = 10
 
@@ -325,7 +347,14 @@ class Wakeups:
             results = self.app.poll()
             if any(r.counts.get("stored") or r.counts.get("unrouted") for r in results):
                 self._run_now("outbox")
-        if self.pending.is_set():
+            if more_waiting(results):  # the next slice of a form export, mail polled between
+                self.pending.set()
+
+    def job_done(self, event: JobExecutionEvent) -> None:
+        """After a poll job, with its instance released (a job asking to run again while it
+        runs is skipped by the scheduler, and its next run put off by a whole interval): the
+        poll runs again at once when something is still pending."""
+        if event.job_id == "poll" and self.pending.is_set():
             self._run_now("poll")
 
     def _run_now(self, job_id: str) -> None:
@@ -384,6 +413,7 @@ def run_forever(app: App) -> int:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     scheduler.add_listener(lambda _event: notifier.ready(started), EVENT_SCHEDULER_START)
+    scheduler.add_listener(wakeups.job_done, EVENT_JOB_EXECUTED | EVENT_JOB_ERROR)
     log.info("%s", started)
     if watcher:
         watcher.start()

@@ -13,6 +13,18 @@ response is taken in again, as the report it was, when a later export of it read
 was fixed: `readable_again`), or when a records keyholder releases it from the archive
 (`intake quarantine release`).
 
+A poll hands rows over for `SLICE_SECONDS` (always at least one new row), then returns, so the
+sources polled after it (mail) never wait behind a large export. The rows not handed over yet
+stay in memory with the file's identity (inode, size, mtime) and the next poll goes on from
+there; its `remaining` count (rows left, and one for each export not reached) tells the daemon
+to poll again at once. Whether responses were taken in before is looked up `LOOKUP_ROWS` rows
+at a time, and such rows are passed over whatever the time, so a cumulative export of rows
+taken long ago goes by quickly. An export that changed between polls is read again from its
+start, as is every export after a restart: rows already committed are `seen`, so a crash
+mid-slice loses no row and takes none twice. Rows that failed are tried again at the next
+poll (not at once: a fault that stays would keep the daemon busy); the file is handled per
+`after` only once every row is committed, and only when it is still the file that was read.
+
 Anonymity fails closed: a response is anonymous when its `anonymous_when` answer is one of
 `equals`, is blank, or is missing (a JSON object without the key: also quarantined, as
 anonymous). A form is never read as named because its anonymity question cannot be found.
@@ -27,17 +39,23 @@ other control characters are removed; one-line fields (name, role) lose their li
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import hashlib
 import json
 import logging
 import re
 import time
-from collections.abc import Collection
+from collections import deque
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from zoneinfo import ZoneInfo
+
+from sqlalchemy import Engine
+from sqlmodel import Session, col, select
 
 from pipeline.anonymity import anonymise, forget_sender
 from pipeline.config import FormConfig
@@ -46,7 +64,7 @@ from pipeline.ingest import Ingest, Outcome
 from pipeline.intake import PollResult, SourceError, describe, take_safely
 from pipeline.intake.dates import answer_date
 from pipeline.intake.exports import Export, ExportError, ExportRow, is_temporary_name, read_export
-from pipeline.models import ReportRow, as_utc
+from pipeline.models import ReportRow, ReportState, SourceItem, as_utc
 from pipeline.parse import strict_address
 from pipeline.render import one_line
 from pipeline.report import Report
@@ -62,6 +80,14 @@ _DATE_FIELDS = {"occurred_at"}
 CATEGORY_ANSWER = "reported_as"
 # C0 and C1 control characters other than tab, left after line breaks are split off.
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+# How long one poll of a form hands rows over before it returns (see the module docstring).
+SLICE_SECONDS = 5.0
+# Rows whose keys (two each: `response_keys`) are looked up in the database at once.
+LOOKUP_ROWS = 250
+# The count of a poll's rows (and exports not reached) left for the next poll.
+REMAINING = "remaining"
+
+Stamp = tuple[int, int, int]  # an export file's inode, size and mtime (ns)
 
 
 class RowError(Exception):
@@ -260,12 +286,20 @@ def response_keys(form: FormConfig, row: ExportRow) -> list[str]:
     return [source_key(form, row), f"form:{form.id}:{row.response_id}"]
 
 
-def take_row(ingest: Ingest, form: FormConfig, export: Export, row: ExportRow) -> Outcome:
-    """Take one response in, once: stored and routed, or quarantined with `file:row: reason`."""
+def take_row(
+    ingest: Ingest,
+    form: FormConfig,
+    export: Export,
+    row: ExportRow,
+    before: Mapping[str, bool],
+) -> Outcome:
+    """Take one response in, once: stored and routed, or quarantined with `file:row: reason`.
+    `before`: `taken_before` for (at least) this row's keys."""
     keys = response_keys(form, row)
     key = keys[0]
-    if any(ingest.seen(k) for k in keys):
-        return readable_again(ingest, form, export, row, keys)
+    if any(k in before for k in keys):
+        quarantined = any(before.get(k) for k in keys)
+        return readable_again(ingest, form, export, row, keys) if quarantined else Outcome("seen")
     fingerprint = ingest.fingerprint(hashlib.sha256(key.encode()).hexdigest())
     now = datetime.now(UTC)
     try:
@@ -281,12 +315,37 @@ def take_row(ingest: Ingest, form: FormConfig, export: Export, row: ExportRow) -
     return ingest.take_report(report, key, fingerprint, original)
 
 
+def taken_before(engine: Engine, keys: Collection[str]) -> dict[str, bool]:
+    """Which of these source keys were taken in before (one query), each with whether its
+    report is quarantined now."""
+    query = (
+        select(SourceItem.source_key, ReportRow.state)
+        .outerjoin(ReportRow, col(SourceItem.report_id) == col(ReportRow.id))
+        .where(col(SourceItem.source_key).in_(keys))
+    )
+    with Session(engine) as session:
+        return {key: state == ReportState.QUARANTINED for key, state in session.exec(query)}
+
+
+def next_batch(form: FormConfig, rows: deque[ExportRow]) -> list[ExportRow]:
+    """Up to `LOOKUP_ROWS` rows off the front of `rows`, ending before a row whose key is in
+    the batch already (a response exported twice): its lookup must see the first one taken."""
+    batch: list[ExportRow] = []
+    keys: set[str] = set()
+    while rows and len(batch) < LOOKUP_ROWS:
+        row_keys = response_keys(form, rows[0])
+        if keys.intersection(row_keys):
+            break
+        keys.update(row_keys)
+        batch.append(rows.popleft())
+    return batch
+
+
 def readable_again(
     ingest: Ingest, form: FormConfig, export: Export, row: ExportRow, keys: list[str]
 ) -> Outcome:
-    """A response taken in before: `seen`, unless it was quarantined and reads now (a
-    re-export after the form's mapping was fixed): then it is taken in again, as the report
-    it was."""
+    """A response taken in before as a quarantined report: taken in again, as the report it
+    was, when it reads now (a re-export after the form's mapping was fixed); else `seen`."""
     quarantined = ingest.quarantined_input(keys)
     if quarantined is None:
         return Outcome("seen")
@@ -322,11 +381,54 @@ def settled(path: Path, settle_seconds: float) -> bool:
     return (first.st_size, first.st_mtime_ns) == (second.st_size, second.st_mtime_ns)
 
 
+def count_remaining(result: PollResult, count: int) -> None:
+    """Add to the poll's `remaining`: rows, or exports, left for the next poll at once."""
+    result.counts[REMAINING] = result.counts.get(REMAINING, 0) + count
+
+
+def file_stamp(path: Path) -> Stamp:
+    """What tells one state of an export file from another: its inode, size and mtime."""
+    info = path.stat()
+    return info.st_ino, info.st_size, info.st_mtime_ns
+
+
+@dataclass
+class ExportPass:
+    """An export being taken in across polls: the file as it was read (`stamp`; `export` with
+    its rows moved out), the rows not handed over yet, and the rows that failed (tried again
+    at the next poll)."""
+
+    export: Export
+    stamp: Stamp
+    rows: deque[ExportRow]
+    failed: list[ExportRow] = dataclasses.field(default_factory=list)
+
+    @classmethod
+    def of(cls, export: Export, stamp: Stamp) -> ExportPass:
+        return cls(dataclasses.replace(export, rows=[]), stamp, deque(export.rows))
+
+
+@dataclass
+class Slice:
+    """One poll's share of time: rows are handed over until `deadline`, and always one new row
+    (taken in, or tried), so every poll that leaves rows for the next one made progress."""
+
+    deadline: float
+    handed: bool = False
+
+    def over(self) -> bool:
+        return self.handed and time.monotonic() >= self.deadline
+
+
 class FormSource:
-    def __init__(self, form: FormConfig, data_dir: Path) -> None:
+    def __init__(
+        self, form: FormConfig, data_dir: Path, slice_seconds: float = SLICE_SECONDS
+    ) -> None:
         self.form = form
         self.name = f"form:{form.id}"
         self.archive_dir = form.archive_dir or data_dir / "archive" / form.id
+        self.slice_seconds = slice_seconds
+        self.passes: dict[Path, ExportPass] = {}  # exports being taken in, by path
 
     def files(self) -> list[Path]:
         """The export files now in the form's folder; SourceError when the folder is missing."""
@@ -353,11 +455,21 @@ class FormSource:
         return sorted(self.archive_dir.glob(f"{glob.escape(name)}.*.asc"))
 
     def poll(self, ingest: Ingest) -> PollResult:
+        """One slice of the form's exports (see the module docstring): files in name order, each
+        from where the last poll left it, until the slice is over."""
         result = PollResult()
-        for path in self.files():
+        budget = Slice(time.monotonic() + self.slice_seconds)
+        files = self.files()
+        for gone in self.passes.keys() - set(files):
+            del self.passes[gone]
+        for index, path in enumerate(files):
+            if budget.over():
+                count_remaining(result, len(files) - index)
+                break
             try:
-                self.poll_file(path, ingest, result)
+                self.poll_file(path, ingest, result, budget)
             except Exception as exc:  # one file's fault never stops the form's other files
+                self.passes.pop(path, None)
                 result.fail(
                     "export",
                     f"{self.name}: {path}: the export failed ({describe(exc)}); the file waits "
@@ -365,28 +477,64 @@ class FormSource:
                 )
         return result
 
-    def poll_file(self, path: Path, ingest: Ingest, result: PollResult) -> None:
-        """Take in one export's responses; the file leaves its folder (`finish`) only once
-        every response is committed, else it waits there for the next poll."""
+    def poll_file(self, path: Path, ingest: Ingest, result: PollResult, budget: Slice) -> None:
+        """Take in one export's responses while the slice lasts; the file leaves its folder
+        (`finish`) only once every response is committed, else it waits there."""
+        current = self.passes.get(path)
+        if current is None or current.stamp != file_stamp(path):
+            self.passes.pop(path, None)
+            current = self.open(path, result)
+            if current is None:
+                return
+            self.passes[path] = current
+        elif not current.rows:  # what failed at the last poll is tried again
+            current.rows.extend(current.failed)
+            current.failed.clear()
+        self.take_slice(current, ingest, result, budget)
+        if current.rows:
+            count_remaining(result, len(current.rows))
+        elif not current.failed:
+            del self.passes[path]
+            if file_stamp(path) != current.stamp:  # replaced meanwhile: read again, at once
+                count_remaining(result, 1)
+                return
+            self.finish(path, ingest)
+
+    def open(self, path: Path, result: PollResult) -> ExportPass | None:
+        """The export read, to be taken in; None when it is still being written or cannot
+        be read (recorded in `result`: it waits in place)."""
         if not settled(path, self.form.settle_seconds):
             result.add("waiting")
-            return
+            return None
+        stamp = file_stamp(path)
         try:
             export = self.read(path)
-        except ExportError as exc:  # the file stays where it is until it can be read
+        except ExportError as exc:
             keys = "check forms.path, forms.dialect, forms.columns, forms.anonymous_when"
             result.fail("export", f"{self.name}: {exc} ({keys}; the file waits in place)")
-            return
-        taken = [
-            take_safely(
-                f"{path.name}:{row.row}",
-                partial(take_row, ingest, self.form, export, row),
-                result,
-            )
-            for row in export.rows
-        ]
-        if all(taken):
-            self.finish(path, ingest)
+            return None
+        return ExportPass.of(export, stamp)
+
+    def take_slice(
+        self, current: ExportPass, ingest: Ingest, result: PollResult, budget: Slice
+    ) -> None:
+        """Hand rows over while the slice lasts; the rest stay in `current.rows`. Rows taken in
+        before cost a lookup only and are passed over whatever the time."""
+        name = current.export.path.name
+        while current.rows:
+            batch = next_batch(self.form, current.rows)
+            keys = [key for row in batch for key in response_keys(self.form, row)]
+            before = taken_before(ingest.engine, keys)
+            ingest.alive()
+            for index, row in enumerate(batch):
+                new = before.keys().isdisjoint(response_keys(self.form, row))
+                if new and budget.over():
+                    current.rows.extendleft(reversed(batch[index:]))
+                    return
+                budget.handed = budget.handed or new
+                take = partial(take_row, ingest, self.form, current.export, row, before)
+                if not take_safely(f"{name}:{row.row}", take, result):
+                    current.failed.append(row)
 
     def finish(self, path: Path, ingest: Ingest) -> None:
         """Handle the plaintext export once all its responses are committed."""

@@ -21,6 +21,7 @@ import csv
 import io
 import json
 import re
+from collections.abc import Iterator
 from datetime import date, datetime, time
 from itertools import islice
 from pathlib import Path
@@ -37,6 +38,8 @@ Records = list[tuple[int, list[Cell]]]  # (row number as a spreadsheet shows it,
 ABSENT: Cell = None
 
 _DELIMITERS = ",;\t"
+# A line and its ending, as io.StringIO(text, newline="") splits them: \r\n, \r or \n.
+_LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+")
 _TOO_MANY_ROWS = (
     "the file has more than {:,} rows, the most one export may have; export it in parts "
     "(e.g. by date range)"
@@ -152,9 +155,7 @@ def _text_records(text: str, suffix: str) -> Records:
     records: Records = []
     number = 0
     try:
-        for number, cells in enumerate(
-            csv.reader(io.StringIO(text, newline=""), delimiter=delimiter), 1
-        ):
+        for number, cells in enumerate(csv.reader(lines(text), delimiter=delimiter), 1):
             if any(cell.strip() for cell in cells):
                 _count(records, number, list(cells))
     except csv.Error as exc:
@@ -163,6 +164,13 @@ def _text_records(text: str, suffix: str) -> Records:
             f"({_csv_problem(exc)})"
         ) from None
     return records
+
+
+def lines(text: str) -> Iterator[str]:
+    """The lines of `text` with their endings, one at a time, as io.StringIO(text,
+    newline="") gives them (what csv reads), without its copy of the whole text at four bytes
+    a character."""
+    return (match.group() for match in _LINE.finditer(text))
 
 
 def _csv_problem(exc: csv.Error) -> str:
@@ -194,7 +202,7 @@ def _delimiter(text: str) -> str:
 def _consistent_width(text: str, delimiter: str) -> int:
     """The header's width when the first 1000 rows all have it with this delimiter, else 0."""
     try:
-        reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+        reader = csv.reader(lines(text), delimiter=delimiter)
         widths = {len(cells) for cells in islice(reader, 1000) if cells}
     except csv.Error:
         return 0

@@ -5,6 +5,7 @@ value of a broken export ever appears in an ExportError, a row problem or a RowE
 from __future__ import annotations
 
 import csv
+import io
 import json
 import string
 import tempfile
@@ -17,6 +18,7 @@ from hypothesis import strategies as st
 from pipeline.config import FormConfig
 from pipeline.intake.exports import ExportError, read_export
 from pipeline.intake.forms import RowError, check_columns, mapped_headers, row_report
+from pipeline.intake.readers import lines
 
 # Header names are plain words (as question ids and texts mostly are); values are anything a
 # student may type: delimiters, quotes, line breaks, unicode. NUL is not text and is refused.
@@ -29,6 +31,16 @@ ANY_CHAR = st.characters(blacklist_categories=("Cs",), blacklist_characters="\x0
 # form valid UTF-8 together with those, which the reader (rightly) takes for UTF-8.
 CP1252_CHAR = st.sampled_from(string.printable + "éèàçüößñÉÀ")
 ENCODINGS = {"utf-8": ANY_CHAR, "utf-8-sig": ANY_CHAR, "utf-16": ANY_CHAR, "cp1252": CP1252_CHAR}
+
+
+LINE_BREAKS = st.sampled_from(["\r", "\n", "\r\n", "\u2028", "\x85", "\x0b", "\x0c", "\x1e"])
+
+
+@settings(max_examples=500)
+@given(st.lists(st.one_of(LINE_BREAKS, st.sampled_from(["a", ",", '"']), ANY_CHAR)).map("".join))
+def test_lines_split_as_stringio_does(text: str) -> None:
+    """The reader's line splitting (no copy of the text) is the one csv is documented with."""
+    assert list(lines(text)) == list(io.StringIO(text, newline=""))
 
 
 @st.composite

@@ -41,7 +41,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
@@ -60,7 +60,7 @@ from apscheduler.schedulers.blocking import BlockingScheduler
 from pipeline.app import App, StartupError, source_names
 from pipeline.config import Config
 from pipeline.crypto import ensure_private_dir
-from pipeline.deliver import Transport
+from pipeline.deliver import Transport, one_connection
 from pipeline.intake import PollResult, describe
 from pipeline.intake.forms import REMAINING, FormSource
 from pipeline.intake.idle import IdleWatcher
@@ -312,6 +312,10 @@ class LiveTransport:
             self.inner.send(sender, recipient, message)
         finally:
             self.liveness.beat("outbox")
+
+    def kept_open(self) -> AbstractContextManager[None]:
+        """The inner transport's one connection for a drain (`deliver.one_connection`)."""
+        return one_connection(self.inner)
 
 
 class Wakeups:

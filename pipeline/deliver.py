@@ -9,36 +9,44 @@ An urgent referral's outer message carries `Importance: high`, `Priority: urgent
 `X-Priority: 1` and, when `[referrals] urgent_marker` is set, the marker in its subject.
 `SmtpTransport` sends one message in a `session()` (connected, in TLS and signed in as
 configured: a password, or AUTH XOAUTH2 with a token from `pipeline.oauth`, replaced by a new
-one once when the server refuses it); a failure is a `SendError` that says whether it is the
-mail's (temporary or permanent), the server's (unreachable: stop for now) or our configuration's
-(`fault`: SMTP 530, 535, an authentication or TLS 5.7.x, or relaying denied, at STARTTLS, AUTH,
-MAIL, RCPT or DATA; a server certificate that does not verify (`smtp.ca_file`); no token; the
-whole queue waits). A token endpoint that cannot be reached or is failing is like a server that
-is down (unreachable); anything else that goes wrong before the session is up is no fault of the
-mail either: a sign-in problem holds the queue, it never dead-letters the mail. A refused
-sign-in says what the mailbox needs where we know it (Microsoft 365's SMTP AUTH switched off,
-5.7.139; the app's permissions for XOAUTH2).
+one once when the server refuses it), or, within `kept_open()` (`one_connection` for any
+transport), every message of the block over one session: opened at the first message, opened
+again after any failure, and replaced once when the server dropped it (or closed it with 421)
+before the message reached DATA, so that message is sent over the new one; a drop once DATA
+began is a failure like any other (the server may have taken it: it is never sent again at
+once). Pipelining (RFC 2920) is not used: smtplib has no support for it. A failure is a
+`SendError` that says whether it is the mail's (temporary or permanent), the server's
+(unreachable: stop for now) or our configuration's (`fault`: SMTP 530, 535, an authentication or
+TLS 5.7.x, or relaying denied, at STARTTLS, AUTH, MAIL, RCPT or DATA; a server certificate that
+does not verify (`smtp.ca_file`); no token; the whole queue waits). A token endpoint that cannot
+be reached or is failing is like a server that is down (unreachable); anything else that goes
+wrong before the session is up is no fault of the mail either: a sign-in problem holds the
+queue, it never dead-letters the mail. A refused sign-in says what the mailbox needs where we
+know it (Microsoft 365's SMTP AUTH switched off, 5.7.139; the app's permissions for XOAUTH2).
 A server's reply text is read to classify it, never kept: it may quote an address.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 import smtplib
 import ssl
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from email.message import EmailMessage
 from email.mime.application import MIMEApplication
 from email.mime.multipart import MIMEMultipart
 from email.utils import formatdate, make_msgid, parseaddr
-from typing import Literal, Protocol, TypeVar
+from typing import Literal, Protocol, TypeVar, runtime_checkable
 
 from pipeline.config import ConfigError, SmtpConfig
 from pipeline.crypto import Crypto
 from pipeline.oauth import TokenError, mailbox_access, token_source
 from pipeline.render import Rendered, one_line
 from pipeline.report import Attachment
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 Stage = Literal["connect", "STARTTLS", "AUTH", "EHLO", "MAIL", "RCPT", "DATA"]
@@ -69,6 +77,24 @@ class SendError(Exception):
 
 class Transport(Protocol):
     def send(self, sender: str, recipient: str, message: bytes) -> None: ...
+
+
+@runtime_checkable
+class KeepsOpen(Protocol):
+    """A transport that can send the mails of a block over one connection."""
+
+    def kept_open(self) -> AbstractContextManager[None]: ...
+
+
+def one_connection(transport: Transport) -> AbstractContextManager[None]:
+    """The block in which `transport` sends every mail over one connection (its `kept_open`),
+    or nothing for a transport that has none: it sends as it always does."""
+    return transport.kept_open() if isinstance(transport, KeepsOpen) else nullcontext()
+
+
+class _Dropped(SendError):
+    """The server dropped the connection, or closed it (421), before the mail reached DATA:
+    nothing of the mail was handed over."""
 
 
 def new_message_id(from_header: str) -> str:
@@ -224,14 +250,35 @@ def _text(reply: bytes | str) -> str:
 
 
 class SmtpTransport:
-    """Sends through an SMTP server: plain, STARTTLS or TLS, optional authentication."""
+    """Sends through an SMTP server: plain, STARTTLS or TLS, optional authentication; a
+    session per mail, or one for every mail sent within `kept_open()`."""
 
     def __init__(self, config: SmtpConfig) -> None:
         self.config = config
+        self._kept: _KeptSession | None = None
 
     def send(self, sender: str, recipient: str, message: bytes) -> None:
+        envelope = (parseaddr(sender)[1], recipient, crlf(message))
+        if self._kept is not None:
+            self._kept.send(*envelope)
+            return
         with self.session() as client:
-            self._transfer(client, parseaddr(sender)[1], recipient, crlf(message))
+            self._transfer(client, *envelope)
+
+    @contextmanager
+    def kept_open(self) -> Iterator[None]:
+        """Within the block `send` reuses one session (see `_KeptSession`), closed (QUIT) when
+        the block ends; a block within the block changes nothing. For one thread: mail sent by
+        another thread meanwhile would share the session."""
+        if self._kept is not None:
+            yield
+            return
+        self._kept = _KeptSession(self)
+        try:
+            yield
+        finally:
+            self._kept.close()
+            self._kept = None
 
     @contextmanager
     def session(self) -> Iterator[smtplib.SMTP]:
@@ -318,19 +365,34 @@ class SmtpTransport:
             raise _unreachable(exc) from None
 
     def _transfer(self, client: smtplib.SMTP, sender: str, recipient: str, data: bytes) -> None:
+        """MAIL, RCPT (one recipient) and DATA; a reply other than success as a SendError,
+        `_Dropped` when the connection went (or 421) before DATA."""
+        stage: Stage = "EHLO"
         try:
-            client.sendmail(sender, [recipient], data)  # one recipient: refused means raised
-        except smtplib.SMTPSenderRefused as exc:
-            raise self._refusal(exc.smtp_code, exc.smtp_error, "MAIL") from None
-        except smtplib.SMTPRecipientsRefused as exc:
-            code, reply = next(iter(exc.recipients.values()))
-            raise self._refusal(code, reply, "RCPT") from None
-        except smtplib.SMTPDataError as exc:
-            raise self._refusal(exc.smtp_code, exc.smtp_error, "DATA") from None
-        except smtplib.SMTPHeloError as exc:
-            raise self._refusal(exc.smtp_code, exc.smtp_error, "EHLO") from None
+            client.ehlo_or_helo_if_needed()
+            stage = "MAIL"
+            size = [f"SIZE={len(data)}"] if client.has_extn("size") else []
+            self._expect(client.mail(sender, size), "MAIL", (250,))
+            stage = "RCPT"
+            self._expect(client.rcpt(recipient), "RCPT", (250, 251))
+            stage = "DATA"
+            self._expect(client.data(data), "DATA", (250,))
+        except smtplib.SMTPResponseException as exc:  # EHLO refused, DATA not answered by 354
+            raise self._refusal(exc.smtp_code, exc.smtp_error, stage) from None
         except (OSError, smtplib.SMTPException) as exc:
-            raise _unreachable(exc) from None
+            error = _unreachable(exc)
+            if stage in ("MAIL", "RCPT"):
+                raise _Dropped(str(error), temporary=True, unreachable=True) from None
+            raise error from None
+
+    def _expect(self, answer: tuple[int, bytes], stage: Stage, success: tuple[int, ...]) -> None:
+        code, reply = answer
+        if code in success:
+            return
+        error = self._refusal(code, reply, stage)
+        if code == 421 and stage != "DATA" and error.unreachable:  # closing: it took nothing
+            raise _Dropped(str(error), temporary=True, unreachable=True)
+        raise error
 
     def _refusal(self, code: int, reply: bytes | str, stage: Stage) -> SendError:
         """What a reply other than success means: a configuration fault (530, 535, an auth or
@@ -377,6 +439,42 @@ class SmtpTransport:
         if stage == "STARTTLS" or _TLS_WORDS.search(text):
             return "smtp.security"
         return "smtp.username and smtp.from" if cfg.username else "smtp.username"
+
+
+class _KeptSession:
+    """The session `SmtpTransport.kept_open` reuses: opened at the first mail, closed after
+    any failure (a refused mail may leave it mid-transaction) and opened again for the next.
+    When a reused session turns out dropped before the mail reached DATA, the mail goes over a
+    new one, once: nothing of it was handed over, so nothing is sent twice."""
+
+    def __init__(self, transport: SmtpTransport) -> None:
+        self.transport = transport
+        self.stack = ExitStack()
+        self.client: smtplib.SMTP | None = None
+
+    def send(self, sender: str, recipient: str, data: bytes) -> None:
+        reused = self.client is not None
+        try:
+            self.transport._transfer(self._open(), sender, recipient, data)
+        except _Dropped:
+            self.close()
+            if not reused:
+                raise
+            log.info("SMTP: the server closed the connection; sending over a new one")
+            self.send(sender, recipient, data)  # over a new session: not retried again
+        except BaseException:
+            self.close()
+            raise
+
+    def _open(self) -> smtplib.SMTP:
+        if self.client is None:
+            self.client = self.stack.enter_context(self.transport.session())
+        return self.client
+
+    def close(self) -> None:
+        """QUIT (or just close); never raises."""
+        self.client = None
+        self.stack.close()
 
 
 def _auth_xoauth2(client: smtplib.SMTP, user: str, token: str) -> None:

@@ -1,7 +1,10 @@
 """Outbox: queued mail rows in, mail handed to the transport out, and a `DrainResult`.
 
-Each row is claimed under a row lock (SKIP LOCKED on PostgreSQL, so several instances share the
-work), urgent mail first, sent, and its new state committed on its own. SQLite has no row locks:
+Due rows are listed in batches (`BATCH` ids, urgent mail first, then oldest), then each is
+claimed under a row lock (SKIP LOCKED on PostgreSQL, so several instances share the work: a row
+another instance holds, or sent meanwhile, is passed over), sent, and its new state committed
+on its own. A drain sends over one SMTP connection (`deliver.one_connection`: opened again after
+a failure, and when the server dropped it before a mail reached DATA). SQLite has no row locks:
 there drains take turns (`drain_turn`, a file lock held for the whole drain), so two processes
 on one SQLite database never both send a row (one is the rule: `daemon.instance_lock`). A
 temporary failure retries with exponential backoff and jitter (the first retry within
@@ -56,19 +59,28 @@ from pipeline import audit
 from pipeline.alerts import daily_key, hourly_key, raise_alert
 from pipeline.config import Config
 from pipeline.crypto import Crypto, CryptoError, ensure_private_dir
-from pipeline.deliver import SendError, Transport, add_recipient, referral_subject, wrap_pgp_mime
+from pipeline.deliver import (
+    SendError,
+    Transport,
+    add_recipient,
+    one_connection,
+    referral_subject,
+    wrap_pgp_mime,
+)
 from pipeline.faults import crash_point
 from pipeline.logs import log_context
 from pipeline.models import OutboxRow, OutboxState, ReportRow, ReportState, utcnow
 from pipeline.rules import Service
 from pipeline.sources import OUTBOX, health_cause, record_health
-from pipeline.store import claim_due, reclaim, settle_report, sqlite_path
+from pipeline.store import due_ids, reclaim, settle_report, sqlite_path
 
 log = logging.getLogger(__name__)
 
 MAX_BACKOFF = timedelta(hours=1)
 UNREACHABLE_ALERT = timedelta(minutes=15)  # a server down this long is alerted (restarts are not)
 MAX_ROWS = 2000  # rows one drain tries at most; the rest waits for the next drain
+BATCH = 50  # due rows listed at once, then claimed one by one: urgent mail queued meanwhile
+# goes after the batch being sent
 ERASED = "address erased"
 RECORD_PATIENCE = 300.0  # seconds a mail the SMTP server took waits to be recorded as sent
 RECORD_BACKOFF = (0.5, 30.0)  # the first and the longest wait between two tries to record it
@@ -149,6 +161,21 @@ def _message(crypto: Crypto, row: OutboxRow) -> tuple[str, bytes]:
         return recipient, add_recipient(crypto.decrypt_outbox(row.payload), recipient)
     assert row.recipient is not None and row.payload is not None
     return row.recipient, row.payload
+
+
+def _claim(session: Session, row_id: int, now: datetime) -> OutboxRow | None:
+    """The row, locked for this drain until the session commits, if it is still queued and due
+    and no other instance holds it (SKIP LOCKED on PostgreSQL; SQLite: `drain_turn`)."""
+    query = (
+        select(OutboxRow)
+        .where(
+            OutboxRow.id == row_id,
+            OutboxRow.state == OutboxState.QUEUED,
+            OutboxRow.next_attempt_at <= now,
+        )
+        .with_for_update(skip_locked=True)
+    )
+    return session.exec(query).first()
 
 
 def _reference(session: Session, row: OutboxRow) -> str:
@@ -288,14 +315,15 @@ class Drain:
         self.transport = transport
         self.result = DrainResult()
         self.erased = 0
-        self.tried: set[int] = set()  # each row at most once per drain
+        self.tried: set[int] = set()  # the rows claimed: each at most once per drain
+        self.passed: set[int] = set()  # listed, but sent or claimed elsewhere meanwhile
         self.dead: list[tuple[str, str]] = []  # (reference, what failed) not yet announced
         self.fault: SendError | None = None  # the configuration fault that held the queue
         self.handover = Handover.of(config, engine)
 
     def run(self) -> DrainResult:
         try:
-            with drain_turn(self.engine):
+            with drain_turn(self.engine), one_connection(self.transport):
                 self._record_handed_over()
                 self._drain()
         except OutboxBlocked as blocked:
@@ -321,21 +349,32 @@ class Drain:
 
     def _drain(self) -> None:
         while len(self.tried) < MAX_ROWS and self.result.held is None:
+            batch = self._due_batch()
             # An empty queue ends the drain, unless announcing dead letters queued alert mail.
-            if not self._next() and not self._announce_dead_letters():
+            if not batch and not self._announce_dead_letters():
                 break
+            for row_id in batch:
+                if self.result.held is not None:
+                    break
+                self._send_listed(row_id)
         self._announce_dead_letters()
         self._record_health()
 
-    def _next(self) -> bool:
-        """Send one due row not tried yet; False when there is none or the queue is held."""
+    def _due_batch(self) -> list[int]:
+        """The next due rows (`BATCH` at most, within `MAX_ROWS`) this drain has not listed."""
+        limit = min(BATCH, MAX_ROWS - len(self.tried))
         with Session(self.engine) as session:
-            rows = claim_due(session, utcnow(), limit=1, skip=self.tried)
-            if not rows:
-                return False
-            row = rows[0]
-            assert row.id is not None
-            self.tried.add(row.id)
+            return due_ids(session, utcnow(), limit, self.tried | self.passed)
+
+    def _send_listed(self, row_id: int) -> None:
+        """Claim a listed row and send it; passed over when it is no longer due or another
+        instance has it (PostgreSQL: SKIP LOCKED)."""
+        with Session(self.engine) as session:
+            row = _claim(session, row_id, utcnow())
+            if row is None:
+                self.passed.add(row_id)
+                return
+            self.tried.add(row_id)
             reference = _reference(session, row)
             with log_context(reference=reference):
                 try:
@@ -343,7 +382,7 @@ class Drain:
                 except QueueHeld as held:
                     session.commit()
                     self._hold(held.error)
-                    return False
+                    return
                 setattr(self.result, outcome, getattr(self.result, outcome) + 1)
                 if outcome in ("sent", "failed"):
                     self.erased += erase(row)
@@ -351,7 +390,6 @@ class Drain:
                     self._save_sent(session, row, reference)
                 else:
                     _save(session, row)
-            return True
 
     def _save_sent(self, session: Session, row: OutboxRow, reference: str) -> None:
         """Commit a mail the SMTP server took as sent: its handover file first, then the

@@ -70,9 +70,9 @@ __all__ = [
     "anonymous_thread",
     "bundle_record",
     "cannot_open",
-    "claim_due",
     "database_url",
     "decision_json",
+    "due_ids",
     "has_acknowledgement",
     "input_outcome",
     "keep_quarantined",
@@ -307,22 +307,19 @@ def decision_json(refer: list[str], acknowledge: str | None, rules: list[str]) -
     return json.dumps({"refer": refer, "acknowledge": acknowledge, "rules": rules})
 
 
-def claim_due(
-    session: Session, now: datetime, limit: int = 50, skip: Collection[int] = ()
-) -> list[OutboxRow]:
-    """Queued mail whose time has come, urgent mail first, then oldest first, except the rows
-    in `skip` (tried already in this drain); locked for this instance (SKIP LOCKED on
-    PostgreSQL)."""
+def due_ids(session: Session, now: datetime, limit: int, skip: Collection[int] = ()) -> list[int]:
+    """The ids of queued mail whose time has come, urgent mail first, then oldest first, except
+    the rows in `skip`: a batch for the outbox to claim one by one (ids only: a mail is loaded
+    when it is sent)."""
     query = (
-        select(OutboxRow)
+        select(OutboxRow.id)
         .where(OutboxRow.state == OutboxState.QUEUED, OutboxRow.next_attempt_at <= now)
         .order_by(col(OutboxRow.urgent).desc(), col(OutboxRow.id))
         .limit(limit)
-        .with_for_update(skip_locked=True)
     )
     if skip:
         query = query.where(col(OutboxRow.id).not_in(skip))
-    return list(session.exec(query))
+    return [row_id for row_id in session.exec(query) if row_id is not None]
 
 
 def settle_report(session: Session, report_id: int) -> None:

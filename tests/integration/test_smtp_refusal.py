@@ -134,7 +134,8 @@ def test_535_at_auth_holds_the_queue_and_names_the_keys_not_the_password(
     deployment.smtp.accept()
     timed_run(deployment)
     assert_sent_once_each(deployment, 3)
-    assert deployment.smtp.logins == ["intake"] * 3
+    assert deployment.smtp.logins == ["intake"]  # one sign-in: the drain's one connection
+    assert [m.auth for m in deployment.smtp.messages] == [("PLAIN", "intake")] * 3
 
 
 def test_a_failed_alert_mail_makes_no_more_mail_and_dead_letters_make_one_alert_an_hour(

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import Column, LargeBinary, UniqueConstraint
+from sqlalchemy import Column, Index, LargeBinary, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 
@@ -114,7 +114,11 @@ class OutboxRow(SQLModel, table=True):
     payload are encrypted to the outbox key and erased once sent."""
 
     __tablename__ = "outbox"
-    __table_args__ = (UniqueConstraint("report_id", "target"),)
+    __table_args__ = (
+        UniqueConstraint("report_id", "target"),
+        # due mail listed from the index alone (`store.due_ids`), urgent first, then oldest
+        Index("ix_outbox_due", "state", "urgent", "id", "next_attempt_at"),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     report_id: int | None = Field(default=None, foreign_key="report.id", index=True)

@@ -8,6 +8,12 @@ the pin is the trust decision, there is no keyserver or WKD lookup. A key is jud
 encryption subkeys (`KeyInfo`): an expired one makes the key unusable unless another can
 encrypt, and the key expires when its primary or its last usable encryption subkey does.
 
+Encryption runs in process where it can (`pysequoia`, a binding of Sequoia-PGP): to exactly
+the encryption subkey gpg would choose, exported from the keyring with the primary key alone
+(`SUBKEY!`), so the message is the one gpg would make and opens with stock gpg. gpg itself
+encrypts when Sequoia cannot (a primary key that encrypts too, a key Sequoia's policy refuses).
+gpg stays the judge of every key (listing, expiry, revocation) and keeps the keyring.
+
 What the keyring holds is listed once and kept (`keys`): a change made through this object
 (import, delete, key generation) or `forget_keys` (each poll, so that a change made by another
 process is seen) lists it again. Expiry is judged against the clock at every use.
@@ -52,6 +58,7 @@ from pathlib import Path
 from typing import Any
 
 import gnupg
+import pysequoia
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
@@ -278,6 +285,7 @@ class Crypto:
         self._sealer = AESGCM(derive_secret(passphrase, "outbox-seal")) if passphrase else None
         self._outbox_fpr: str | None = None
         self._listed: list[dict[str, Any]] | None = None  # gpg --list-keys, until a change
+        self._certs: dict[str, pysequoia.Cert | None] = {}  # by subkey: `_cert`, until a change
 
     def _agent_conf(self, text: str = AGENT_CONF) -> None:
         """Tell this homedir's gpg-agent to cache no passphrase (a running one rereads it and
@@ -398,6 +406,32 @@ class Crypto:
     def forget_keys(self) -> None:
         """List the keyring again at the next use (another process may have changed it)."""
         self._listed = None
+        self._certs.clear()
+
+    def _cert(self, key: KeyInfo) -> pysequoia.Cert | None:
+        """The usable key as Sequoia encrypts to it: its primary key and the one encryption
+        subkey gpg chooses (`key.subkey`); None when gpg must encrypt (the primary key can
+        encrypt too, or Sequoia cannot read the key)."""
+        subkey = key.subkey or key.fingerprint
+        if subkey not in self._certs:
+            self._certs[subkey] = self._read_cert(key.fingerprint, subkey)
+        return self._certs[subkey]
+
+    def _read_cert(self, fingerprint: str, subkey: str) -> pysequoia.Cert | None:
+        listed = next(
+            (
+                k
+                for k in self._listed or []
+                if normalise_fingerprint(k["fingerprint"]) == fingerprint
+            ),
+            None,
+        )
+        if listed is None or subkey == fingerprint or "e" in listed.get("cap", ""):
+            return None
+        try:
+            return pysequoia.Cert.from_bytes(str(self.gpg.export_keys(f"{subkey}!")).encode())
+        except Exception:  # not a key Sequoia reads: gpg encrypts to it
+            return None
 
     def check_key(self, fingerprint: str) -> KeyInfo:
         """The pinned key, usable for encryption now, or KeyUnusableError saying why not."""
@@ -413,7 +447,14 @@ class Crypto:
         """Encrypt `data` to exactly these pinned keys; ASCII armour out."""
         if not fingerprints:
             raise EncryptError("no recipient key given")
-        recipients = [self.check_key(f).fingerprint for f in fingerprints]
+        keys = [self.check_key(f) for f in fingerprints]
+        certs = [cert for cert in map(self._cert, keys) if cert is not None]
+        if len(certs) == len(keys):
+            try:
+                return bytes(pysequoia.encrypt(data, recipients=certs))
+            except Exception:  # Sequoia refuses what gpg may take: gpg decides
+                self._certs.update((key.subkey or key.fingerprint, None) for key in keys)
+        recipients = [key.fingerprint for key in keys]
         result = self.gpg.encrypt(data, recipients, armor=True, always_trust=True)
         if not result.ok or not result.data:
             raise EncryptError(f"gpg could not encrypt to {', '.join(recipients)}: {result.status}")

@@ -77,20 +77,22 @@ def _runs(log: Path, option: str) -> int:
     return sum(option in line.split() for line in log.read_text().splitlines())
 
 
-def test_keys_are_listed_once_until_forgotten_not_at_every_encryption(
+def test_keys_are_listed_once_until_forgotten_and_encryption_runs_no_gpg(
     tmp_path: Path, gpg_keys: KeySet
 ) -> None:
     binary, log = _counting_gpg(tmp_path)
     with Crypto(tmp_path / "g", binary, passphrase="unit test passphrase") as crypto:
         crypto.sync_keys_dir(gpg_keys.keys_dir)
         log.write_text("")
-        for _ in range(4):
-            crypto.encrypt(b"a report", [gpg_keys.records_fpr])
+        for number in range(4):
+            armored = crypto.encrypt(f"report {number}".encode(), [gpg_keys.records_fpr])
+            assert gpg_keys.decrypt(armored) == f"report {number}".encode()  # stock gpg opens it
             crypto.encrypt_for_outbox(b"reporter@example.org")  # in process: no gpg at all
-        assert (_runs(log, "--list-keys"), _runs(log, "--encrypt")) == (1, 4)
+        runs = log.read_text().splitlines()
+        assert (_runs(log, "--list-keys"), _runs(log, "--export"), len(runs)) == (1, 1, 2)
         crypto.forget_keys()  # each poll: another process may have changed the keyring
         crypto.encrypt(b"a report", [gpg_keys.records_fpr])
-        assert _runs(log, "--list-keys") == 2
+        assert (_runs(log, "--list-keys"), _runs(log, "--encrypt")) == (2, 0)
 
 
 def test_a_key_deleted_through_sync_is_refused_at_once(
@@ -104,3 +106,24 @@ def test_a_key_deleted_through_sync_is_refused_at_once(
     crypto.encrypt(b"x", [fpr])
     with pytest.raises(KeyUnusableError, match="no public key"):
         crypto.encrypt(b"x", [gpg_keys.records_fpr])
+
+
+def test_a_primary_key_that_encrypts_too_is_left_to_gpg(
+    tmp_path: Path, crypto: Crypto, gpg_keys: KeySet
+) -> None:
+    spec = gpg_keys.gpg.gen_key_input(
+        key_type="RSA",
+        key_length=1024,
+        key_usage="sign encrypt",
+        name_real="One Key",
+        name_email="onekey@example.ac.uk",
+        no_protection=True,
+        expire_date="0",
+    )
+    fpr = str(gpg_keys.gpg.gen_key(spec).fingerprint).upper()
+    (tmp_path / "k").mkdir()
+    (tmp_path / "k" / "one.asc").write_text(gpg_keys.gpg.export_keys(fpr))
+    crypto.sync_keys_dir(tmp_path / "k")
+    armored = crypto.encrypt(b"to the primary key", [fpr])
+    assert gpg_keys.recipients(armored) == [fpr[-16:]]  # what gpg chose, and only that
+    assert gpg_keys.decrypt(armored) == b"to the primary key"

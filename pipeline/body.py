@@ -33,10 +33,17 @@ import quopri
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from email.message import Message
-from email.parser import BytesParser
 
 from pipeline.config import LimitsConfig
-from pipeline.limits import Deadline, GuardedPolicy, exceeded, guarded_policy, prescan, walk
+from pipeline.limits import (
+    Deadline,
+    GuardedPolicy,
+    exceeded,
+    guarded_policy,
+    parse_bytes,
+    prescan,
+    walk,
+)
 from pipeline.mime import (
     content_type,
     disposition,
@@ -184,7 +191,7 @@ class _Reader:
         self.decoded += len(data)
         if self.decoded > self.limits.message_bytes:
             raise exceeded("message_bytes", self.limits)
-        if not data.strip():
+        if not data or data.isspace():
             return None
         policy = guarded_policy()
         shape = prescan(data, self.limits, self.deadline, policy)
@@ -194,7 +201,7 @@ class _Reader:
         if depth + shape.depth > self.limits.depth:
             raise exceeded("depth", self.limits)
         try:
-            msg = BytesParser(policy=policy).parsebytes(data)
+            msg = parse_bytes(data, shape, policy)
         except Exception:  # RecursionError, UnsafeHeader, the parser's own bugs
             return None
         if not msg.keys():

@@ -9,24 +9,37 @@ line breaks, boundaries, nested messages and delivery-status blocks), counting p
 and header fields, and refuses the message at the first limit it exceeds: a 10,000-part or
 1,000-deep message costs milliseconds, not seconds or a RecursionError.
 
-`guarded_policy()` is `email.policy.default` with two changes: a structured header that would be
-slow to parse (malformed and long) raises `UnsafeHeader` instead of reaching the header registry,
-and parsed headers are cached per message. `walk` checks a parsed message's parts against the
-same limits without recursion. `Deadline` is the cooperative time limit (`limits.parse_seconds`):
-parsing runs in worker threads, so no signals.
+`guarded_policy()` is `email.policy.default` with three changes: a structured header that would
+be slow to parse (malformed and long) raises `UnsafeHeader` instead of reaching the header
+registry, parsed headers are cached per message, and its messages are `RawBodyMessage`s. `walk`
+checks a parsed message's parts against the same limits without recursion. `Deadline` is the
+cooperative time limit (`limits.parse_seconds`): parsing runs in worker threads, so no signals.
+
+`parse_bytes` parses a pre-scanned message without handing its large leaf bodies (an attachment,
+`LARGE_BODY_BYTES` or more) to the parser, which makes each one text, a list of its lines and
+joined copies, and as many again to decode it: a 34 MB message carrying a 25 MiB attachment cost
+265 MiB more to parse and 154 MiB more to decode; now nothing, and twice the attachment. The
+parser reads the message with each large body cut to one marker line; each such part then reads
+its body from the raw bytes when asked (`RawBodyMessage`), and decodes base64 straight from
+them. What every part holds and decodes to is what the parser alone would give; when the parser
+does not see the shape the pre-scan saw, the message is parsed whole, as before.
 
 A `Refused` reason names the problem and the limit, never the message's content.
 """
 
 from __future__ import annotations
 
+import binascii
 import io
+import quopri
 import re
+import secrets
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email.headerregistry import HeaderRegistry, UnstructuredHeader
 from email.message import EmailMessage, Message
+from email.parser import BytesParser
 from email.policy import EmailPolicy
 from typing import Any
 
@@ -38,6 +51,13 @@ PARSE_ANY_CHARS = 256
 #: characters and parameters (the registry's cost grows with both: ~4 ms at the bounds).
 MIME_HEADER_CHARS = 4096
 MIME_HEADER_PARAMS = 64
+
+#: A leaf body this large or larger stays in the raw bytes (`parse_bytes`).
+LARGE_BODY_BYTES = 64 * 1024
+#: How much of a large body is decoded at a time.
+DECODE_CHUNK_BYTES = 1024 * 1024
+#: The transfer encodings `Message.get_payload(decode=True)` reads as uuencode.
+_UUENCODE = frozenset({"x-uuencode", "uuencode", "uue", "x-uue"})
 
 _MIME_HEADERS = frozenset({"content-type", "content-disposition", "content-transfer-encoding"})
 _REGISTRY = HeaderRegistry()
@@ -128,10 +148,90 @@ def safe_to_parse(name: str, value: str) -> bool:
     return False
 
 
-class GuardedPolicy(EmailPolicy):
-    """`policy.default`, except that unsafe headers raise `UnsafeHeader` and parsed headers are
-    cached (the parser reads Content-Type several times per part). One instance per message."""
+@dataclass(frozen=True)
+class RawBody:
+    """A leaf body left in the raw message it was parsed from: `raw[start:end]`."""
 
+    raw: bytes = field(repr=False)
+    start: int
+    end: int
+
+    def data(self) -> bytes:
+        return self.raw[self.start : self.end]
+
+    def text(self) -> str:
+        """The body as the parser makes it text (bytes beyond ASCII as surrogates)."""
+        return self.data().decode("ascii", "surrogateescape")
+
+    def decoded(self, encoding: str) -> bytes | None:
+        """What `Message.get_payload(decode=True)` gives for this body under the transfer
+        encoding `encoding` (lower case), without making it text first; None where only the
+        email package's own lenient decoding will do (base64 that is not strictly valid,
+        uuencode)."""
+        if encoding == "base64":
+            return self._base64()
+        if encoding == "quoted-printable":
+            return quopri.decodestring(self.data())
+        return None if encoding in _UUENCODE else self.data()
+
+    def _base64(self) -> bytes | None:
+        """Strictly valid base64 (line breaks aside, as the email package reads it), decoded a
+        chunk at a time; None for anything else."""
+        pieces: list[bytes] = []
+        rest = b""
+        padded = False
+        for pos in range(self.start, self.end, DECODE_CHUNK_BYTES):
+            chunk = self.raw[pos : min(pos + DECODE_CHUNK_BYTES, self.end)]
+            text = rest + chunk.translate(None, b"\r\n")
+            whole = len(text) - len(text) % 4
+            text, rest = text[:whole], text[whole:]
+            if not text:
+                continue
+            if padded:  # data after the padding
+                return None
+            try:
+                pieces.append(binascii.a2b_base64(text, strict_mode=True))
+            except binascii.Error:
+                return None
+            padded = text.endswith(b"=")
+        return None if rest else b"".join(pieces)
+
+
+class RawBodyMessage(EmailMessage):
+    """An `EmailMessage` whose leaf body may stay in the raw bytes (`raw_body`, set by
+    `parse_bytes`): made text only when read as text, and decoded straight from the bytes.
+    Setting a payload replaces it."""
+
+    raw_body: RawBody | None = None
+    _held: Any = None
+
+    @property
+    def _payload(self) -> Any:
+        return self.raw_body.text() if self.raw_body is not None else self._held
+
+    @_payload.setter
+    def _payload(self, value: Any) -> None:
+        self.raw_body = None
+        self._held = value
+
+    def is_multipart(self) -> bool:
+        return self.raw_body is None and super().is_multipart()
+
+    def get_payload(self, i: int | None = None, decode: bool = False) -> Any:
+        if self.raw_body is not None and decode and i is None:
+            encoding = str(self.get("content-transfer-encoding", "")).lower()
+            decoded = self.raw_body.decoded(encoding)
+            if decoded is not None:
+                return decoded
+        return super().get_payload(i, decode)  # type: ignore[call-overload]
+
+
+class GuardedPolicy(EmailPolicy):
+    """`policy.default`, except that unsafe headers raise `UnsafeHeader`, parsed headers are
+    cached (the parser reads Content-Type several times per part) and the parser makes
+    `RawBodyMessage`s. One instance per message."""
+
+    message_factory = RawBodyMessage
     header_cache: dict[tuple[str, str], Any]
 
     def __init__(self, **kw: Any) -> None:
@@ -192,10 +292,12 @@ def walk(msg: Message, limits: LimitsConfig, deadline: Deadline) -> Iterator[Mes
 
 @dataclass(frozen=True)
 class Shape:
-    """What the pre-scan counted: MIME parts below the message, and the deepest level reached."""
+    """What the pre-scan counted: MIME parts below the message, and the deepest level reached;
+    and where the leaf bodies of `LARGE_BODY_BYTES` or more are in the raw bytes (start, end)."""
 
     parts: int
     depth: int
+    large_bodies: tuple[tuple[int, int], ...] = ()
 
 
 def prescan(
@@ -214,7 +316,56 @@ def prescan(
         scanner.entity(0, None)
     except RecursionError:
         raise exceeded("depth", limits) from None
-    return Shape(scanner.parts, scanner.deepest)
+    return Shape(scanner.parts, scanner.deepest, tuple(scanner.large_bodies))
+
+
+# --- parsing without the large bodies -----------------------------------------------------------
+
+
+def parse_bytes(raw: bytes, shape: Shape, policy: GuardedPolicy) -> Message:
+    """`BytesParser(policy=policy).parsebytes(raw)` for a message `prescan` found of `shape`,
+    with its large leaf bodies left in `raw` (see the module docstring)."""
+    parser = BytesParser(policy=policy)
+    if not shape.large_bodies:
+        return parser.parsebytes(raw)
+    token = secrets.token_hex(16)  # a sender cannot write a body that passes for a marker
+    markers = {f"\x00{token}:{n}": span for n, span in enumerate(shape.large_bodies)}
+    pieces, position = [], 0
+    for marker, (start, end) in markers.items():
+        pieces += [raw[position:start], marker.encode("ascii") + b"\n"]
+        position = end
+    pieces.append(raw[position:])
+    msg = parser.parsebytes(b"".join(pieces))
+    if _restore_bodies(msg, raw, markers):
+        return msg
+    return parser.parsebytes(raw)  # the parser saw another shape than the pre-scan
+
+
+def _restore_bodies(msg: Message, raw: bytes, markers: dict[str, tuple[int, int]]) -> bool:
+    """Give each part whose body the parser read as exactly one marker line the raw body it
+    stands for; whether every marker was found so. The parser drops the line break before a
+    boundary from the part before it: where it dropped the marker's, the body's goes too."""
+    restored = 0
+    for part in msg.walk():
+        if not isinstance(part, RawBodyMessage) or not isinstance(part._payload, str):
+            continue
+        payload = part._payload
+        cut = payload.removesuffix("\n")
+        if cut not in markers:
+            continue
+        start, end = markers[cut]
+        if cut == payload:
+            end = _before_final_eol(raw, start, end)
+        part.raw_body = RawBody(raw, start, end)
+        restored += 1
+    return restored == len(markers)
+
+
+def _before_final_eol(raw: bytes, start: int, end: int) -> int:
+    """Where `raw[start:end]` ends without its final line break (`\\r\\n`, `\\r` or `\\n`)."""
+    if raw.endswith(b"\r\n", start, end):
+        return end - 2
+    return end - 1 if raw.endswith((b"\r", b"\n"), start, end) else end
 
 
 @dataclass
@@ -243,6 +394,7 @@ class _Scanner:
         self.eofs: list[bytes | None] = []
         self.parts = 0
         self.deepest = 0
+        self.large_bodies: list[tuple[int, int]] = []
         self._patterns: dict[tuple[bytes | None, ...], tuple[re.Pattern[bytes], ...]] = {}
 
     # -- lines ---------------------------------------------------------------------------------
@@ -300,7 +452,9 @@ class _Scanner:
             digest = "message/rfc822" if ctype == "multipart/digest" else None
             self.multipart(depth, boundary, digest)
         else:
-            self.pos = self.next_eof(self.pos)
+            start, self.pos = self.pos, self.next_eof(self.pos)
+            if self.pos - start >= LARGE_BODY_BYTES:
+                self.large_bodies.append((start, self.pos))
 
     def multipart(self, depth: int, boundary: bytes, default_type: str | None) -> None:
         own = (boundary,)

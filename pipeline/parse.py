@@ -15,10 +15,9 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from email.message import EmailMessage, Message
-from email.parser import BytesParser
 
 from pipeline.acks import AckPolicy
 from pipeline.body import read_contents
@@ -28,6 +27,7 @@ from pipeline.limits import (
     Refused,
     exceeded,
     guarded_policy,
+    parse_bytes,
     prescan,
     safe_to_parse,
     walk,
@@ -63,6 +63,7 @@ DEFAULT_LIMITS = LimitsConfig()
 MESSAGE_ONLY = AckPolicy()  # judged from the message alone: no deployment's own addresses
 MAX_RECIPIENTS = 100  # addresses read from To/Cc/Delivered-To/X-Original-To
 HEADER_BLOCK_BYTES = 1024 * 1024  # how far report_from_headers looks for the end of the headers
+FINGERPRINT_CHUNK_BYTES = 1024 * 1024  # how much of a body content_fingerprint hashes at a time
 _ATEXT = r"[a-z0-9!#$%&'*+/=?^_`{|}~-]+"
 _ADDRESS = re.compile(
     rf"{_ATEXT}(?:\.{_ATEXT})*@(?:[a-z0-9](?:[a-z0-9-]*[a-z0-9])?\.)+[a-z]{{2,63}}"
@@ -96,10 +97,15 @@ class ParseError(Exception):
 
 def split_raw(raw: bytes) -> tuple[bytes, bytes]:
     """The header block and the body of a raw message, split at the first empty line."""
+    end, start = _body_split(raw)
+    return raw[:end], raw[start:]
+
+
+def _body_split(raw: bytes) -> tuple[int, int]:
+    """Where the header block of a raw message ends and its body starts (the first empty line
+    between them); (len, len) when there is none."""
     match = re.search(rb"\r?\n\r?\n", raw)
-    if match is None:
-        return raw, b""
-    return raw[: match.start()], raw[match.end() :]
+    return (match.start(), match.end()) if match else (len(raw), len(raw))
 
 
 def content_fingerprint(raw: bytes) -> str:
@@ -107,13 +113,28 @@ def content_fingerprint(raw: bytes) -> str:
     body, so two different mails sharing an ID are not merged. Without one: a hash of the whole
     message but its trace fields (Received, Delivered-To, Return-Path, X-Original-To, DKIM-*,
     ARC-*, Authentication-Results), so two different mails are never merged while the same mail
-    delivered twice is. Line endings (CRLF, LF) do not count."""
-    headers, body = (part.replace(b"\r\n", b"\n") for part in split_raw(raw))
+    delivered twice is. Line endings (CRLF, LF) do not count. The body is hashed where it lies,
+    a chunk at a time: no copy of a large message is made."""
+    end, start = _body_split(raw)
+    headers = raw[:end].replace(b"\r\n", b"\n")
     found = re.search(rb"(?im)^message-id:[ \t]*(.*(?:\n[ \t].*)*)", headers)
     message_id = b" ".join(found.group(1).split()) if found else b""
-    content = body if message_id else b"\n".join(_untraced_fields(headers)) + b"\n\n" + body
-    content_hash = hashlib.sha256(content).hexdigest()
-    return hashlib.sha256(message_id + b"\0" + content_hash.encode()).hexdigest()
+    content = hashlib.sha256()
+    if not message_id:
+        content.update(b"\n".join(_untraced_fields(headers)) + b"\n\n")
+    _with_lf(content.update, raw, start)
+    return hashlib.sha256(message_id + b"\0" + content.hexdigest().encode()).hexdigest()
+
+
+def _with_lf(update: Callable[[bytes], None], raw: bytes, start: int) -> None:
+    """Hand `raw[start:]` to `update` with each CRLF as LF, a chunk at a time (a CR that ends a
+    chunk waits for the next, where it may start a CRLF)."""
+    carried = b""
+    for position in range(start, len(raw), FINGERPRINT_CHUNK_BYTES):
+        chunk = carried + raw[position : position + FINGERPRINT_CHUNK_BYTES]
+        chunk, carried = (chunk[:-1], b"\r") if chunk.endswith(b"\r") else (chunk, b"")
+        update(chunk.replace(b"\r\n", b"\n"))
+    update(carried)
 
 
 def _untraced_fields(headers: bytes) -> list[bytes]:
@@ -222,12 +243,12 @@ def read_message(raw: bytes, *, limits: LimitsConfig = DEFAULT_LIMITS) -> EmailM
     try:
         if len(raw) > limits.message_bytes:
             raise exceeded("message_bytes", limits)
-        if not raw.strip():
+        if not raw or raw.isspace():  # (strip() would copy it)
             raise ParseError("the message is empty")
         policy = guarded_policy()
-        prescan(raw, limits, deadline, policy)
+        shape = prescan(raw, limits, deadline, policy)
         try:
-            msg = BytesParser(policy=policy).parsebytes(raw)
+            msg = parse_bytes(raw, shape, policy)
         except Exception as exc:  # RecursionError, UnsafeHeader, the parser's own bugs
             reason = f"the message could not be read as email ({type(exc).__name__})"
             raise ParseError(reason) from None

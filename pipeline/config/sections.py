@@ -104,7 +104,9 @@ class AlertsConfig(Section):
 class LimitsConfig(Section):
     """What one message may be; beyond a limit it is quarantined with the limit named."""
 
-    message_bytes: int = Field(default=25 * 1024 * 1024, ge=1)
+    # What the big providers take: Gmail receives mail up to 50 MB, Exchange Online 36 MB by
+    # default (up to 150 MB). A 25 MiB attachment is a 34 MB message once base64-encoded.
+    message_bytes: int = Field(default=50 * 1024 * 1024, ge=1)
     attachments: int = Field(default=20, ge=0)
     depth: int = Field(default=10, ge=1)  # MIME nesting
     parts: int = Field(default=100, ge=1)

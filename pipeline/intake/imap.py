@@ -155,7 +155,10 @@ def connect_error(config: ImapConfig, exc: Exception) -> SourceError:
 
 
 def connect(config: ImapConfig) -> IMAPClient:
-    """A logged-in client (plain, STARTTLS or TLS) with timeouts on the socket."""
+    """A logged-in client (plain, STARTTLS or TLS) with timeouts on the socket. imaplib's own
+    protocol trace is off: imapclient turns it on and formats every line and literal for a
+    DEBUG logger whose lines are never shown (`pipeline.logs`), the repr of a 34 MB message
+    costing twice its size again."""
     context = config.tls_context()
     client = IMAPClient(
         config.host,
@@ -164,6 +167,7 @@ def connect(config: ImapConfig) -> IMAPClient:
         ssl_context=context if config.security == "tls" else None,
         timeout=config.timeout_seconds,
     )
+    client._imap.debug = 0
     try:
         if config.security == "starttls":
             client.starttls(context)
@@ -344,12 +348,13 @@ def _take_group(
     result: PollResult,
 ) -> dict[int, Outcome]:
     """Fetch one group whole and take its messages in UID order: the outcome of each taken.
-    The group's bytes are let go on return, before the next group is fetched."""
+    Each message's bytes are let go once it is taken, before the next is."""
     fetched = client.fetch(group, ["BODY.PEEK[]"])
     outcomes: dict[int, Outcome] = {}
     for uid in group:
         if uid in fetched:
-            outcome = _take(ingest, f"{prefix}:{uid}", fetched[uid][b"BODY[]"], anonymous, result)
+            raw = fetched.pop(uid)[b"BODY[]"]  # the group holds it no longer
+            outcome = _take(ingest, f"{prefix}:{uid}", raw, anonymous, result)
             if outcome is not None:
                 outcomes[uid] = outcome
     return outcomes

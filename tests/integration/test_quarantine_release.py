@@ -85,7 +85,7 @@ def test_too_large_message_is_listed_released_after_the_limit_is_raised_and_refe
     assert still.returncode == 1  # the limit is still too low
     assert f"{reference}: still quarantined" in still.stdout and "message_bytes" in still.stdout
 
-    deployment.write()  # the default limits: 25 MB
+    deployment.write()  # the default limits: 50 MB
     done = intake("quarantine", "release", reference, "--gnupghome", keyholder(deployment))
 
     assert done.returncode == 0, done.stderr

@@ -17,7 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline import parse
+from pipeline import limits, parse
 from pipeline.config import LimitsConfig
 from pipeline.limits import Refused, guarded_policy, prescan
 from pipeline.parse import ParseError, html_to_text, parse_email, strict_address
@@ -79,7 +79,7 @@ def no_email_parser(monkeypatch: pytest.MonkeyPatch) -> None:
     def parser(*args: object, **kwargs: object) -> None:
         raise AssertionError("the email parser ran on input the pre-scan should have refused")
 
-    monkeypatch.setattr(parse, "BytesParser", parser)
+    monkeypatch.setattr(limits, "BytesParser", parser)  # where parse_bytes runs it
 
 
 # --- one test per limit -------------------------------------------------------------------------
@@ -91,7 +91,7 @@ def test_message_bytes_is_checked_before_anything_is_read(no_email_parser: None)
     assert error.reason == "the message is larger than 1 KB (limit: limits.message_bytes)"
     with within(1.0):
         error = refusal(FROM + b"\r\n" + bytes(DEFAULTS.message_bytes))
-    assert error.limit == "message_bytes" and "25 MB" in error.reason
+    assert error.limit == "message_bytes" and "50 MB" in error.reason
 
 
 def test_ten_thousand_parts_are_refused_fast_before_parsing(no_email_parser: None) -> None:

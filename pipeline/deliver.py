@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import logging
 import re
+import secrets
 import smtplib
 import ssl
 from collections.abc import Callable, Iterator
@@ -155,11 +156,14 @@ def wrap_pgp_mime(
     urgent: bool = False,
 ) -> bytes:
     """An RFC 3156 multipart/encrypted message around an ASCII-armoured OpenPGP message; an
-    `urgent` one with the headers that make a mail client show it as important."""
+    `urgent` one with the headers that make a mail client show it as important. The email
+    package frames it around a placeholder, and the armour (7-bit already, and as large as the
+    attachments) takes the placeholder's place unread: no text copies of it are made."""
     outer = MIMEMultipart("encrypted", protocol="application/pgp-encrypted")
     version = MIMEApplication("Version: 1\n", "pgp-encrypted", _encoder=_noop)
     version["Content-Description"] = "PGP/MIME version identification"
-    payload = MIMEApplication(armored.decode("ascii"), "octet-stream", _encoder=_noop)
+    placeholder = f"encrypted-{secrets.token_hex(16)}"
+    payload = MIMEApplication(placeholder, "octet-stream", _encoder=_noop)
     payload.set_param("name", "encrypted.asc")
     payload["Content-Description"] = "OpenPGP encrypted message"
     payload["Content-Disposition"] = 'inline; filename="encrypted.asc"'
@@ -169,7 +173,9 @@ def wrap_pgp_mime(
     outer["To"] = recipient
     for name, value in (URGENT_HEADERS if urgent else {}).items():
         outer[name] = value
-    return outer.as_bytes()
+    head, found, tail = outer.as_bytes().partition(placeholder.encode("ascii"))
+    assert found, "the placeholder is in the frame"
+    return b"".join((head, armored, tail))
 
 
 def _noop(part: MIMEApplication) -> None:
@@ -230,7 +236,10 @@ def add_recipient(message: bytes, recipient: str) -> bytes:
 
 
 def crlf(message: bytes) -> bytes:
-    """SMTP line endings (smtplib leaves bare LF in bytes alone, and servers refuse it)."""
+    """SMTP line endings (smtplib leaves bare LF in bytes alone, and servers refuse it); a
+    message that has them already is not copied."""
+    if message.count(b"\n") == message.count(b"\r\n"):
+        return message
     return message.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
 
 

@@ -5,8 +5,9 @@ store. Everything is encrypted in memory and committed in one transaction; the c
 the input from its source (IMAP MOVE, Maildir unlink) only after `take` returned. An input
 that cannot be parsed is stored encrypted in quarantine with the reason; it is never dropped.
 
-A report's gpg runs go side by side (`GPG_WORKERS` threads): its one record is encrypted while
-its referrals are rendered and encrypted, each referral in its own gpg process.
+A report's encryptions go side by side (`GPG_WORKERS` threads): its one record is encrypted
+while its referrals are rendered and encrypted. Encryption in process (`crypto`) holds the
+interpreter; where gpg itself encrypts (a key Sequoia leaves to gpg), the processes overlap.
 """
 
 from __future__ import annotations
@@ -84,7 +85,7 @@ from pipeline.unreached import Unreached, alert_unreached
 log = logging.getLogger(__name__)
 
 TOO_LARGE_TEMPLATE = "ack-too-large"
-GPG_WORKERS = 4  # gpg processes one report runs at once (its record, its referrals)
+GPG_WORKERS = 4  # encryptions one report runs at once (its record, its referrals)
 
 
 @dataclass(frozen=True)

@@ -10,8 +10,10 @@ encrypt, and the key expires when its primary or its last usable encryption subk
 
 Encryption runs in process where it can (`pysequoia`, a binding of Sequoia-PGP): to exactly
 the encryption subkey gpg would choose, exported from the keyring with the primary key alone
-(`SUBKEY!`), so the message is the one gpg would make and opens with stock gpg. gpg itself
-encrypts when Sequoia cannot (a primary key that encrypts too, a key Sequoia's policy refuses).
+(`SUBKEY!`), in the formats gpg 2.2 reads (version 3 session keys, SEIPD version 1: a key that
+asks for RFC 9580's SEIPD version 2 is probed once, `_gpg_reads`), so stock gpg opens it. gpg
+itself encrypts when Sequoia cannot so (a primary key that encrypts too, a key asking for the
+newer format, a key Sequoia's policy refuses).
 gpg stays the judge of every key (listing, expiry, revocation) and keeps the keyring.
 
 What the keyring holds is listed once and kept (`keys`): a change made through this object
@@ -61,6 +63,7 @@ import gnupg
 import pysequoia
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from pysequoia.packet import PacketPile, Tag
 
 OUTBOX_UID = "report-intake outbox (passphrase) <outbox@report-intake.invalid>"
 LEGACY_OUTBOX_UID = "report-intake outbox <outbox@report-intake.invalid>"  # no passphrase
@@ -154,11 +157,15 @@ class _Part:
 
     def usable(self, now: float) -> bool:
         expired = self.expires is not None and self.expires <= now
-        return self.validity not in ("e", "r") and not expired
+        # gpg passes over a part made in the future ("not yet valid"), as a clock behind would
+        return self.validity not in ("e", "r") and not expired and self.created <= now
 
     def state(self) -> str:
         if self.validity == "r":
             return "is revoked"
+        if self.created > time.time():
+            made = time.strftime("%Y-%m-%d", time.gmtime(self.created))
+            return f"is not valid before {made} (made in the future, or this clock is behind)"
         day = time.strftime("%Y-%m-%d", time.gmtime(self.expires)) if self.expires else "?"
         return f"expired on {day}"
 
@@ -207,6 +214,14 @@ def derive_secret(passphrase: str, purpose: str) -> bytes:
     "outbox-seal": the AES key of sealed outbox data; "ack-limit": the rate limiter's HMAC key;
     "fingerprint": the inputs' fingerprints) derived from the outbox passphrase."""
     return hmac.new(_stretch(passphrase), f"report-intake {purpose}".encode(), "sha256").digest()
+
+
+def _gpg_reads(message: bytes) -> bool:
+    """Whether an OpenPGP message is in the formats gpg 2.2 reads: session keys in version 3
+    packets and the data in a version 1 SEIPD packet (RFC 4880), not RFC 9580's version 6 and
+    version 2 (which Sequoia writes for a key that says it reads them)."""
+    versions = {int(packet.tag): packet.body[:1] for packet in PacketPile.from_bytes(message)}
+    return versions.get(int(Tag.PKESK)) == b"\x03" and versions.get(int(Tag.SEIP)) == b"\x01"
 
 
 def _epoch(value: str | None) -> float | None:
@@ -397,10 +412,11 @@ class Crypto:
     def keys(self) -> dict[str, KeyInfo]:
         """Every public key in the homedir by primary fingerprint, as of now (the listing is
         kept until `forget_keys`; expiry is judged against the clock at each call)."""
-        if self._listed is None:
-            self._listed = list(self.gpg.list_keys())
+        listed_now = self._listed  # one read: another thread may forget it meanwhile
+        if listed_now is None:
+            listed_now = self._listed = list(self.gpg.list_keys())
         now = time.time()
-        listed = (_key_info(key, now) for key in self._listed)
+        listed = (_key_info(key, now) for key in listed_now)
         return {info.fingerprint: info for info in listed}
 
     def forget_keys(self) -> None:
@@ -429,9 +445,11 @@ class Crypto:
         if listed is None or subkey == fingerprint or "e" in listed.get("cap", ""):
             return None
         try:
-            return pysequoia.Cert.from_bytes(str(self.gpg.export_keys(f"{subkey}!")).encode())
+            cert = pysequoia.Cert.from_bytes(str(self.gpg.export_keys(f"{subkey}!")).encode())
+            probe = pysequoia.encrypt(_PROBE, recipients=[cert], armor=False)
         except Exception:  # not a key Sequoia reads: gpg encrypts to it
             return None
+        return cert if _gpg_reads(bytes(probe)) else None
 
     def check_key(self, fingerprint: str) -> KeyInfo:
         """The pinned key, usable for encryption now, or KeyUnusableError saying why not."""

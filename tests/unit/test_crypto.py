@@ -6,7 +6,9 @@ import datetime as dt
 import shutil
 from pathlib import Path
 
+import pysequoia
 import pytest
+from pysequoia import Profile
 
 from pipeline.crypto import Crypto, CryptoError, KeyUnusableError, ensure_private_dir
 from tests.servers.gpg import KeySet
@@ -127,3 +129,17 @@ def test_a_primary_key_that_encrypts_too_is_left_to_gpg(
     armored = crypto.encrypt(b"to the primary key", [fpr])
     assert gpg_keys.recipients(armored) == [fpr[-16:]]  # what gpg chose, and only that
     assert gpg_keys.decrypt(armored) == b"to the primary key"
+
+
+def test_a_key_asking_for_rfc9580_messages_still_gets_what_gpg_reads(
+    tmp_path: Path, crypto: Crypto, gpg_keys: KeySet
+) -> None:
+    made = pysequoia.Cert.generate("Sequoia Made <sq@example.ac.uk>", profile=Profile.RFC4880)
+    secret = made.secrets
+    assert secret is not None
+    assert gpg_keys.gpg.import_keys(str(secret)).fingerprints  # gpg 2.2 holds its secret
+    (tmp_path / "k").mkdir()
+    (tmp_path / "k" / "sq.asc").write_text(str(made))
+    crypto.sync_keys_dir(tmp_path / "k")
+    armored = crypto.encrypt(b"for a key Sequoia made", [made.fingerprint.upper()])
+    assert gpg_keys.decrypt(armored) == b"for a key Sequoia made"

@@ -186,15 +186,22 @@ def more_waiting(results: list[PollResult]) -> bool:
     return any(result.counts.get(REMAINING) for result in results)
 
 
+ONCE_ROUNDS = 2000  # polls one `run --once` makes at most (a 5 s slice each: about 3 hours)
+
+
 def poll_all(app: App) -> list[PollResult] | None:
-    """Poll every source, again while one has more waiting: every round's results, or None
-    when a poll failed."""
+    """Poll every source, again while one has more waiting (at most `ONCE_ROUNDS` times: an
+    export rewritten at every poll must not hold `run --once` forever): every round's results,
+    or None when a poll failed."""
     results: list[PollResult] = []
-    while (found := poll_job(app)) is not None:
+    for _ in range(ONCE_ROUNDS):
+        found = poll_job(app)
+        if found is None:
+            return None
         results += found
         if not more_waiting(found):
-            return results
-    return None
+            break
+    return results
 
 
 def run_once(app: App) -> int:

@@ -4,10 +4,6 @@ Wires the stages for a single item: dedupe → parse → anonymity → route →
 store. Everything is encrypted in memory and committed in one transaction; the caller removes
 the input from its source (IMAP MOVE, Maildir unlink) only after `take` returned. An input
 that cannot be parsed is stored encrypted in quarantine with the reason; it is never dropped.
-
-A report's encryptions go side by side (`GPG_WORKERS` threads): its one record is encrypted
-while its referrals are rendered and encrypted. Encryption in process (`crypto`) holds the
-interpreter; where gpg itself encrypts (a key Sequoia leaves to gpg), the processes overlap.
 """
 
 from __future__ import annotations
@@ -16,7 +12,6 @@ import hashlib
 import hmac
 import logging
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import wraps
@@ -85,7 +80,6 @@ from pipeline.unreached import Unreached, alert_unreached
 log = logging.getLogger(__name__)
 
 TOO_LARGE_TEMPLATE = "ack-too-large"
-GPG_WORKERS = 4  # encryptions one report runs at once (its record, its referrals)
 
 
 @dataclass(frozen=True)
@@ -158,7 +152,6 @@ class Ingest:
         self.fingerprint_key = b""  # set from the outbox passphrase when the daemon starts
         self.progress: Progress | None = None  # set by `run --once` on a terminal
         self.depth = 0  # `one_input` calls in progress
-        self.workers = ThreadPoolExecutor(GPG_WORKERS, thread_name_prefix="intake-gpg")
 
     def expect(self, count: int) -> None:
         """A source about to hand over `count` inputs says so (the progress line shows how
@@ -364,9 +357,7 @@ class Ingest:
         row.anonymous = report.anonymous
         row.urgent = decision.urgent
         row.decision = decision_json(decision.refer, decision.acknowledge, decision.rules)
-        record = self.workers.submit(
-            self._encrypt_record, bundle_record(report.to_record(), original)
-        )
+        record = self._encrypt_record(bundle_record(report.to_record(), original))
         clean_attachments(report, self.config.limits.archive_bytes)  # for the referral only
         screen_attachments(report, self.config.attachments.withhold)  # named: no programs
         acknowledge = bool(
@@ -379,7 +370,7 @@ class Ingest:
             outbox = self._outbox(reference, report, decision, acknowledge)
             queued.extend((r.kind, r.target, _held_reason(r)) for r in outbox)
             row.state = _report_state(decision.refer, outbox)
-            return {BUNDLE: record.result()}, outbox
+            return {BUNDLE: record}, outbox
 
         try:
             reference = self._commit(row, source_key, build, release, counted)
@@ -436,11 +427,7 @@ class Ingest:
         self, reference: str, report: Report, decision: Decision, acknowledge: bool
     ) -> list[OutboxRow]:
         crash_point("in-gpg")
-        referrals: list[Future[OutboxRow]] = [
-            self.workers.submit(self._referral, reference, report, decision, service)
-            for service in decision.refer
-        ]
-        rows = [referral.result() for referral in referrals]
+        rows = [self._referral(reference, report, decision, sid) for sid in decision.refer]
         if acknowledge:
             rows.append(self._acknowledgement(reference, report, decision))
         return rows

@@ -12,16 +12,14 @@ from __future__ import annotations
 import base64
 import hashlib
 import random
-from collections.abc import Iterator
+from collections.abc import Callable
 from email import message_from_bytes, policy
 from email.message import EmailMessage
-from typing import Any
 
 import pytest
 
 from pipeline.config import LimitsConfig
 from tests.integration.conftest import INTAKE, Deployment
-from tests.servers import smtp
 from tests.servers.smtp import SmtpSink
 
 MIB = 1024 * 1024
@@ -29,20 +27,9 @@ ATTACHMENT_BYTES = 25 * MIB
 
 
 @pytest.fixture
-def smtp_sink(monkeypatch: pytest.MonkeyPatch) -> Iterator[SmtpSink]:
+def smtp_sink(smtp_sink_factory: Callable[..., SmtpSink]) -> SmtpSink:
     """The test's SMTP sink, taking messages up to 64 MiB."""
-
-    class LargeMail(smtp.Controller):
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, data_size_limit=64 * MIB, **kwargs)
-
-    monkeypatch.setattr(smtp, "Controller", LargeMail)
-    sink = SmtpSink()
-    sink.start()
-    try:
-        yield sink
-    finally:
-        sink.stop()
+    return smtp_sink_factory(data_size_limit=64 * MIB)
 
 
 def with_attachment(data: bytes) -> bytes:

@@ -175,12 +175,14 @@ class SmtpSink:
         tls_context: ssl.SSLContext | None = None,
         implicit_tls: bool = False,
         xoauth2_check: XOAuth2Check | None = None,
+        data_size_limit: int = 32 * 2**20,
     ) -> None:
         if implicit_tls and tls_context is None:
             raise ValueError("implicit_tls needs a tls_context (the server's certificate).")
         self.tls_context = tls_context
         self.implicit_tls = implicit_tls
         self.xoauth2_check = xoauth2_check
+        self.data_size_limit = data_size_limit  # the largest message taken (aiosmtpd: 32 MiB)
         self.messages: list[Received] = []
         self.refusals: list[tuple[Stage, str]] = []
         self.logins: list[str] = []
@@ -216,6 +218,7 @@ class SmtpSink:
                 authenticator=self._handler.authenticate,
                 **self._tls_parameters(),
                 auth_exclude_mechanism=[] if self.xoauth2_check else ["XOAUTH2"],
+                data_size_limit=self.data_size_limit,
             )
             try:
                 controller.start()
@@ -347,18 +350,12 @@ def smtp_sink() -> Iterator[SmtpSink]:
 @pytest.fixture
 def smtp_sink_factory() -> Iterator[Callable[..., SmtpSink]]:
     """Make started sinks for one test, stopped afterwards:
-    ``smtp_sink_factory(tls_context=server_context(tls_files), xoauth2_check=check)``."""
+    ``smtp_sink_factory(tls_context=server_context(tls_files), xoauth2_check=check)`` (any of
+    `SmtpSink`'s options)."""
     sinks: list[SmtpSink] = []
 
-    def make(
-        *,
-        tls_context: ssl.SSLContext | None = None,
-        implicit_tls: bool = False,
-        xoauth2_check: XOAuth2Check | None = None,
-    ) -> SmtpSink:
-        sink = SmtpSink(
-            tls_context=tls_context, implicit_tls=implicit_tls, xoauth2_check=xoauth2_check
-        )
+    def make(**options: Any) -> SmtpSink:
+        sink = SmtpSink(**options)
         sinks.append(sink)
         sink.start()
         return sink

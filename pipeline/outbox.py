@@ -32,8 +32,9 @@ anything. A lock file or handover folder this user cannot use stops the outbox w
 "outbox", listed by `intake status`) and alerted once an hour.
 
 `release_held` re-encrypts held referrals once their service's pinned key is usable;
-`reseal_outbox` moves every sealed row to the protected outbox key (upgrade from an outbox key
-without passphrase); `requeue` puts dead letters back, except acknowledgements already erased.
+`reseal_outbox` seals again, with the outbox passphrase, every row sealed to an outbox key
+without passphrase (the upgrade from it); `requeue` puts dead letters back, except
+acknowledgements already erased.
 """
 
 from __future__ import annotations
@@ -703,8 +704,9 @@ def requeue(engine: Engine, reference: str | None, now: datetime | None = None) 
 
 
 def reseal_outbox(engine: Engine, crypto: Crypto) -> int:
-    """Seal every outbox row's sealed data (and an acknowledgement's mail) to the protected
-    outbox key, in one transaction; how many rows. Rows no key of ours opens stay as they are."""
+    """Seal again, with the outbox passphrase, every outbox row's gpg-sealed data (and an
+    acknowledgement's mail), in one transaction; how many rows. Rows no key of ours opens, and
+    rows sealed with the passphrase already, stay as they are."""
     count = 0
     with Session(engine) as session:
         query = (

@@ -134,9 +134,8 @@ def test_a_primary_key_that_encrypts_too_is_left_to_gpg(
 def test_a_key_asking_for_rfc9580_messages_still_gets_what_gpg_reads(
     tmp_path: Path, crypto: Crypto, gpg_keys: KeySet
 ) -> None:
-    made = pysequoia.Cert.generate("Sequoia Made <sq@example.ac.uk>", profile=Profile.RFC4880)
-    secret = made.secrets
-    assert secret is not None
+    secret = pysequoia.Tsk.generate("Sequoia Made <sq@example.ac.uk>", profile=Profile.RFC4880)
+    made = secret.extract_certificate()
     assert gpg_keys.gpg.import_keys(str(secret)).fingerprints  # gpg 2.2 holds its secret
     (tmp_path / "k").mkdir()
     (tmp_path / "k" / "sq.asc").write_text(str(made))

@@ -204,6 +204,20 @@ def poll_all(app: App) -> list[PollResult] | None:
     return results
 
 
+def drain_all(app: App) -> DrainResult | None:
+    """Drain, again while a drain stopped at its `MAX_ROWS` (at most `ONCE_ROUNDS` times): the
+    figures of all of them, or None when one failed."""
+    result = drain_job(app)
+    for _ in range(ONCE_ROUNDS):
+        if result is None or not result.full:
+            break
+        later = drain_job(app)
+        if later is None:
+            return None
+        result.add(later)
+    return result
+
+
 def run_once(app: App) -> int:
     """Poll every source until none has more waiting, then send what is due; the `Exit` bits
     of what needs an admin. On a terminal the poll shows its progress."""
@@ -216,7 +230,7 @@ def run_once(app: App) -> int:
         app.ingest.progress = None
         if progress:
             progress.done()
-    status |= drain_exit(drain_job(app))
+    status |= drain_exit(drain_all(app))
     return int(status)
 
 

@@ -73,7 +73,7 @@ from pipeline.logs import log_context
 from pipeline.models import OutboxRow, OutboxState, ReportRow, ReportState, utcnow
 from pipeline.rules import Service
 from pipeline.sources import OUTBOX, health_cause, record_health
-from pipeline.store import due_ids, reclaim, settle_report, sqlite_path
+from pipeline.store import due_ids, reading, reclaim, settle_reports, sqlite_path
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +98,16 @@ class DrainResult:
     failed: int = 0
     errors: list[str] = field(default_factory=list)
     held: str | None = None
+    full: bool = False  # stopped at MAX_ROWS: more may be due at once (`run --once` goes on)
+
+    def add(self, later: DrainResult) -> None:
+        """Count a later drain's figures in with these (`run --once` drains until done)."""
+        self.sent += later.sent
+        self.retrying += later.retrying
+        self.failed += later.failed
+        self.errors += later.errors
+        self.held = later.held
+        self.full = later.full
 
 
 class QueueHeld(Exception):
@@ -164,24 +174,38 @@ def _message(crypto: Crypto, row: OutboxRow) -> tuple[str, bytes]:
     return row.recipient, row.payload
 
 
-def _claim(session: Session, row_id: int, now: datetime) -> OutboxRow | None:
-    """The row, locked for this drain until the session commits, if it is still queued and due
-    and no other instance holds it (SKIP LOCKED on PostgreSQL; SQLite: `drain_turn`)."""
+def _claim(session: Session, row_id: int, now: datetime) -> tuple[OutboxRow, str] | None:
+    """The row and its report's reference ("alert" for alert mail), the row locked for this
+    drain until the session commits, if it is still queued and due and no other instance holds
+    it (SKIP LOCKED on PostgreSQL; SQLite: `drain_turn`)."""
     query = (
-        select(OutboxRow)
+        select(OutboxRow, ReportRow.reference)
+        .outerjoin(ReportRow, col(ReportRow.id) == col(OutboxRow.report_id))
         .where(
             OutboxRow.id == row_id,
             OutboxRow.state == OutboxState.QUEUED,
             OutboxRow.next_attempt_at <= now,
         )
-        .with_for_update(skip_locked=True)
+        .with_for_update(skip_locked=True, of=OutboxRow)  # type: ignore[arg-type]
     )
-    return session.exec(query).first()
+    found = session.exec(query).first()
+    if found is None:
+        return None
+    row, reference = found
+    return row, reference or "alert"
 
 
 def _reference(session: Session, row: OutboxRow) -> str:
-    report = session.get(ReportRow, row.report_id) if row.report_id else None
-    return report.reference if report and report.reference else "alert"
+    found = select(ReportRow.reference).where(ReportRow.id == row.report_id)
+    reference = session.exec(found).first() if row.report_id else None
+    return reference or "alert"
+
+
+def settle(engine: Engine, report_ids: set[int] | None = None) -> None:
+    """`settle_reports` in a transaction of its own (after the commits that sent the mail)."""
+    with Session(engine) as session:
+        settle_reports(session, report_ids)
+        session.commit()
 
 
 @contextmanager
@@ -276,10 +300,8 @@ def _mark_sent(row: OutboxRow) -> None:
 
 
 def _save(session: Session, row: OutboxRow) -> None:
-    """Commit a row's new state, and its report's when none of its mail waits any more."""
+    """Commit a row's new state (its report's is `settle`'s, after the commit)."""
     session.add(row)
-    if row.report_id:
-        settle_report(session, row.report_id)
     session.commit()
 
 
@@ -296,8 +318,11 @@ def record_sent(engine: Engine, message_id: str) -> bool:
         erased = erase(row)
         with log_context(reference=_reference(session, row)):
             log.info("%s to %s recorded as sent (the SMTP server took it)", row.kind, row.target)
+        report_id = row.report_id
         _save(session, row)
-        return erased
+    if report_id:
+        settle(engine, {report_id})
+    return erased
 
 
 def _cause(error: DBAPIError) -> str:
@@ -318,6 +343,7 @@ class Drain:
         self.erased = 0
         self.tried: set[int] = set()  # the rows claimed: each at most once per drain
         self.passed: set[int] = set()  # listed, but sent or claimed elsewhere meanwhile
+        self.sent_for: set[int] = set()  # reports with mail sent, not yet settled
         self.dead: list[tuple[str, str]] = []  # (reference, what failed) not yet announced
         self.fault: SendError | None = None  # the configuration fault that held the queue
         self.handover = Handover.of(config, engine)
@@ -326,6 +352,7 @@ class Drain:
         try:
             with drain_turn(self.engine), one_connection(self.transport):
                 self._record_handed_over()
+                self._settle(None)  # what a stopped drain sent but did not settle
                 self._drain()
         except OutboxBlocked as blocked:
             self._record_blocked(blocked)
@@ -358,25 +385,38 @@ class Drain:
                 if self.result.held is not None:
                     break
                 self._send_listed(row_id)
+            self._settle(self.sent_for)
+        self.result.full = len(self.tried) >= MAX_ROWS
         self._announce_dead_letters()
         self._record_health()
 
     def _due_batch(self) -> list[int]:
         """The next due rows (`BATCH` at most, within `MAX_ROWS`) this drain has not listed."""
         limit = min(BATCH, MAX_ROWS - len(self.tried))
-        with Session(self.engine) as session:
+        with reading(self.engine) as session:
             return due_ids(session, utcnow(), limit, self.tried | self.passed)
+
+    def _settle(self, report_ids: set[int] | None) -> None:
+        """Settle the reports whose mail this drain sent (None: every queued report). A
+        database that refuses leaves them queued for the next drain's first look."""
+        try:
+            settle(self.engine, report_ids)
+        except DBAPIError as error:
+            log.warning("reports whose mail went stay queued to the next drain: %s", _cause(error))
+            return
+        if report_ids is not None:
+            report_ids.clear()
 
     def _send_listed(self, row_id: int) -> None:
         """Claim a listed row and send it; passed over when it is no longer due or another
         instance has it (PostgreSQL: SKIP LOCKED)."""
         with Session(self.engine) as session:
-            row = _claim(session, row_id, utcnow())
-            if row is None:
+            claimed = _claim(session, row_id, utcnow())
+            if claimed is None:
                 self.passed.add(row_id)
                 return
             self.tried.add(row_id)
-            reference = _reference(session, row)
+            row, reference = claimed
             with log_context(reference=reference):
                 try:
                     outcome = self._send_row(session, row, reference)
@@ -388,6 +428,8 @@ class Drain:
                 if outcome in ("sent", "failed"):
                     self.erased += erase(row)
                 if outcome == "sent":
+                    if row.report_id:
+                        self.sent_for.add(row.report_id)
                     self._save_sent(session, row, reference)
                 else:
                     _save(session, row)

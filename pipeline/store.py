@@ -18,7 +18,7 @@ from collections.abc import Callable, Collection, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from sqlalchemy import Engine, delete, func
+from sqlalchemy import Engine, delete, exists, func, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, SQLModel, col, select
 
@@ -84,6 +84,7 @@ __all__ = [
     "open_current",
     "open_engine",
     "quarantined_input",
+    "reading",
     "reclaim",
     "record_bounce",
     "reference_for",
@@ -92,7 +93,7 @@ __all__ = [
     "save_report",
     "schema_lag",
     "schema_revision",
-    "settle_report",
+    "settle_reports",
     "shown",
     "source_lease",
     "source_name",
@@ -101,6 +102,13 @@ __all__ = [
     "unbundle_record",
     "upgrade",
 ]
+
+
+def reading(engine: Engine) -> Session:
+    """A session for reads that need no transaction of their own (one statement each, or
+    statements that need not agree): on autocommit, so a read is one round trip to the server,
+    without a BEGIN and a ROLLBACK around it."""
+    return Session(engine.execution_options(isolation_level="AUTOCOMMIT"))
 
 
 class AckLimiter:
@@ -134,7 +142,7 @@ class AckLimiter:
 
     def allow(self, address: str) -> bool:
         since = utcnow() - self.WINDOW
-        with Session(self.engine) as session:
+        with reading(self.engine) as session:
             sent = session.exec(
                 select(func.count())
                 .select_from(AckSent)
@@ -158,12 +166,13 @@ class AckLimiter:
 
 
 def source_seen(engine: Engine, source_key: str) -> bool:
-    with Session(engine) as session:
-        return session.get(SourceItem, source_key) is not None
+    with reading(engine) as session:
+        found = select(SourceItem.source_key).where(SourceItem.source_key == source_key)
+        return session.exec(found).first() is not None
 
 
 def report_by_fingerprint(engine: Engine, fingerprint: str) -> ReportRow | None:
-    with Session(engine) as session:
+    with reading(engine) as session:
         return session.exec(select(ReportRow).where(ReportRow.fingerprint == fingerprint)).first()
 
 
@@ -253,8 +262,8 @@ def save_report(
             session.rollback()
             return None
         assert report.id is not None
-        report.reference = reference_for(report.id, report.received_at)
-        records, outbox = build(report.reference)
+        reference = report.reference = reference_for(report.id, report.received_at)
+        records, outbox = build(reference)
         for kind, data in records.items():
             session.add(EncryptedRecord(report_id=report.id, kind=kind, data=data))
         for row in outbox:
@@ -262,13 +271,13 @@ def save_report(
             session.add(row)
         session.add(_source_item(source_key, report.id, input_outcome(report.state)))
         session.add_all(also)
-        audit.record(session, "state", report.reference, f"{report.source}: {report.state}")
+        audit.record(session, "state", reference, f"{report.source}: {report.state}")
         try:
             session.commit()
         except IntegrityError:
             session.rollback()
             return None
-        return report.reference
+        return reference  # not report.reference: that would load the committed row again
 
 
 def record_bounce(engine: Engine, bounce: Bounce) -> list[tuple[str, str]]:
@@ -322,19 +331,28 @@ def due_ids(session: Session, now: datetime, limit: int, skip: Collection[int] =
     return [row_id for row_id in session.exec(query) if row_id is not None]
 
 
-def settle_report(session: Session, report_id: int) -> None:
-    """Move a queued report to `delivered` once none of its mail is still waiting."""
-    report = session.get(ReportRow, report_id, with_for_update=True)  # instances take turns
-    waiting = session.exec(
-        select(func.count())
-        .select_from(OutboxRow)
-        .where(OutboxRow.report_id == report_id, OutboxRow.state != OutboxState.SENT)
-    ).one()
-    if report is not None and waiting == 0 and report.state == ReportState.QUEUED:
-        report.state = ReportState.DELIVERED
-        report.updated_at = utcnow()
-        session.add(report)
-        audit.record(session, "state", report.reference, ReportState.DELIVERED)
+def settle_reports(session: Session, report_ids: Collection[int] | None = None) -> list[str]:
+    """Move each of these reports (None: every report) that is queued and has no mail waiting
+    any more to `delivered`, in one statement; the references moved, audited in `session`,
+    which the caller commits. Run after the commit that recorded mail as sent, never in it:
+    when two instances each send one of a report's mails, the later of the two looks sees both
+    sent, and the state test lets only one of them move it. The drain looks at every report
+    when it starts, for mail a stopped process recorded as sent without looking."""
+    unsent = col(OutboxRow.state) != OutboxState.SENT
+    waiting = exists().where(col(OutboxRow.report_id) == col(ReportRow.id), unsent)
+    query = update(ReportRow).where(col(ReportRow.state) == ReportState.QUEUED, ~waiting)
+    if report_ids is not None:
+        if not report_ids:
+            return []
+        query = query.where(col(ReportRow.id).in_(sorted(report_ids)))
+    query = query.values(state=ReportState.DELIVERED, updated_at=utcnow())
+    moved = session.exec(  # type: ignore[call-overload]
+        query.returning(col(ReportRow.reference)).execution_options(synchronize_session=False)
+    )
+    references = sorted(reference for (reference,) in moved if reference)
+    for reference in references:
+        audit.record(session, "state", reference, ReportState.DELIVERED)
+    return references
 
 
 def anonymous_thread(engine: Engine, references: list[str], message_ids: list[str]) -> list[str]:
@@ -342,7 +360,7 @@ def anonymous_thread(engine: Engine, references: list[str], message_ids: list[st
     or replies to mail we sent about them (our Message-IDs are unique). Empty when none."""
     if not references and not message_ids:
         return []
-    with Session(engine) as session:
+    with reading(engine) as session:
         by_reference = select(ReportRow.reference).where(
             col(ReportRow.reference).in_(references), col(ReportRow.anonymous).is_(True)
         )
@@ -388,7 +406,8 @@ def release_report(
         if stored is None or stored.state not in RELEASABLE or not stored.reference:
             return None
         before = stored.state
-        records, outbox = build(stored.reference)
+        reference = stored.reference
+        records, outbox = build(reference)
         for name in _RELEASED_FIELDS:
             setattr(stored, name, getattr(taken, name))
         stored.updated_at = utcnow()
@@ -404,13 +423,13 @@ def release_report(
         detail = f"{stored.source}: released from {before}: {stored.state}"
         if before == ReportState.QUARANTINED:
             detail = f"{stored.source}: released from quarantine: {stored.state}"
-        audit.record(session, "release", stored.reference, detail, actor)
+        audit.record(session, "release", reference, detail, actor)
         try:
             session.commit()
         except IntegrityError:
             session.rollback()
             return None
-        return stored.reference
+        return reference
 
 
 def _count_inputs_as(session: Session, report_id: int, outcome: str) -> None:

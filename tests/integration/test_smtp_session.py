@@ -158,7 +158,20 @@ def test_a_drain_tries_at_most_max_rows_listed_in_batches(
     monkeypatch.setattr(outbox, "BATCH", 2)
     queued = queue_mail(deployment, monkeypatch)
 
-    assert drain(deployment).sent == 5
-    assert drain(deployment).sent == queued - 5
+    first, second = drain(deployment), drain(deployment)
+    assert (first.sent, first.full) == (5, True)  # `run --once` would drain again at once
+    assert (second.sent, second.full) == (queued - 5, False)
     assert len(once_each(sink.messages)) == queued
     assert sink.handler.connections == 2  # one a drain
+
+
+def test_run_once_drains_again_while_a_drain_stops_at_max_rows(
+    deployment: Deployment, sink: SessionSink, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(outbox, "MAX_ROWS", 2)
+    queued = queue_mail(deployment, monkeypatch)
+    assert queued > 4
+
+    assert deployment.run_in_process() == 0
+    assert len(once_each(sink.messages)) == queued
+    assert states(deployment) == {(OutboxState.SENT, 1): queued}

@@ -11,11 +11,12 @@ from typing import Any
 
 import pytest
 from sqlalchemy import Engine
-from sqlmodel import Session
+from sqlmodel import Session, select
 
 from pipeline.cli import main
 from pipeline.models import (
     AlertRow,
+    AuditRow,
     OutboxRow,
     OutboxState,
     ReportRow,
@@ -30,7 +31,7 @@ from pipeline.store import (
     make_engine,
     mark_source,
     save_report,
-    settle_report,
+    settle_reports,
     source_name,
 )
 
@@ -255,7 +256,8 @@ def test_an_unrouted_report_with_its_acknowledgement_sent_stays_unrouted(engine:
         assert row is not None
         row.state = OutboxState.SENT
         session.add(row)
-        settle_report(session, 1)
+        session.commit()
+        assert settle_reports(session, {1}) == []
         session.commit()
         stored = session.get(ReportRow, 1)
         assert stored is not None and stored.state == ReportState.UNROUTED
@@ -273,3 +275,36 @@ def test_status_before_the_database_exists_names_the_key(
     err = capsys.readouterr().err
     assert f"{config}: database.url: cannot open postgresql+psycopg://intake:***@" in err
     assert "s3cret" not in err
+
+
+def _send(engine: Engine, *ids: int) -> None:
+    with Session(engine) as session:
+        for row_id in ids:
+            row = session.get(OutboxRow, row_id)
+            assert row is not None
+            row.state = OutboxState.SENT
+            session.add(row)
+        session.commit()
+
+
+def test_a_queued_report_is_delivered_once_all_its_mail_is_sent_and_audited_once(
+    engine: Engine,
+) -> None:
+    mail = [OutboxRow(kind="referral", target=t, message_id=f"<{t}@x>") for t in ("a", "b")]
+    first = store(engine, report(ReportState.QUEUED, "f1"), "maildir:/m:1", mail)
+    other = store(engine, report(ReportState.QUEUED, "f2"), "maildir:/m:2")  # no mail at all
+    _send(engine, 1)
+    with Session(engine) as session:
+        assert settle_reports(session, {1}) == []  # "b" still waits
+        session.commit()
+    _send(engine, 2)
+    with Session(engine) as session:
+        assert settle_reports(session, {1}) == [first]  # only the reports named
+        assert settle_reports(session) == [other]  # the first look of a drain: every report
+        assert settle_reports(session) == []  # moved once
+        session.commit()
+        states = {r.reference: r.state for r in session.exec(select(ReportRow))}
+        lines = session.exec(select(AuditRow).where(AuditRow.detail == ReportState.DELIVERED))
+        audited = [line.reference for line in lines]
+    assert states == {first: ReportState.DELIVERED, other: ReportState.DELIVERED}
+    assert audited.count(first) == 1 and audited.count(other) == 1

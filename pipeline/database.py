@@ -2,7 +2,9 @@
 
 Opening the database takes `database.url` (SQLite or PostgreSQL; anything else is a
 DatabaseError saying what to fix). `make_engine` (the daemon, and commands run as its user)
-upgrades its schema with the Alembic migrations in `migrations/`, one process at a time;
+upgrades its schema with the Alembic migrations in `migrations/`, one process at a time (a
+schema at the newest revision the migration files name is told so without importing Alembic,
+`at_head`: some 11 MB the daemon need not hold);
 `open_current` (commands that only read, whoever runs them) creates and changes nothing and
 refuses a schema that is not current; `schema_revision` tells whether it is. Locks: the
 migration lock (a `flock`, or PostgreSQL's advisory lock), and `source_lease` so that one
@@ -17,17 +19,17 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from alembic import command
-from alembic.config import Config as AlembicConfig
-from alembic.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy import URL, Connection, Engine, event, inspect, make_url, text
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
 from sqlmodel import Session, create_engine
 
 from pipeline import audit
 from pipeline.audit import make_append_only
+
+if TYPE_CHECKING:  # Alembic (some 11 MB) is imported where a schema is read or changed with it
+    from alembic.script import ScriptDirectory
 
 
 class DatabaseError(Exception):
@@ -142,6 +144,8 @@ def migration_lock(engine: Engine) -> Iterator[None]:
 
 
 def _scripts() -> ScriptDirectory:
+    from alembic.script import ScriptDirectory
+
     return ScriptDirectory(str(MIGRATIONS))
 
 
@@ -149,11 +153,29 @@ def known_revisions() -> set[str]:
     return {script.revision for script in _scripts().walk_revisions()}
 
 
+#: The newest migration's revision. A new migration sets it too (a test holds it to Alembic's
+#: head), so that a daemon starting on a current schema need not import Alembic to know it.
+SCHEMA_HEAD = "0003"
+
+
+def at_head(connection: Connection) -> str | None:
+    """The schema's revision when it is the newest (`SCHEMA_HEAD`): an upgrade has nothing to
+    do and Alembic need not be imported. None otherwise."""
+    if not inspect(connection).has_table("alembic_version"):
+        return None
+    rows = connection.execute(text("SELECT version_num FROM alembic_version")).all()
+    return SCHEMA_HEAD if [tuple(row) for row in rows] == [(SCHEMA_HEAD,)] else None
+
+
 def migrate(connection: Connection) -> str | None:
     """Bring the schema to the newest migration, in the caller's transaction; the revision it
     was at (None: a new database). A database made before migrations (tables, no
     `alembic_version`) is stamped at the baseline first. DatabaseError for a revision this
     version does not know (a newer version upgraded the database)."""
+    from alembic import command
+    from alembic.config import Config as AlembicConfig
+    from alembic.migration import MigrationContext
+
     settings = AlembicConfig()
     settings.set_main_option("script_location", str(MIGRATIONS))
     settings.attributes["connection"] = connection
@@ -172,11 +194,12 @@ def upgrade(engine: Engine) -> tuple[str | None, str]:
     """Bring the schema to the newest migration, one process at a time (PostgreSQL: an advisory
     lock for the transaction; SQLite: `migration_lock`), with the audit log's append-only
     triggers; an upgrade of an existing schema is one audit line. (revision before, after)."""
-    head = str(_scripts().get_current_head())
     with migration_lock(engine), _transaction(engine) as connection:
         if engine.dialect.name == "postgresql":  # instances starting together take turns
             connection.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _lock_key("schema")})
-        before = migrate(connection)
+        current = at_head(connection)  # when it is, there is nothing for Alembic to do
+        head = current or str(_scripts().get_current_head())
+        before = current if current is not None else migrate(connection)
         make_append_only(connection)
         if before not in (None, head):
             with Session(connection) as session:
@@ -194,6 +217,8 @@ def schema_revision(engine: Engine) -> tuple[str | None, str]:
     path = sqlite_path(engine.url)
     if path is not None and not path.exists():
         return None, head
+    from alembic.migration import MigrationContext
+
     with _transaction(engine) as connection:
         return MigrationContext.configure(connection).get_current_revision(), head
 

@@ -26,8 +26,6 @@ from datetime import date, datetime, time
 from itertools import islice
 from pathlib import Path
 
-import openpyxl
-
 MAX_FILE_BYTES = 50 * 1024 * 1024
 MAX_ROWS = 100_000
 SUFFIXES = (".csv", ".tsv", ".txt", ".xlsx", ".json", ".jsonl", ".ndjson")
@@ -210,6 +208,8 @@ def _consistent_width(text: str, delimiter: str) -> int:
 
 
 def _xlsx_records(data: bytes) -> Records:
+    import openpyxl  # here: some 20 MB of imports (numpy, lxml) that only workbooks need
+
     try:
         book = openpyxl.load_workbook(io.BytesIO(data), read_only=True, data_only=True)
     except Exception as exc:  # a file openpyxl cannot open is one unreadable export

@@ -3,7 +3,8 @@
 `build_referral` wraps a referral as PGP/MIME (RFC 3156 `multipart/encrypted`) encrypted to the
 service's pinned key: the outer message carries only a generic subject, the addresses and the
 Message-ID; the report, its real subject and its attachments exist only inside the encrypted
-part. `build_acknowledgement` makes the reporter's reply (with `Auto-Submitted: auto-replied` and
+part, whose MIME is written once into one buffer (`referral_inner_bytes`).
+`build_acknowledgement` makes the reporter's reply (with `Auto-Submitted: auto-replied` and
 `X-Report-Intake: acknowledgement`).
 An urgent referral's outer message carries `Importance: high`, `Priority: urgent` and
 `X-Priority: 1` and, when `[referrals] urgent_marker` is set, the marker in its subject.
@@ -14,7 +15,8 @@ transport), every message of the block over one session: opened at the first mes
 again after any failure, and replaced once when the server dropped it (or closed it with 421)
 before the message reached DATA, so that message is sent over the new one; a drop once DATA
 began is a failure like any other (the server may have taken it: it is never sent again at
-once). Pipelining (RFC 2920) is not used: smtplib has no support for it. A failure is a
+once). Pipelining (RFC 2920) is not used: smtplib has no support for it. DATA goes out a slice
+of whole lines at a time (`send_data`): a mail is never copied whole on its way. A failure is a
 `SendError` that says whether it is the mail's (temporary or permanent), the server's
 (unreachable: stop for now) or our configuration's (`fault`: SMTP 530, 535, an authentication or
 TLS 5.7.x, or relaying denied, at STARTTLS, AUTH, MAIL, RCPT or DATA; a server certificate that
@@ -28,6 +30,8 @@ A server's reply text is read to classify it, never kept: it may quote an addres
 
 from __future__ import annotations
 
+import binascii
+import io
 import logging
 import re
 import secrets
@@ -103,20 +107,49 @@ def new_message_id(from_header: str) -> str:
     return make_msgid(domain=domain)
 
 
-def referral_inner(rendered: Rendered, attachments: list[Attachment]) -> EmailMessage:
-    """The part that gets encrypted: the rendered referral with its attachments."""
+#: Bytes on one line of base64 as the email package writes it (policy.default: 78 // 4 * 3).
+_BASE64_LINE = 57
+
+
+def referral_inner(
+    rendered: Rendered, attachments: list[Attachment], data: list[bytes] | None = None
+) -> EmailMessage:
+    """The part that gets encrypted: the rendered referral with its attachments (or, in their
+    place, `data`: the same file names and types with other contents)."""
     inner = EmailMessage()
     inner["Subject"] = rendered.subject  # protected header (read by Thunderbird and others)
     inner.set_content(rendered.body, charset="utf-8")
-    for item in attachments:
+    contents = [item.data for item in attachments] if data is None else data
+    for item, content in zip(attachments, contents, strict=True):
         maintype, _, subtype = item.content_type.partition("/")
         inner.add_attachment(
-            item.data, maintype=maintype, subtype=subtype or "octet-stream", filename=item.filename
+            content, maintype=maintype, subtype=subtype or "octet-stream", filename=item.filename
         )
     inner.replace_header(
         "Content-Type", inner.get("Content-Type", "text/plain") + '; protected-headers="v1"'
     )
     return inner
+
+
+def referral_inner_bytes(rendered: Rendered, attachments: list[Attachment]) -> bytes:
+    """`referral_inner(rendered, attachments).as_bytes()`, written once into one buffer: the
+    email package frames the message around one placeholder line per attachment (base64 goes
+    line by line, so the lines around it are what the real contents' would be), and each
+    attachment's base64 lines take its placeholder's place. No base64 text of an attachment,
+    list of its lines or flattened copy of it is made."""
+    stand_ins = [secrets.token_bytes(_BASE64_LINE) for _ in attachments]
+    frame = referral_inner(rendered, attachments, stand_ins)
+    out = io.BytesIO()
+    rest = frame.as_bytes()
+    for item, stand_in in zip(attachments, stand_ins, strict=True):
+        head, found, rest = rest.partition(binascii.b2a_base64(stand_in))
+        assert found, "each stand-in is one base64 line of the frame"
+        out.write(head)
+        view = memoryview(item.data)
+        for start in range(0, len(view), _BASE64_LINE):
+            out.write(binascii.b2a_base64(view[start : start + _BASE64_LINE]))
+    out.write(rest)
+    return out.getvalue()  # the buffer itself, not a copy
 
 
 def build_referral(
@@ -131,9 +164,9 @@ def build_referral(
     attachments: list[Attachment],
     urgent: bool = False,
 ) -> bytes:
-    """The referral as PGP/MIME bytes, encrypted to the one pinned `fingerprint`."""
-    inner = referral_inner(rendered, attachments).as_bytes()
-    armored = crypto.encrypt(inner, [fingerprint])
+    """The referral as PGP/MIME bytes, encrypted to the one pinned `fingerprint`. The plaintext
+    is let go as soon as it is encrypted, before the armour is framed."""
+    armored = crypto.encrypt(referral_inner_bytes(rendered, attachments), [fingerprint])
     return wrap_pgp_mime(armored, sender, recipient, outer_subject, message_id, urgent=urgent)
 
 
@@ -237,10 +270,52 @@ def add_recipient(message: bytes, recipient: str) -> bytes:
 
 def crlf(message: bytes) -> bytes:
     """SMTP line endings (smtplib leaves bare LF in bytes alone, and servers refuse it); a
-    message that has them already is not copied."""
+    message that has them already is not copied. `send_data` applies it a slice at a time."""
     if message.count(b"\n") == message.count(b"\r\n"):
         return message
+    if b"\r" not in message:  # LF alone (the email package's, ASCII armour's): one copy
+        return message.replace(b"\n", b"\r\n")
     return message.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+
+
+def crlf_size(message: bytes) -> int:
+    """`len(crlf(message))`, without making it."""
+    return len(message) + message.count(b"\n") - message.count(b"\r\n")
+
+
+#: How much of a mail `send_data` hands to the socket at a time (a whole number of lines).
+DATA_SLICE_BYTES = 1024 * 1024
+_LEADING_DOT = re.compile(rb"(?m)^\.")
+
+
+def line_slices(message: bytes, size: int) -> Iterator[bytes]:
+    """`message` in slices of about `size` bytes, each ending after a line break (a longer
+    line is a slice of its own; the last slice ends where the message does)."""
+    start = 0
+    while start < len(message):
+        cut = message.rfind(b"\n", start, start + size) + 1
+        if cut <= start:
+            cut = message.find(b"\n", start + size) + 1 or len(message)
+        yield message[start:cut]
+        start = cut
+
+
+def send_data(client: smtplib.SMTP, message: bytes) -> tuple[int, bytes]:
+    """DATA as `smtplib.SMTP.data` sends it (CRLF line endings, `crlf`; a line starting with a
+    dot gets another; CRLF . CRLF at the end), a slice of whole lines at a time: no copy of the
+    whole mail is made (smtplib makes three of a 46 MB referral). The server's reply to the
+    mail; SMTPDataError when it does not answer DATA with 354."""
+    client.putcmd("data")
+    code, reply = client.getreply()
+    if code != 354:
+        raise smtplib.SMTPDataError(code, reply)
+    ending = b""
+    for piece in line_slices(message, DATA_SLICE_BYTES):
+        piece = _LEADING_DOT.sub(b"..", crlf(piece))  # a slice starts a line: ^ is right
+        client.send(piece)
+        ending = piece[-2:]
+    client.send(b".\r\n" if ending == b"\r\n" else b"\r\n.\r\n")
+    return client.getreply()
 
 
 FAULT_CODES = (530, 534, 535, 538)  # auth or TLS required, mechanism too weak, refused
@@ -267,7 +342,7 @@ class SmtpTransport:
         self._kept: _KeptSession | None = None
 
     def send(self, sender: str, recipient: str, message: bytes) -> None:
-        envelope = (parseaddr(sender)[1], recipient, crlf(message))
+        envelope = (parseaddr(sender)[1], recipient, message)
         if self._kept is not None:
             self._kept.send(*envelope)
             return
@@ -374,18 +449,19 @@ class SmtpTransport:
             raise _unreachable(exc) from None
 
     def _transfer(self, client: smtplib.SMTP, sender: str, recipient: str, data: bytes) -> None:
-        """MAIL, RCPT (one recipient) and DATA; a reply other than success as a SendError,
-        `_Dropped` when the connection went (or 421) before DATA."""
+        """MAIL, RCPT (one recipient) and DATA (`send_data`: in SMTP line endings); a reply
+        other than success as a SendError, `_Dropped` when the connection went (or 421) before
+        DATA."""
         stage: Stage = "EHLO"
         try:
             client.ehlo_or_helo_if_needed()
             stage = "MAIL"
-            size = [f"SIZE={len(data)}"] if client.has_extn("size") else []
+            size = [f"SIZE={crlf_size(data)}"] if client.has_extn("size") else []
             self._expect(client.mail(sender, size), "MAIL", (250,))
             stage = "RCPT"
             self._expect(client.rcpt(recipient), "RCPT", (250, 251))
             stage = "DATA"
-            self._expect(client.data(data), "DATA", (250,))
+            self._expect(send_data(client, data), "DATA", (250,))
         except smtplib.SMTPResponseException as exc:  # EHLO refused, DATA not answered by 354
             raise self._refusal(exc.smtp_code, exc.smtp_error, stage) from None
         except (OSError, smtplib.SMTPException) as exc:

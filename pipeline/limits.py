@@ -18,7 +18,7 @@ cooperative time limit (`limits.parse_seconds`): parsing runs in worker threads,
 `parse_bytes` parses a pre-scanned message without handing its large leaf bodies (an attachment,
 `LARGE_BODY_BYTES` or more) to the parser, which makes each one text, a list of its lines and
 joined copies, and as many again to decode it: a 34 MB message carrying a 25 MiB attachment cost
-265 MiB more to parse and 154 MiB more to decode; now nothing, and twice the attachment. The
+265 MiB more to parse and 154 MiB more to decode; now nothing, and the attachment once. The
 parser reads the message with each large body cut to one marker line; each such part then reads
 its body from the raw bytes when asked (`RawBodyMessage`), and decodes base64 straight from
 them. What every part holds and decodes to is what the parser alone would give; when the parser
@@ -176,8 +176,9 @@ class RawBody:
 
     def _base64(self) -> bytes | None:
         """Strictly valid base64 (line breaks aside, as the email package reads it), decoded a
-        chunk at a time; None for anything else."""
-        pieces: list[bytes] = []
+        chunk at a time into one buffer (no list of pieces joined into a copy); None for
+        anything else."""
+        out = io.BytesIO()
         rest = b""
         padded = False
         for pos in range(self.start, self.end, DECODE_CHUNK_BYTES):
@@ -190,11 +191,11 @@ class RawBody:
             if padded:  # data after the padding
                 return None
             try:
-                pieces.append(binascii.a2b_base64(text, strict_mode=True))
+                out.write(binascii.a2b_base64(text, strict_mode=True))
             except binascii.Error:
                 return None
             padded = text.endswith(b"=")
-        return None if rest else b"".join(pieces)
+        return None if rest else out.getvalue()  # the buffer itself, not a copy
 
 
 class RawBodyMessage(EmailMessage):

@@ -10,7 +10,7 @@ import pysequoia
 import pytest
 from pysequoia import Profile
 
-from pipeline.crypto import Crypto, CryptoError, KeyUnusableError, ensure_private_dir
+from pipeline.crypto import STREAM_BYTES, Crypto, CryptoError, KeyUnusableError, ensure_private_dir
 from tests.servers.gpg import KeySet
 
 
@@ -95,6 +95,22 @@ def test_keys_are_listed_once_until_forgotten_and_encryption_runs_no_gpg(
         crypto.forget_keys()  # each poll: another process may have changed the keyring
         crypto.encrypt(b"a report", [gpg_keys.records_fpr])
         assert (_runs(log, "--list-keys"), _runs(log, "--encrypt")) == (2, 0)
+
+
+def test_large_data_is_left_to_gpg_which_streams_and_compresses(
+    tmp_path: Path, gpg_keys: KeySet
+) -> None:
+    binary, log = _counting_gpg(tmp_path)
+    below, large = b"x" * (STREAM_BYTES - 1), b"y" * STREAM_BYTES
+    with Crypto(tmp_path / "g", binary, passphrase="unit test passphrase") as crypto:
+        crypto.sync_keys_dir(gpg_keys.keys_dir)
+        small_armour = crypto.encrypt(below, [gpg_keys.records_fpr])
+        assert _runs(log, "--encrypt") == 0  # in process
+        large_armour = crypto.encrypt(large, [gpg_keys.records_fpr])
+        assert _runs(log, "--encrypt") == 1
+    assert len(small_armour) > len(below)  # Sequoia does not compress
+    assert len(large_armour) < len(large) // 100  # gpg does
+    assert gpg_keys.decrypt(small_armour) == below and gpg_keys.decrypt(large_armour) == large
 
 
 def test_a_key_deleted_through_sync_is_refused_at_once(

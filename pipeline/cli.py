@@ -26,13 +26,11 @@ intake --version
 
 Without --config, the config is $INTAKE_CONFIG, else /etc/report-intake/intake.toml. A usage
 error is one line and exit status 2; a config or database that cannot be used, exit status 1.
-Under glibc, a freed buffer of 128 KiB or more goes back to the system (`return_large_buffers`).
 """
 
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import os
 import pwd
@@ -415,28 +413,9 @@ def other_user(config: Config, args: argparse.Namespace, argv: Sequence[str]) ->
     )
 
 
-#: glibc's `M_MMAP_THRESHOLD` (malloc.h), and the size from which a buffer is its own mapping.
-_M_MMAP_THRESHOLD = -3
-MMAP_THRESHOLD_BYTES = 128 * 1024
-
-
-def return_large_buffers() -> None:
-    """Have malloc give every buffer of 128 KiB or more back to the system once it is freed
-    (glibc; elsewhere nothing changes). By default glibc raises that bar to the size of the
-    last such buffer freed, up to 32 MiB: after one large message, the next one's buffers (its
-    attachment, the pieces it is decoded and encrypted in) came from the heap, and the holes
-    they left stayed in the process's memory."""
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):  # not glibc, or no C library to ask
-        return
-    mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """The `intake` command; its exit status. Output cut short by a reader that went away
     (`intake status | head`) ends it quietly, with status 141 as SIGPIPE would."""
-    return_large_buffers()
     try:
         try:
             return dispatch(list(sys.argv[1:] if argv is None else argv))

@@ -1,7 +1,8 @@
 """Daemon: an `App` in, APScheduler jobs (poll the sources, drain the outbox, check keys daily,
 purge what retention says is due daily) out.
 
-`run_once` polls every source once, then sends what is due, and returns an exit status: the sum
+`run_once` polls every source until none has more waiting, then drains the outbox (again while
+a drain stopped at its `MAX_ROWS`), and returns an exit status: the sum
 of the `Exit` bits for what needs an admin after this run (`intake run --once` and
 `run_daemon.py --once` exit with it):
 
@@ -25,7 +26,8 @@ hands over, each mail handed to the SMTP server or refused), and while one of th
 sign of life for `STALL_SECONDS` the pings are withheld, so systemd restarts the daemon. After
 each poll, outbox and purge job the `[metrics] textfile` is rewritten (`pipeline.metrics`).
 
-`serve` is `intake run` and `run_daemon.py`: it applies `[logging]`, takes the instance lock
+`serve` is `intake run` and `run_daemon.py`: under glibc it has freed buffers of 128 KiB or more
+go back to the system (`return_large_buffers`), applies `[logging]`, takes the instance lock
 (SQLite is for one instance: a second daemon on the same database refuses to start; PostgreSQL
 takes several, which coordinate with advisory locks), opens the `App` and runs. Every other
 command that polls or sends (`intake retry --send`, the demo) takes the same lock.
@@ -33,6 +35,7 @@ command that polls or sends (`intake retry --send`, the demo) takes the same loc
 
 from __future__ import annotations
 
+import ctypes
 import enum
 import fcntl
 import logging
@@ -495,10 +498,29 @@ def instance_lock(config: Config, advice: str = LOCK_ADVICE) -> Iterator[None]:
         os.close(fd)  # releases the lock
 
 
+#: glibc's `M_MMAP_THRESHOLD` (malloc.h), and the size from which a buffer is its own mapping.
+_M_MMAP_THRESHOLD = -3
+MMAP_THRESHOLD_BYTES = 128 * 1024
+
+
+def return_large_buffers() -> None:
+    """Have malloc give every buffer of 128 KiB or more back to the system once it is freed
+    (glibc; elsewhere nothing changes). By default glibc raises that bar to the size of the
+    last such buffer freed, up to 32 MiB: after one large message, the next one's buffers (its
+    attachment, the pieces it is decoded and encrypted in) came from the heap, and the holes
+    they left stayed in the process's memory."""
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):  # not glibc, or no C library to ask
+        return
+    mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
+
+
 def serve(config: Config, *, once: bool = False, verbose: bool = False) -> int:
     """`intake run` and `run_daemon.py`: logging as `[logging]` says (`verbose`: our DEBUG
     lines too), the instance lock, the App, then one run (the `Exit` bits) or run until
     stopped (0). StartupError when it cannot start."""
+    return_large_buffers()
     setup_logging(verbose, config.logging)
     with instance_lock(config):
         app = App.open(config)

@@ -93,6 +93,7 @@ class Due:
     received_at: datetime
     updated_at: datetime
     period: str  # the `[retention]` key it is due under
+    before: datetime  # its period began before this (`_in_period_of`)
 
 
 def due_for_purge(
@@ -106,16 +107,15 @@ def due_for_purge(
         for period, days in policy.model_dump().items():
             if days is None:
                 continue
+            before = now - timedelta(days=days)
             query = select(ReportRow).where(
-                _in_period_of(period),
-                col(ReportRow.purged_at).is_(None),
-                ReportRow.updated_at < now - timedelta(days=days),
+                _in_period_of(period, before), col(ReportRow.purged_at).is_(None)
             )
             reports = session.exec(query).all()
             if period == UNDELIVERED:
                 reports = [r for r in reports if _told(session, r, before=now - NOTICE)]
             found += [
-                Due(r.reference or "", r.state, r.received_at, r.updated_at, period)
+                Due(r.reference or "", r.state, r.received_at, r.updated_at, period, before)
                 for r in reports
             ]
     return sorted(found, key=lambda due: due.reference)
@@ -126,16 +126,23 @@ def _mail(*conditions: ColumnElement[bool]) -> ColumnElement[bool]:
     return exists().where(col(OutboxRow.report_id) == col(ReportRow.id), *conditions)
 
 
-def _in_period_of(period: str) -> ColumnElement[bool]:
-    """Reports whose retention period is `period` (a `[retention]` key)."""
+def _in_period_of(period: str, before: datetime) -> ColumnElement[bool]:
+    """Reports whose retention period is `period` (a `[retention]` key) and began before
+    `before` (their last change of state). A queued report whose mail went is settled (moved
+    to `delivered`, its `updated_at` set) after the commit that sent its last mail: until then,
+    and for good when only its acknowledgement was given up, its period began when its last
+    mail was sent."""
+    began = col(ReportRow.updated_at) < before
     if period not in (ReportState.DELIVERED, UNDELIVERED):
-        return col(ReportRow.state) == period
+        return (col(ReportRow.state) == period) & began
     waiting = _mail(col(OutboxRow.state) == OutboxState.QUEUED)
     unreached = _mail(col(OutboxRow.kind) == "referral", col(OutboxRow.state).in_(UNREACHED))
     settled = col(ReportRow.state).in_((ReportState.DELIVERED, ReportState.QUEUED))
     if period == ReportState.DELIVERED:
-        return settled & ~unreached & ~waiting
-    return ((col(ReportRow.state) == ReportState.HELD) | (settled & unreached)) & ~waiting
+        sent_since = _mail(col(OutboxRow.sent_at) >= before)
+        went = (col(ReportRow.state) == ReportState.DELIVERED) | ~sent_since
+        return settled & ~unreached & ~waiting & began & went
+    return ((col(ReportRow.state) == ReportState.HELD) | (settled & unreached)) & ~waiting & began
 
 
 def _notice_mail(session: Session, report: ReportRow) -> list[tuple[str, datetime | None]]:
@@ -210,9 +217,8 @@ def _coming(engine: Engine, days: int, now: datetime) -> dict[str, str]:
     """The undelivered reports that go within `NOTICE` and that no alert mail names yet:
     reference -> its state, its referrals' and when it goes (no content)."""
     query = select(ReportRow).where(
-        _in_period_of(UNDELIVERED),
+        _in_period_of(UNDELIVERED, now + NOTICE - timedelta(days=days)),
         col(ReportRow.purged_at).is_(None),
-        ReportRow.updated_at < now + NOTICE - timedelta(days=days),
     )
     coming = {}
     with Session(engine) as session:
@@ -290,7 +296,7 @@ def _purge_one(engine: Engine, item: Due, actor: str) -> bool:
                 reference,
                 col(ReportRow.purged_at).is_(None),
                 col(ReportRow.state) == item.state,
-                _in_period_of(item.period),
+                _in_period_of(item.period, item.before),
             )
             .values(purged_at=utcnow())
         )

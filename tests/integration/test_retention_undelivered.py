@@ -44,7 +44,8 @@ def opened(deployment: Deployment) -> Iterator[App]:
 
 def reports(deployment: Deployment, states: list[tuple[str, str, str, str]]) -> Engine:
     """One report per (report state, referral state, acknowledgement state, updated_at), taken
-    in and sent for real, then put in that state; ids 1, 2, ... in order."""
+    in and sent for real, then put in that state at that time (its mail sent then too); ids 1,
+    2, ... in order."""
     for n in range(len(states)):
         deployment.imap.append(email(f"CANARY-{n} text.", message_id=f"<r{n}@example.ac.uk>"))
     assert deployment.run_in_process() == 0
@@ -56,10 +57,12 @@ def reports(deployment: Deployment, states: list[tuple[str, str, str, str]]) -> 
                 {"s": report, "t": updated, "id": number},
             )
             for kind, state in (("referral", referral), ("ack", ack)):
-                connection.execute(
-                    text("UPDATE outbox SET state = :s WHERE report_id = :id AND kind = :k"),
-                    {"s": state, "id": number, "k": kind},
-                )
+                mail = {"s": state, "t": updated, "id": number, "k": kind}
+                for change in ("state = :s", "sent_at = :t"):
+                    connection.execute(
+                        text(f"UPDATE outbox SET {change} WHERE report_id = :id AND kind = :k"),
+                        mail,
+                    )
     return engine
 
 
@@ -297,4 +300,21 @@ def test_a_notice_whose_mail_failed_names_nobody_and_is_given_again(
     assert due_for_purge(engine, policy, utcnow() + timedelta(days=6)) == []
     due = due_for_purge(engine, policy, utcnow() + timedelta(days=8))
     assert [item.reference for item in due] == [reference]
+    engine.dispose()
+
+
+def test_a_report_whose_last_mail_just_went_is_not_due_before_it_is_settled(
+    deployment: Deployment,
+) -> None:
+    """Its mail is committed as sent before the report is settled (moved to `delivered`, its
+    `updated_at` set): in between, its period counts from when the mail went, not from its
+    last change of state (a dead letter retried a year on, a held referral released)."""
+    deployment.write(extra="[retention]\ndelivered = 30\n")
+    engine = reports(deployment, [("queued", "sent", "sent", OLD), ("queued", "sent", "sent", OLD)])
+    with engine.begin() as connection:  # the first one's referral went just now
+        connection.execute(text("UPDATE outbox SET sent_at = :t WHERE id = 1"), {"t": days_ago(0)})
+    with opened(deployment) as app:
+        assert [due.reference for due in due_for_purge(app.engine, app.config.retention)] == [
+            column(engine, "SELECT id, reference FROM report")[2]
+        ]
     engine.dispose()

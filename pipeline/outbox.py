@@ -106,7 +106,7 @@ class DrainResult:
         self.retrying += later.retrying
         self.failed += later.failed
         self.errors += later.errors
-        self.held = later.held
+        self.held = self.held or later.held
         self.full = later.full
 
 
@@ -201,11 +201,18 @@ def _reference(session: Session, row: OutboxRow) -> str:
     return reference or "alert"
 
 
-def settle(engine: Engine, report_ids: set[int] | None = None) -> None:
-    """`settle_reports` in a transaction of its own (after the commits that sent the mail)."""
-    with Session(engine) as session:
-        settle_reports(session, report_ids)
-        session.commit()
+def settle(engine: Engine, report_ids: set[int] | None = None) -> bool:
+    """`settle_reports` in a transaction of its own (after the commits that sent the mail);
+    whether it was committed. A database that refuses leaves the reports queued (logged) for
+    the next drain's first look (`Drain.run`)."""
+    try:
+        with Session(engine) as session:
+            settle_reports(session, report_ids)
+            session.commit()
+    except DBAPIError as error:
+        log.warning("reports whose mail went stay queued to the next drain: %s", _cause(error))
+        return False
+    return True
 
 
 @contextmanager
@@ -397,14 +404,8 @@ class Drain:
             return due_ids(session, utcnow(), limit, self.tried | self.passed)
 
     def _settle(self, report_ids: set[int] | None) -> None:
-        """Settle the reports whose mail this drain sent (None: every queued report). A
-        database that refuses leaves them queued for the next drain's first look."""
-        try:
-            settle(self.engine, report_ids)
-        except DBAPIError as error:
-            log.warning("reports whose mail went stay queued to the next drain: %s", _cause(error))
-            return
-        if report_ids is not None:
+        """Settle the reports whose mail this drain sent (None: every queued report)."""
+        if settle(self.engine, report_ids) and report_ids is not None:
             report_ids.clear()
 
     def _send_listed(self, row_id: int) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
+import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -79,10 +80,13 @@ def sqlite_path(url: URL) -> Path | None:
     return None if url.query.get("uri") else Path(str(url.database))
 
 
+SQLITE_NEEDED = (3, 35)  # the oldest SQLite library that runs UPDATE ... RETURNING
+
+
 def open_engine(url: str) -> Engine:
     """An engine for `url` (SQLite in WAL mode, or PostgreSQL); nothing is connected, created or
-    migrated yet. DatabaseError for another dialect, a driver that is not installed, or a SQLite
-    file whose folder is not there."""
+    migrated yet. DatabaseError for another dialect, a driver that is not installed, a SQLite
+    file whose folder is not there, or a SQLite library older than `SQLITE_NEEDED`."""
     parsed = database_url(url)
     path = sqlite_path(parsed)
     if path is not None and not path.parent.is_dir():
@@ -94,6 +98,12 @@ def open_engine(url: str) -> Engine:
         fix = "pip install 'report-intake[postgres]'" if driver == "psycopg" else f"use {URL_FORMS}"
         raise DatabaseError(f"{shown(parsed)}: driver {driver!r} is not installed: {fix}") from None
     if engine.dialect.name == "sqlite":
+        if sqlite3.sqlite_version_info < SQLITE_NEEDED:  # UPDATE ... RETURNING (settle_reports)
+            needed = ".".join(map(str, SQLITE_NEEDED))
+            raise DatabaseError(
+                f"{shown(parsed)}: SQLite {needed} or newer is needed; this Python has "
+                f"{sqlite3.sqlite_version}: use a newer Python or PostgreSQL"
+            )
         event.listen(engine, "connect", _sqlite_pragmas)
     return engine
 

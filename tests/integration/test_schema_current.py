@@ -4,15 +4,17 @@ upgrade of a current database changes nothing and imports no Alembic, and one th
 
 from __future__ import annotations
 
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from alembic import command
 from alembic.config import Config as AlembicConfig
 from sqlalchemy import text
 
-from pipeline.database import SCHEMA_HEAD, _scripts, at_head, known_revisions
+from pipeline.database import SCHEMA_HEAD, DatabaseError, _scripts, at_head, known_revisions
 from pipeline.store import MIGRATIONS, make_engine, open_engine, schema_revision, upgrade
 
 REPO = Path(__file__).resolve().parents[2]
@@ -71,3 +73,13 @@ def test_a_current_postgres_schema_is_told_so(pg_url: str) -> None:
         assert upgrade(engine) == (SCHEMA_HEAD, SCHEMA_HEAD)
     finally:
         engine.dispose()
+
+
+def test_a_sqlite_library_too_old_for_returning_is_named_with_the_fix(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite3, "sqlite_version_info", (3, 34, 1))
+    monkeypatch.setattr(sqlite3, "sqlite_version", "3.34.1")
+    with pytest.raises(DatabaseError) as refused:
+        open_engine(f"sqlite:///{tmp_path / 'intake.db'}")
+    assert "SQLite 3.35 or newer is needed; this Python has 3.34.1" in str(refused.value)

@@ -71,7 +71,10 @@ from pysequoia.packet import PacketPile, Tag
 
 OUTBOX_UID = "report-intake outbox (passphrase) <outbox@report-intake.invalid>"
 LEGACY_OUTBOX_UID = "report-intake outbox <outbox@report-intake.invalid>"  # no passphrase
-_GPG_OPTIONS = ["--no-auto-key-locate", "--no-auto-key-retrieve", "--keyid-format", "long"]
+_GPG_OPTIONS = [
+    *("--no-auto-key-locate", "--no-auto-key-retrieve", "--keyid-format", "long"),
+    "--no-encrypt-to",  # a gpg.conf `encrypt-to` must not add a recipient to what gpg encrypts
+]
 # The agent keeps no passphrase, not even in memory: every use of the outbox key needs it.
 AGENT_CONF = (
     "# written by report-intake: nothing cached; the passphrase is stretched by scrypt already\n"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import shutil
+import subprocess
 from pathlib import Path
 
 import pysequoia
@@ -111,6 +112,23 @@ def test_large_data_is_left_to_gpg_which_streams_and_compresses(
     assert len(small_armour) > len(below)  # Sequoia does not compress
     assert len(large_armour) < len(large) // 100  # gpg does
     assert gpg_keys.decrypt(small_armour) == below and gpg_keys.decrypt(large_armour) == large
+
+
+def test_an_encrypt_to_in_the_homedirs_gpg_conf_adds_no_recipient(
+    crypto: Crypto, gpg_keys: KeySet, tmp_path: Path
+) -> None:
+    other = next(fpr for fpr in gpg_keys.services.values() if fpr != gpg_keys.records_fpr)
+    (tmp_path / "g" / "gpg.conf").write_text(f"encrypt-to {other}\n")
+    armored = crypto.encrypt(b"z" * STREAM_BYTES, [gpg_keys.records_fpr])  # gpg encrypts it
+    empty = tmp_path / "empty"
+    empty.mkdir(mode=0o700)
+    listed = subprocess.run(
+        ["gpg", "--homedir", str(empty), "--batch", "--list-packets"],
+        input=armored,
+        capture_output=True,
+        check=False,
+    ).stdout.decode()
+    assert listed.count(":pubkey enc packet:") == 1
 
 
 def test_a_key_deleted_through_sync_is_refused_at_once(

@@ -3,8 +3,11 @@
 Due rows are listed in batches (`BATCH` ids, urgent mail first, then oldest), then each is
 claimed under a row lock (SKIP LOCKED on PostgreSQL, so several instances share the work: a row
 another instance holds, or sent meanwhile, is passed over), sent, and its new state committed
-on its own. A drain sends over one SMTP connection (`deliver.one_connection`: opened again after
-a failure, and when the server dropped it before a mail reached DATA). SQLite has no row locks:
+on its own. After each batch the reports whose mail went are settled (`settle`: queued to
+delivered once none of their mail waits) in one statement, and a drain first settles any report
+a stopped drain did not. A drain sends over one SMTP connection (`deliver.one_connection`:
+opened again after a failure, and when the server dropped it before a mail reached DATA).
+SQLite has no row locks:
 there drains take turns (`drain_turn`, a file lock held for the whole drain), so two processes
 on one SQLite database never both send a row (one is the rule: `daemon.instance_lock`). A
 temporary failure retries with exponential backoff and jitter (the first retry within

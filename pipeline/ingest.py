@@ -33,7 +33,7 @@ from pipeline.deliver import (
     build_acknowledgement,
     build_referral,
     new_message_id,
-    referral_inner,
+    referral_inner_bytes,
     referral_subject,
 )
 from pipeline.faults import crash_point
@@ -468,7 +468,7 @@ class Ingest:
             log.error("%s referral to %s held: %s", reference, service.id, exc)
             row.state = OutboxState.HELD
             row.last_error = str(exc)
-            inner = referral_inner(rendered, report.attachments).as_bytes()
+            inner = referral_inner_bytes(rendered, report.attachments)
             row.sealed = self.crypto.encrypt_for_outbox(inner)
         return row
 
